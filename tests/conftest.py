@@ -1,0 +1,54 @@
+"""Shared test fixtures: locating the real MNIST copy and CUDA availability.
+
+MNIST is found through ``GLIMPSE_DATA`` or, failing that, ``../shared/data`` beside the
+repository. Under CI (``CI=true``) a missing copy is an error, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _find_data_root() -> Path | None:
+    candidates = [os.environ.get("GLIMPSE_DATA"), REPO.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return Path(c)
+    return None
+
+
+DATA_ROOT = _find_data_root()
+if DATA_ROOT is not None:
+    os.environ.setdefault("GLIMPSE_DATA", str(DATA_ROOT))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Root holding ``MNIST/raw`` (torchvision layout)."""
+    if DATA_ROOT is None:
+        msg = "MNIST not found: set GLIMPSE_DATA to a folder holding MNIST/raw"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return DATA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Generated-dataset caches go to one temp folder per session, never to ~/.cache."""
+    monkeypatch.setenv("GLIMPSE_CACHE", str(tmp_path_factory.getbasetemp() / "glimpse-cache"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
