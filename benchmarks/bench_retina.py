@@ -1,0 +1,129 @@
+"""Retina throughput: batched area-averaging retina vs a per-sample loop and a plain copy.
+
+Usage::
+
+    python benchmarks/bench_retina.py [--device cpu|cuda] [--repeats 20]
+
+For each configuration it times, in the same run:
+
+- ``retina``: :func:`glimpse.retina.foveate` on the whole batch;
+- ``loop``: the per-sample, per-scale reference (``tests/retina_reference.py``: crop with
+  zero padding, then ``avg_pool2d``), on pixel-aligned locations so both compute the same
+  glimpses (checked);
+- ``copy``: ``out.clone()`` of a tensor of the glimpse output's size.
+
+and prints images/s, the speed-up over the loop, and two bandwidth ratios:
+``copy/retina`` (time of the output-size copy over retina time: the fraction of
+plain-copy bandwidth the retina reaches on its output bytes) and ``io/copy-bw`` (bytes the
+retina must touch, input read + output written, per retina second, over the copy's
+bytes per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from glimpse.retina import Retina, pixel_to_loc
+from tests.retina_reference import naive_foveate
+
+CONFIGS = [
+    # (B, H, W, g, k, s, T): T = glimpses per episode on that task (RAM paper)
+    (128, 28, 28, 8, 1, 2.0, 6),
+    (128, 60, 60, 12, 3, 2.0, 8),
+    (256, 100, 100, 12, 4, 2.0, 8),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds per call over ``repeats`` calls, after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run(device: torch.device, repeats: int) -> list[dict]:
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for b, h, w, g, k, s, steps in CONFIGS:
+        images = torch.rand(b, 1, h, w, generator=gen).to(device)
+        # Pixel-aligned centres (even pixel coordinates) so the loop reference is exact.
+        px = torch.stack(
+            [
+                torch.randint(0, w // 2 + 1, (b,), generator=gen) * 2,
+                torch.randint(0, h // 2 + 1, (b,), generator=gen) * 2,
+            ],
+            dim=1,
+        ).double()
+        loc = pixel_to_loc(px, h, w).float().to(device)
+        retina = Retina(g, k, s)
+        prepared = retina.prepare(images)
+        out = retina(images, loc)
+        ref = naive_foveate(images, loc, g, k, s)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(retina(prepared, loc), ref, rtol=1e-5, atol=1e-5)
+        t_loop = _time(lambda: naive_foveate(images, loc, g, k, s), device, max(3, repeats // 5))
+        t_one = _time(lambda: retina(images, loc), device, repeats)
+        t_prep = _time(lambda: retina.prepare(images), device, repeats)
+        t_glimpse = _time(lambda: retina(prepared, loc), device, repeats)
+        t_copy = _time(lambda: out.clone(), device, repeats)
+        t_episode = (t_prep + steps * t_glimpse) / steps  # per glimpse, prepare amortised
+        rows.append(
+            {
+                "config": f"B={b} {h}x{w} g={g} k={k} s={s:g}",
+                "loop": b / t_loop,
+                "one_shot": b / t_one,
+                "one_shot_x": t_loop / t_one,
+                "prepared": b / t_glimpse,
+                "prepared_x": t_loop / t_glimpse,
+                "steps": steps,
+                "episode_x": t_loop / t_episode,
+                "copy_ratio": t_copy / t_glimpse,
+                "copy_ratio_one": t_copy / t_one,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(
+        "| config | loop img/s | one-shot img/s (x loop) | prepared img/s (x loop) |"
+        " episode x loop (T) | copy/retina one-shot | copy/retina prepared |"
+    )
+    print("|" + "---|" * 7)
+    for r in run(device, args.repeats):
+        print(
+            f"| {r['config']} | {r['loop']:,.0f} | {r['one_shot']:,.0f} ({r['one_shot_x']:.1f}x) | "
+            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | {r['episode_x']:.1f}x ({r['steps']}) | "
+            f"{r['copy_ratio_one']:.1%} | {r['copy_ratio']:.1%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

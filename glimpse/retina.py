@@ -1,0 +1,311 @@
+"""Batched foveated multi-scale glimpses (the "retina" of Mnih et al. 2014).
+
+Mnih, Heess, Graves, Kavukcuoglu (2014), *Recurrent Models of Visual Attention*: a glimpse
+at location ``l`` is ``k`` square patches centred at ``l``; the ``i``-th (``i = 0..k-1``)
+covers ``g * s**i`` pixels per side and is reduced to ``g x g``.
+
+Conventions (the one place they are written down):
+
+- **Locations** are ``(x, y)`` in ``[-1, 1]``: ``(-1, -1)`` is the top-left corner of the
+  top-left pixel and ``(1, 1)`` the bottom-right corner of the bottom-right pixel, exactly
+  as ``torch.nn.functional.grid_sample(..., align_corners=False)``. ``x`` runs along the
+  width, ``y`` along the height. :func:`loc_to_pixel` and :func:`pixel_to_loc` convert.
+- **Pixels** are unit squares: pixel ``(row r, col c)`` covers ``[c, c+1] x [r, r+1]`` in
+  continuous pixel coordinates, so the image spans ``[0, W] x [0, H]``. Pixels are square,
+  so a patch is square in pixels also when ``H != W``.
+- **Reduction is exact area averaging.** Output cell ``(v, u)`` of scale ``i`` is the mean of
+  the image, seen as piecewise constant over its pixels, over the square
+  ``[x0 + u*c, x0 + (u+1)*c] x [y0 + v*c, y0 + (v+1)*c]`` with cell side ``c = s**i`` and
+  ``(x0, y0)`` the patch's top-left corner. When the patch is pixel-aligned and ``c`` is
+  an integer, that is exactly ``avg_pool2d(crop, c)``. For sub-pixel locations or a
+  non-integer ``s`` it is still exactly defined: a partly covered pixel contributes in
+  proportion to the covered area (a box filter, unlike point-sampled bilinear
+  interpolation, which aliases at coarse scales).
+- **Outside the image** pixels read as zero: the mean is still taken over the whole cell
+  area, so a cell half outside the image averages the inside half with zeros.
+
+Implementation: area averaging over axis-aligned cells is separable, so every scale of
+every image is two batched matrix products ``Wy @ img @ Wx^T`` with overlap-length weights
+``W[u, x] = |[x, x+1] ∩ cell_u|`` -- one call for the whole batch and all scales, no Python
+loop over the batch, exact in float32, and differentiable with respect to the image.
+
+A second path serves episodes that glimpse the same images many times:
+:class:`IntegralImage` (``Retina.prepare``) builds a summed-area table once, after which
+each glimpse costs ``O(k g^2)`` lookups instead of ``O(k g H W)``; the two paths agree to
+float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "IntegralImage",
+    "Retina",
+    "foveate",
+    "foveate_integral",
+    "loc_to_pixel",
+    "patch_boxes",
+    "pixel_to_loc",
+]
+
+
+def _check_loc(loc: Tensor, batch: int | None = None) -> None:
+    if not isinstance(loc, Tensor):
+        raise TypeError(f"loc must be a torch.Tensor of shape (B, 2), got {type(loc).__name__}")
+    if loc.ndim != 2 or loc.shape[1] != 2:
+        raise ValueError(f"loc must have shape (B, 2) holding (x, y), got {tuple(loc.shape)}")
+    if batch is not None and loc.shape[0] != batch:
+        raise ValueError(f"loc has {loc.shape[0]} rows but there are {batch} images")
+    if not loc.is_floating_point():
+        raise ValueError(f"loc must be a floating-point tensor, got dtype {loc.dtype}")
+
+
+def loc_to_pixel(loc: Tensor, height: int, width: int) -> Tensor:
+    """Map locations ``(x, y)`` in ``[-1, 1]`` to continuous pixel coordinates.
+
+    ``(B, 2) -> (B, 2)`` holding ``(px, py)`` with ``px`` in ``[0, width]`` and ``py`` in
+    ``[0, height]`` for in-range locations (values outside extrapolate linearly).
+    ``(-1, -1) -> (0, 0)`` (top-left corner of the image), ``(0, 0) -> (W/2, H/2)``.
+    """
+    _check_loc(loc)
+    size = loc.new_tensor([width, height])
+    return (loc + 1.0) * 0.5 * size
+
+
+def pixel_to_loc(pix: Tensor, height: int, width: int) -> Tensor:
+    """Inverse of :func:`loc_to_pixel`: pixel ``(px, py)`` to ``(x, y)`` in ``[-1, 1]``."""
+    _check_loc(pix)
+    size = pix.new_tensor([width, height])
+    return pix / size * 2.0 - 1.0
+
+
+def _scale_sizes(glimpse_size: int, num_scales: int, scale_factor: float) -> list[float]:
+    return [glimpse_size * scale_factor**i for i in range(num_scales)]
+
+
+def patch_boxes(
+    loc: Tensor,
+    height: int,
+    width: int,
+    glimpse_size: int,
+    num_scales: int = 1,
+    scale_factor: float = 2.0,
+) -> Tensor:
+    """Pixel-space boxes ``(x0, y0, x1, y1)`` of every scale's patch: ``(B, 2) -> (B, k, 4)``.
+
+    The ``i``-th box is the square of side ``glimpse_size * scale_factor**i`` centred at
+    :func:`loc_to_pixel` ``(loc)``. Boxes may extend beyond the image.
+    """
+    _validate_params(glimpse_size, num_scales, scale_factor)
+    centre = loc_to_pixel(loc, height, width)  # (B, 2)
+    half = loc.new_tensor(_scale_sizes(glimpse_size, num_scales, scale_factor)) / 2  # (k,)
+    lo = centre[:, None, :] - half[None, :, None]
+    hi = centre[:, None, :] + half[None, :, None]
+    return torch.cat([lo, hi], dim=-1)
+
+
+def _validate_params(glimpse_size: int, num_scales: int, scale_factor: float) -> None:
+    if not isinstance(glimpse_size, int) or isinstance(glimpse_size, bool) or glimpse_size < 1:
+        raise ValueError(f"glimpse_size must be a positive int, got {glimpse_size!r}")
+    if not isinstance(num_scales, int) or isinstance(num_scales, bool) or num_scales < 1:
+        raise ValueError(f"num_scales must be a positive int, got {num_scales!r}")
+    if not (isinstance(scale_factor, (int, float)) and scale_factor > 0) or (
+        num_scales > 1 and not scale_factor >= 1
+    ):
+        raise ValueError(
+            f"scale_factor must be a real number >= 1 (> 0 with one scale), got {scale_factor!r}"
+        )
+
+
+def _overlap_weights(lo: Tensor, cell: Tensor, glimpse_size: int, length: int) -> Tensor:
+    """Overlap of each output cell with each pixel along one axis, divided by the cell side.
+
+    ``lo``: ``(..., k)`` patch starts in pixels (any leading dims); ``cell``: ``(k,)`` cell
+    sides. Returns ``(..., k, g, length)`` with entry ``|[p, p+1] ∩ cell_u| / c`` where
+    ``cell_u = [lo + u*c, lo + (u+1)*c]``. Uses ``|[p, p+1] ∩ [a, b]| = R(b - p) - R(a - p)``
+    with ``R = clamp(., 0, 1)``, evaluated once per cell edge (``g + 1`` of them).
+    """
+    u = torch.arange(glimpse_size + 1, device=lo.device, dtype=lo.dtype)
+    edges = lo[..., None] + u * cell[:, None]  # (..., k, g+1)
+    p = torch.arange(length, device=lo.device, dtype=lo.dtype)
+    ramp = (edges[..., None] - p).clamp_(0, 1)  # (..., k, g+1, length)
+    return (ramp[..., 1:, :] - ramp[..., :-1, :]).div_(cell[:, None, None])
+
+
+def foveate(
+    images: Tensor,
+    loc: Tensor,
+    glimpse_size: int,
+    num_scales: int = 1,
+    scale_factor: float = 2.0,
+) -> Tensor:
+    """Extract a foveated multi-scale glimpse for every image in the batch.
+
+    Args:
+        images: ``(B, C, H, W)`` floating-point images, any ``H``, ``W``, ``C``.
+        loc: ``(B, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` (values outside are
+            allowed; the patch then reads zeros).
+        glimpse_size: ``g``, the side of every output patch.
+        num_scales: ``k``, the number of patches.
+        scale_factor: ``s``; patch ``i`` covers ``g * s**i`` pixels per side. Any real
+            ``s >= 1`` (see the module docstring for the exact area-average definition).
+
+    Returns:
+        ``(B, k, C, g, g)`` glimpses on the device and in the dtype of ``images``.
+    """
+    _validate_params(glimpse_size, num_scales, scale_factor)
+    _check_images(images)
+    b, c, h, w = images.shape
+    _check_loc(loc, b)
+    if loc.device != images.device:
+        raise ValueError(f"loc is on {loc.device} but images are on {images.device}")
+    g, k = glimpse_size, num_scales
+    # Geometry in float32 at least (bfloat16 pixel coordinates are too coarse).
+    geo_dtype = torch.promote_types(images.dtype, torch.float32)
+    cell = torch.tensor([scale_factor**i for i in range(k)], device=images.device, dtype=geo_dtype)
+    lo = patch_boxes(loc.to(geo_dtype), h, w, g, k, scale_factor)[..., :2]  # (B, k, 2)
+    # x and y weights in one go: (B, 2, k, g, max(H, W)).
+    weights = _overlap_weights(lo.transpose(1, 2), cell, g, max(h, w)).to(images.dtype)
+    wx, wy = weights[:, 0, ..., :w], weights[:, 1, ..., :h]
+    # Rows first: (B, 1, k*g, H) @ (B, C, H, W) -> (B, C, k*g, W).
+    rows = torch.matmul(wy.reshape(b, 1, k * g, h), images)
+    # Then columns: (B, C, k, g, W) @ (B, 1, k, W, g) -> (B, C, k, g, g).
+    out = torch.matmul(rows.view(b, c, k, g, w), wx.transpose(-1, -2).unsqueeze(1))
+    return out.transpose(1, 2)
+
+
+class IntegralImage:
+    """Images prepared for many glimpses: a float64 summed-area table per image and channel.
+
+    An episode takes ``T`` glimpses of the same image, so the glimpse-taking MDP prepares
+    each image once (``O(HW)``) and then pays only ``O(k g^2)`` per glimpse: the integral
+    of the piecewise-constant image, ``F(x, y) = ∫_0^y ∫_0^x I``, is bilinear inside each
+    pixel, so bilinear interpolation of the table at any real ``(x, y)`` is exact, and a
+    cell's area average is ``(F(x1, y1) - F(x0, y1) - F(x1, y0) + F(x0, y0)) / c^2``.
+    Clamping ``(x, y)`` to ``[0, W] x [0, H]`` gives exactly the zero padding outside.
+    The table is float64 so that differences of large sums keep float32 accuracy.
+
+    Args:
+        images: ``(B, C, H, W)`` floating-point images.
+    """
+
+    def __init__(self, images: Tensor) -> None:
+        _check_images(images)
+        b, c, h, w = images.shape
+        sat = images.new_zeros(b, c, h + 1, w + 1, dtype=torch.float64)
+        sat[:, :, 1:, 1:] = images.double().cumsum(2).cumsum(3)
+        self.table = sat.view(b, c, (h + 1) * (w + 1))
+        self.shape = (b, c, h, w)
+        self.dtype = images.dtype
+        self.device = images.device
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def integral_at(self, px: Tensor, py: Tensor) -> Tensor:
+        """``F`` at pixel coordinates ``px, py`` of shape ``(B, N)``: returns ``(B, C, N)``."""
+        b, c, h, w = self.shape
+        x = px.double().clamp(0, w)
+        y = py.double().clamp(0, h)
+        x0 = x.floor().clamp_(max=w - 1)
+        y0 = y.floor().clamp_(max=h - 1)
+        fx, fy = (x - x0).unsqueeze(1), (y - y0).unsqueeze(1)  # (B, 1, N)
+        idx = (y0 * (w + 1) + x0).long().unsqueeze(1).expand(b, c, -1)
+        t = self.table
+        top = torch.lerp(t.gather(2, idx), t.gather(2, idx + 1), fx)
+        bottom = torch.lerp(t.gather(2, idx + w + 1), t.gather(2, idx + w + 2), fx)
+        return torch.lerp(top, bottom, fy)
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
+
+
+def foveate_integral(
+    integral: IntegralImage,
+    loc: Tensor,
+    glimpse_size: int,
+    num_scales: int = 1,
+    scale_factor: float = 2.0,
+) -> Tensor:
+    """:func:`foveate` from prepared images: same glimpses, ``O(k g^2)`` work per image.
+
+    Returns ``(B, k, C, g, g)`` in the dtype of the images the table was built from.
+    """
+    _validate_params(glimpse_size, num_scales, scale_factor)
+    b, c, h, w = integral.shape
+    _check_loc(loc, b)
+    if loc.device != integral.device:
+        raise ValueError(f"loc is on {loc.device} but the images are on {integral.device}")
+    g, k = glimpse_size, num_scales
+    boxes = patch_boxes(loc.double(), h, w, g, k, scale_factor)  # (B, k, 4)
+    cell = torch.tensor([scale_factor**i for i in range(k)], device=loc.device).double()
+    u = torch.arange(g + 1, device=loc.device, dtype=torch.float64)
+    ex = boxes[..., 0, None] + u * cell[:, None]  # (B, k, g+1) cell edges along x
+    ey = boxes[..., 1, None] + u * cell[:, None]
+    px = ex[:, :, None, :].expand(b, k, g + 1, g + 1).reshape(b, -1)
+    py = ey[:, :, :, None].expand(b, k, g + 1, g + 1).reshape(b, -1)
+    f = integral.integral_at(px, py).view(b, c, k, g + 1, g + 1)
+    sums = f[..., 1:, 1:] - f[..., :-1, 1:] - f[..., 1:, :-1] + f[..., :-1, :-1]
+    out = sums / (cell * cell)[:, None, None]
+    return out.transpose(1, 2).to(integral.dtype)
+
+
+@dataclass(frozen=True)
+class Retina:
+    """A configured glimpse sensor: ``g``, ``k`` and ``s`` fixed, called on images and locations.
+
+    ``Retina(8)(images, loc)`` gives ``(B, 1, C, 8, 8)``; :meth:`flat` gives the
+    ``(B, k*C*g*g)`` view used by MLP glimpse networks (RAM's ``rho(x, l)``).
+    """
+
+    glimpse_size: int = 8
+    num_scales: int = 1
+    scale_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        _validate_params(self.glimpse_size, self.num_scales, self.scale_factor)
+
+    def __call__(self, images: Tensor | IntegralImage, loc: Tensor) -> Tensor:
+        """``(B, C, H, W), (B, 2) -> (B, k, C, g, g)``; see :func:`foveate`.
+
+        ``images`` may also be an :class:`IntegralImage` (see :meth:`prepare`): the same
+        glimpses, much cheaper when the same images are glimpsed many times.
+        """
+        args = (loc, self.glimpse_size, self.num_scales, self.scale_factor)
+        if isinstance(images, IntegralImage):
+            return foveate_integral(images, *args)
+        return foveate(images, *args)
+
+    @staticmethod
+    def prepare(images: Tensor) -> IntegralImage:
+        """Prepare ``(B, C, H, W)`` images for repeated glimpses (an episode's ``T`` steps)."""
+        return IntegralImage(images)
+
+    def flat(self, images: Tensor | IntegralImage, loc: Tensor) -> Tensor:
+        """``(B, C, H, W), (B, 2) -> (B, k*C*g*g)``, the flattened glimpse."""
+        return self(images, loc).flatten(1)
+
+    def output_shape(self, channels: int) -> tuple[int, int, int, int]:
+        """Per-sample glimpse shape ``(k, C, g, g)``."""
+        g = self.glimpse_size
+        return (self.num_scales, channels, g, g)
+
+    def boxes(self, loc: Tensor, height: int, width: int) -> Tensor:
+        """Pixel boxes of every scale, ``(B, k, 4)``; see :func:`patch_boxes`."""
+        return patch_boxes(
+            loc, height, width, self.glimpse_size, self.num_scales, self.scale_factor
+        )
+
+    def pixels_seen(self, channels: int = 1) -> int:
+        """Number of values one glimpse delivers: ``k * C * g * g``."""
+        k, c, g, _ = self.output_shape(channels)
+        return k * c * g * g

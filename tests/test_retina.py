@@ -1,0 +1,253 @@
+"""Retina tests: the batched area-averaging retina against a per-sample loop reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glimpse.retina import (
+    IntegralImage,
+    Retina,
+    foveate,
+    foveate_integral,
+    loc_to_pixel,
+    patch_boxes,
+    pixel_to_loc,
+)
+from tests.retina_reference import naive_foveate
+
+
+def _loc_from_pixels(px: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return pixel_to_loc(px.double(), h, w)
+
+
+def test_coordinates_match_grid_sample_convention():
+    h, w = 6, 10
+    loc = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])
+    pix = loc_to_pixel(loc, h, w)
+    torch.testing.assert_close(pix, torch.tensor([[0.0, 0.0], [10.0, 6.0], [5.0, 3.0]]))
+    torch.testing.assert_close(pixel_to_loc(pix, h, w), loc)
+    # A pixel centre, sampled by grid_sample(align_corners=False), returns that pixel.
+    img = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
+    centre = pixel_to_loc(torch.tensor([[7.5, 2.5]]), h, w)
+    val = F.grid_sample(img, centre.view(1, 1, 1, 2), align_corners=False)
+    assert val.item() == img[0, 0, 2, 7].item()
+
+
+def test_pixel_aligned_equals_crop_and_avg_pool():
+    torch.manual_seed(0)
+    h, w, g, k, s = 28, 36, 4, 3, 2.0
+    images = torch.rand(5, 2, h, w)
+    # Centres on even pixel coordinates so every scale's patch is pixel-aligned.
+    px = torch.tensor([[14, 14], [0, 0], [36, 28], [20, 6], [-4, 30]], dtype=torch.float64)
+    loc = _loc_from_pixels(px, h, w).float()
+    out = foveate(images, loc, g, k, s)
+    ref = naive_foveate(images, loc, g, k, s)
+    assert out.shape == (5, k, 2, g, g)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_single_pixel_cells_copy_pixels():
+    img = torch.arange(25, dtype=torch.float32).view(1, 1, 5, 5)
+    loc = _loc_from_pixels(torch.tensor([[2.5, 2.5]]), 5, 5).float()
+    out = foveate(img, loc, 3)
+    torch.testing.assert_close(out[0, 0, 0], img[0, 0, 1:4, 1:4])
+
+
+def test_subpixel_is_exact_area_average():
+    # Half-pixel shift with unit cells: each cell straddles 2x2 pixels with weight 1/4 each.
+    img = torch.arange(16, dtype=torch.float64).view(1, 1, 4, 4)
+    loc = _loc_from_pixels(torch.tensor([[2.0, 2.0]]), 4, 4)  # patch [0.5, 3.5]^2, g=3
+    out = foveate(img, loc, 3)[0, 0, 0]
+    expected = F.avg_pool2d(img, 2, stride=1)[0, 0]  # means of 2x2 blocks at offsets 0..2
+    torch.testing.assert_close(out, expected)
+
+
+def test_non_integer_scale_matches_supersampled_reference():
+    torch.manual_seed(1)
+    images = torch.rand(3, 1, 20, 24, dtype=torch.float64)
+    # s = 1.5: cells of side 1, 1.5, 2.25 pixels, on the 1/4 grid with these centres.
+    px = torch.tensor([[12.0, 10.0], [3.25, 17.75], [23.5, 0.5]], dtype=torch.float64)
+    loc = _loc_from_pixels(px, 20, 24)
+    out = foveate(images, loc, 4, 3, 1.5)
+    ref = naive_foveate(images, loc, 4, 3, 1.5, supersample=8)
+    torch.testing.assert_close(out, ref)
+
+
+def test_outside_reads_zero_and_partial_cells_average_with_zero():
+    ones = torch.ones(1, 1, 8, 8)
+    far = torch.tensor([[5.0, -7.0]])
+    assert foveate(ones, far, 4, 2).abs().max().item() == 0.0
+    # Patch centred on the left edge: left half outside (zeros), right half inside (ones).
+    edge = _loc_from_pixels(torch.tensor([[0.0, 4.0]]), 8, 8).float()
+    out = foveate(ones, edge, 4)[0, 0, 0]
+    assert torch.equal(out[:, :2], torch.zeros(4, 2))
+    assert torch.equal(out[:, 2:], torch.ones(4, 2))
+    # Unit cells centred on a pixel edge half outside: cell covers half a pixel.
+    edge2 = _loc_from_pixels(torch.tensor([[0.0, 4.5]]), 8, 8).float()
+    torch.testing.assert_close(foveate(ones, edge2, 1)[0, 0, 0, 0, 0], torch.tensor(0.5))
+
+
+def test_constant_image_gives_covered_fraction():
+    h, w = 10, 14
+    ones = torch.ones(1, 1, h, w, dtype=torch.float64)
+    loc = torch.tensor([[0.3, -0.55]], dtype=torch.float64)
+    g, k, s = 5, 3, 1.7
+    out = foveate(ones, loc, g, k, s)
+    boxes = patch_boxes(loc, h, w, g, k, s)[0]
+    for i in range(k):
+        x0, y0, x1, y1 = boxes[i].tolist()
+        inside = (min(x1, w) - max(x0, 0)) * (min(y1, h) - max(y0, 0))
+        torch.testing.assert_close(out[0, i].mean(), torch.tensor(inside / (x1 - x0) ** 2).double())
+
+
+def test_patch_boxes_sizes():
+    loc = torch.zeros(2, 2)
+    boxes = patch_boxes(loc, 60, 60, 12, 3, 2.0)
+    assert boxes.shape == (2, 3, 4)
+    sides = boxes[0, :, 2] - boxes[0, :, 0]
+    torch.testing.assert_close(sides, torch.tensor([12.0, 24.0, 48.0]))
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([24.0, 24.0, 36.0, 36.0]))
+
+
+def test_retina_object_flat_view_and_shapes():
+    r = Retina(glimpse_size=6, num_scales=2, scale_factor=2.0)
+    images = torch.rand(3, 3, 11, 17)
+    loc = torch.rand(3, 2) * 2 - 1
+    out = r(images, loc)
+    assert out.shape == (3, *r.output_shape(3)) == (3, 2, 3, 6, 6)
+    flat = r.flat(images, loc)
+    assert flat.shape == (3, r.pixels_seen(3)) == (3, 2 * 3 * 36)
+    torch.testing.assert_close(flat, out.reshape(3, -1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_follow_input(dtype):
+    images = torch.rand(2, 1, 12, 9).to(dtype)
+    loc = torch.zeros(2, 2, dtype=dtype)
+    out = foveate(images, loc, 4, 2)
+    assert out.dtype == dtype
+    ref = foveate(images.double(), loc.double(), 4, 2)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(dtype, 1e-6)
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+def test_gradient_flows_to_image():
+    images = torch.rand(2, 1, 8, 8, requires_grad=True)
+    foveate(images, torch.zeros(2, 2), 4, 2).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"glimpse_size": 0}, "glimpse_size"),
+        ({"glimpse_size": 2.5}, "glimpse_size"),
+        ({"num_scales": 0}, "num_scales"),
+        ({"num_scales": 2, "scale_factor": 0.5}, "scale_factor"),
+        ({"scale_factor": -1.0}, "scale_factor"),
+    ],
+)
+def test_bad_parameters_raise(kwargs, match):
+    args = {"glimpse_size": 4, "num_scales": 1, "scale_factor": 2.0} | kwargs
+    with pytest.raises(ValueError, match=match):
+        foveate(torch.rand(1, 1, 8, 8), torch.zeros(1, 2), **args)
+    with pytest.raises(ValueError, match=match):
+        Retina(**args)
+
+
+def test_bad_inputs_raise():
+    img = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        foveate(torch.rand(8, 8), torch.zeros(2, 2), 4)
+    with pytest.raises(ValueError, match="floating point"):
+        foveate(img.to(torch.uint8), torch.zeros(2, 2), 4)
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        foveate(img, torch.zeros(2, 3), 4)
+    with pytest.raises(ValueError, match="3 rows but there are 2 images"):
+        foveate(img, torch.zeros(3, 2), 4)
+    with pytest.raises(ValueError, match="floating-point"):
+        foveate(img, torch.zeros(2, 2, dtype=torch.long), 4)
+
+
+# Locations on the quarter-pixel grid, inside, at corners and fully outside.
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(3, 20),
+    w=st.integers(3, 20),
+    c=st.integers(1, 3),
+    g=st.integers(1, 6),
+    k=st.integers(1, 3),
+    s=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+    data=st.data(),
+)
+def test_property_matches_loop_reference(h, w, c, g, k, s, data):
+    b = 2
+    q = 8  # every edge below lies on the 1/8 pixel grid for these g, s
+    xs = data.draw(st.lists(st.integers(-4 * w, 8 * w), min_size=b, max_size=b))
+    ys = data.draw(st.lists(st.integers(-4 * h, 8 * h), min_size=b, max_size=b))
+    # Centres on the 1/4 grid, but only where half a patch side keeps edges on the 1/8 grid.
+    px = torch.tensor([[x / 4, y / 4] for x, y in zip(xs, ys, strict=True)], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(h * 1000 + w)
+    images = torch.rand(b, c, h, w, generator=gen, dtype=torch.float64)
+    loc = pixel_to_loc(px, h, w)
+    out = foveate(images, loc, g, k, s)
+    ref = naive_foveate(images, loc, g, k, s, supersample=q)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(foveate_integral(IntegralImage(images), loc, g, k, s), ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    x=st.floats(-3, 3),
+    y=st.floats(-3, 3),
+    s=st.floats(1.0, 4.0),
+    k=st.integers(1, 4),
+)
+def test_property_bounds_and_linearity(x, y, s, k):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 2, 13, 9, generator=gen, dtype=torch.float64)
+    bimg = torch.rand(1, 2, 13, 9, generator=gen, dtype=torch.float64)
+    loc = torch.tensor([[x, y]], dtype=torch.float64)
+    fa, fb = foveate(a, loc, 4, k, s), foveate(bimg, loc, 4, k, s)
+    # An average of values in [0, 1] and zeros stays in [0, 1]; the map is linear.
+    assert fa.min() >= 0 and fa.max() <= 1 + 1e-12
+    torch.testing.assert_close(foveate(2 * a - bimg, loc, 4, k, s), 2 * fa - fb)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 60, 44)
+    loc = torch.rand(16, 2) * 2.4 - 1.2
+    cpu = foveate(images, loc, 12, 3, 2.0)
+    gpu = foveate(images.cuda(), loc.cuda(), 12, 3, 2.0)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_integral_path_matches_one_shot_float32():
+    torch.manual_seed(3)
+    images = torch.rand(64, 2, 100, 70)
+    loc = torch.rand(64, 2) * 2.6 - 1.3
+    r = Retina(12, 4, 2.0)
+    prepared = r.prepare(images)
+    out = r(prepared, loc)
+    assert out.dtype == torch.float32 and out.shape == (64, 4, 2, 12, 12)
+    # Both match the float64 computation; the one-shot path's float32 geometry (pixel
+    # coordinates of ~1e-5 px precision) is the larger of the two rounding errors.
+    exact = r(images.double(), loc.double())
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-6)
+    torch.testing.assert_close(r(images, loc).double(), exact, rtol=0, atol=2e-5)
+    torch.testing.assert_close(r.flat(prepared, loc), out.reshape(64, -1))
+
+
+def test_integral_path_rejects_bad_input():
+    prepared = IntegralImage(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="3 rows but there are 2 images"):
+        foveate_integral(prepared, torch.zeros(3, 2), 4)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        IntegralImage(torch.rand(8, 8))
