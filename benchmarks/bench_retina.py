@@ -120,7 +120,8 @@ def main() -> None:
     for r in run(device, args.repeats):
         print(
             f"| {r['config']} | {r['loop']:,.0f} | {r['one_shot']:,.0f} ({r['one_shot_x']:.1f}x) | "
-            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | {r['episode_x']:.1f}x ({r['steps']}) | "
+            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | "
+            f"{r['episode_x']:.1f}x ({r['steps']}) | "
             f"{r['copy_ratio_one']:.1%} | {r['copy_ratio']:.1%} |"
         )
 
