@@ -206,6 +206,16 @@ class IntegralImage:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def replace(self, index: Tensor, images: Tensor) -> None:
+        """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
+        _check_images(images)
+        b, c, h, w = self.shape
+        if images.shape[1:] != (c, h, w):
+            raise ValueError(
+                f"replacement images must have shape (n, {c}, {h}, {w}), got {tuple(images.shape)}"
+            )
+        self.table[index] = IntegralImage(images).table
+
     def integral_at(self, px: Tensor, py: Tensor) -> Tensor:
         """``F`` at pixel coordinates ``px, py`` of shape ``(B, N)``: returns ``(B, C, N)``."""
         b, c, h, w = self.shape

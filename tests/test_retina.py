@@ -251,3 +251,14 @@ def test_integral_path_rejects_bad_input():
         foveate_integral(prepared, torch.zeros(3, 2), 4)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         IntegralImage(torch.rand(8, 8))
+
+
+def test_integral_replace_updates_only_chosen_slots():
+    a, b = torch.rand(4, 1, 9, 7), torch.rand(2, 1, 9, 7)
+    prepared = IntegralImage(a)
+    prepared.replace(torch.tensor([1, 3]), b)
+    loc = torch.rand(4, 2) * 2 - 1
+    expected = foveate(torch.stack([a[0], b[0], a[2], b[1]]).double(), loc.double(), 3, 2)
+    torch.testing.assert_close(foveate_integral(prepared, loc, 3, 2).double(), expected)
+    with pytest.raises(ValueError, match="replacement images"):
+        prepared.replace(torch.tensor([0]), torch.rand(1, 1, 9, 8))
