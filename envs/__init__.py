@@ -1,0 +1,111 @@
+"""Glimpse-taking MDPs behind the Gymnasium API (one batched core, two faces).
+
+Importing this package registers the tasks below under the ``Glimpse/`` namespace, for
+``gymnasium.make`` (single episode, :class:`GlimpseEnv`) and ``gymnasium.make_vec``
+(batched, :class:`GlimpseVectorEnv`). Keyword arguments override any default::
+
+    import gymnasium as gym
+    import envs  # registers Glimpse/*
+
+    env = gym.make("Glimpse/ClutteredMNIST60-v0", data_root="../shared/data")
+    venv = gym.make_vec("Glimpse/MNIST-v0", num_envs=256, device="cuda")
+
+| id | data | glimpses ``T`` | ``g`` | scales ``k`` |
+|---|---|---|---|---|
+| ``Glimpse/MNIST-v0`` | 28x28 MNIST | 6 | 8 | 1 |
+| ``Glimpse/TranslatedMNIST60-v0`` | digit on a 60x60 canvas | 8 | 12 | 3 |
+| ``Glimpse/ClutteredMNIST60-v0`` | 60x60, 4 clutter patches 8x8 | 8 | 12 | 3 |
+| ``Glimpse/ClutteredMNIST100-v0`` | 100x100, 8 clutter patches 8x8 | 8 | 12 | 4 |
+| ``Glimpse/MultiMNIST-v0`` | 2 digits on 100x100, read left to right | 8 per digit | 12 | 4 |
+
+The defaults are those of Mnih et al. (2014) (scale factor 2); MultiMNIST follows Ba et
+al. (2015) with a reward per correct digit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.core import ActionError, GlimpseMDP, MDPConfig
+from envs.single import FlattenActionWrapper, GlimpseEnv
+from envs.source import ImageSource
+from envs.spaces import ActionCodec
+from envs.vector import GlimpseVectorEnv
+
+__all__ = [
+    "TASKS",
+    "ActionCodec",
+    "ActionError",
+    "FlattenActionWrapper",
+    "GlimpseEnv",
+    "GlimpseMDP",
+    "GlimpseVectorEnv",
+    "ImageSource",
+    "MDPConfig",
+    "make_vector_env",
+]
+
+TASKS: dict[str, dict[str, Any]] = {
+    "Glimpse/MNIST-v0": {
+        "source": "mnist",
+        "glimpse_size": 8,
+        "num_scales": 1,
+        "num_glimpses": 6,
+    },
+    "Glimpse/TranslatedMNIST60-v0": {
+        "source": "translated60",
+        "glimpse_size": 12,
+        "num_scales": 3,
+        "num_glimpses": 8,
+    },
+    "Glimpse/ClutteredMNIST60-v0": {
+        "source": "cluttered60",
+        "glimpse_size": 12,
+        "num_scales": 3,
+        "num_glimpses": 8,
+    },
+    "Glimpse/ClutteredMNIST100-v0": {
+        "source": "cluttered100",
+        "glimpse_size": 12,
+        "num_scales": 4,
+        "num_glimpses": 8,
+    },
+    "Glimpse/MultiMNIST-v0": {
+        "source": "multimnist",
+        "glimpse_size": 12,
+        "num_scales": 4,
+        "num_glimpses": 8,
+        "num_targets": 2,
+    },
+}
+"""Registered task ids and their default keyword arguments."""
+
+_ENV_KEYS = {"source", "split", "data_root", "dataset_kwargs", "device", "render_mode"}
+
+
+def make_vector_env(num_envs: int = 64, **kwargs: Any) -> GlimpseVectorEnv:
+    """Build a :class:`GlimpseVectorEnv` from flat keyword arguments (``gym.make_vec``'s
+    entry point): env arguments plus :class:`MDPConfig` fields."""
+    env_kwargs = {
+        k: v
+        for k, v in kwargs.items()
+        if k in _ENV_KEYS | {"shuffle", "array_type", "render_index"}
+    }
+    cfg_kwargs = {k: v for k, v in kwargs.items() if k not in env_kwargs}
+    try:
+        config = MDPConfig(**cfg_kwargs)
+    except TypeError as err:
+        raise TypeError(f"GlimpseVectorEnv got an unknown argument: {err}") from None
+    return GlimpseVectorEnv(num_envs=num_envs, config=config, **env_kwargs)
+
+
+for _id, _kwargs in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(
+            id=_id,
+            entry_point="envs.single:GlimpseEnv",
+            vector_entry_point="envs:make_vector_env",
+            kwargs=dict(_kwargs),
+        )

@@ -1,0 +1,380 @@
+"""The one batched glimpse-MDP engine behind every face of the environment.
+
+Mnih et al. (2014), *Recurrent Models of Visual Attention*, cast classification as a
+partially observable MDP: the agent sees a foveated glimpse (:mod:`glimpse.retina`) at the
+location it chose, chooses the next location, and after ``T`` glimpses classifies; the
+reward is 1 for a correct classification and 0 otherwise. Ba et al. (2015) extend it to
+several objects classified in turn (DRAM); here ``num_targets > 1``.
+
+:class:`GlimpseMDP` holds a batch of ``B`` episodes as tensors (CPU or CUDA) and
+implements ALL the episode logic -- location bookkeeping, action validation, rewards,
+termination -- once. :class:`envs.GlimpseVectorEnv` and :class:`envs.GlimpseEnv` are views
+over it (DESIGN.md: "One MDP, two faces").
+
+Episode timeline, for each target ``j = 0..num_targets-1``:
+
+- ``reset`` places the agent at the initial location and returns glimpse 1.
+- Each ``step(location, label, stop)`` either *moves* (the glimpse at ``location`` is
+  returned; reward ``step_reward``) or *classifies* target ``j``: that happens on the step
+  after the ``T``-th glimpse of the target, or earlier when ``stop`` is set (only if the
+  MDP was built with ``early_stop=True``). A classification reads ``label``, pays 1 if it
+  equals the true label (0 otherwise), and then either ends the episode (last target) or
+  moves to ``location`` and starts the next target with that glimpse.
+
+So an episode of one target has exactly ``T`` steps and ``T`` glimpses; the ``location``
+of the final step is unused. Episodes are never truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from glimpse.retina import IntegralImage, Retina
+
+__all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "StepResult"]
+
+
+class ActionError(ValueError):
+    """An invalid action; the MDP's state is unchanged when this is raised."""
+
+
+@dataclass(frozen=True)
+class MDPConfig:
+    """Parameters of a glimpse-taking MDP (defaults: RAM on 28x28 MNIST)."""
+
+    glimpse_size: int = 8
+    """``g``: side of each glimpse patch in output pixels."""
+    num_scales: int = 1
+    """``k``: number of concentric patches per glimpse."""
+    scale_factor: float = 2.0
+    """``s``: patch ``i`` covers ``g * s**i`` image pixels per side."""
+    num_glimpses: int = 6
+    """``T``: glimpses per target before the agent must classify."""
+    num_classes: int = 10
+    """Number of classes of each target."""
+    num_targets: int = 1
+    """Objects classified in turn in one episode (DRAM's sequence length)."""
+    init_location: Literal["center", "random"] = "center"
+    """Where the first glimpse is taken, unless ``reset`` is given locations."""
+    relative: bool = False
+    """If true, location actions are moves relative to the current location."""
+    max_step: float = 0.5
+    """With ``relative``: the largest move per coordinate (the action space bound)."""
+    clip_actions: bool = False
+    """If true, out-of-range locations are clipped to the action bounds, not rejected."""
+    step_reward: float = 0.0
+    """Reward paid on every step that does not classify (shaping; RAM uses 0)."""
+    early_stop: bool = False
+    """If true, the agent may classify before its ``T``-th glimpse ("classify now")."""
+
+    def __post_init__(self) -> None:
+        Retina(self.glimpse_size, self.num_scales, self.scale_factor)  # validates g, k, s
+        for name in ("num_glimpses", "num_classes", "num_targets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.init_location not in ("center", "random"):
+            raise ValueError(
+                f"init_location must be 'center' or 'random', got {self.init_location!r}"
+            )
+        if not (isinstance(self.max_step, (int, float)) and 0 < self.max_step <= 2):
+            raise ValueError(f"max_step must be in (0, 2], got {self.max_step!r}")
+        if not isinstance(self.step_reward, (int, float)) or not torch.isfinite(
+            torch.tensor(float(self.step_reward))
+        ):
+            raise ValueError(f"step_reward must be a finite number, got {self.step_reward!r}")
+
+    @property
+    def retina(self) -> Retina:
+        """The retina that takes this MDP's glimpses."""
+        return Retina(self.glimpse_size, self.num_scales, self.scale_factor)
+
+    @property
+    def max_steps(self) -> int:
+        """Steps in an episode without early stopping: ``num_targets * T``."""
+        return self.num_targets * self.num_glimpses
+
+    @property
+    def location_bound(self) -> float:
+        """Bound ``b`` of the location action box ``[-b, b]^2``."""
+        return float(self.max_step) if self.relative else 1.0
+
+
+@dataclass
+class StepResult:
+    """What one batched step returns (tensors on the MDP's device, leading dim ``B``)."""
+
+    obs: dict[str, Tensor]
+    reward: Tensor
+    """``(B,)`` float32."""
+    terminated: Tensor
+    """``(B,)`` bool: the episode ended on this step."""
+    classified: Tensor
+    """``(B,)`` bool: a target was classified on this step."""
+    prediction: Tensor
+    """``(B,)`` long: the label read on a classifying step, -1 elsewhere."""
+    correct: Tensor
+    """``(B,)`` bool: the prediction was right (False where nothing was classified)."""
+    target: Tensor
+    """``(B,)`` long: index of the target classified (or being looked for)."""
+    info: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _describe_bad(values: Tensor, bad: Tensor) -> str:
+    idx = int(bad.nonzero()[0, 0])
+    return f"index {idx}: {values[idx].tolist()}"
+
+
+class GlimpseMDP:
+    """A batch of glimpse-taking episodes, all tensor state on one device.
+
+    Args:
+        config: the MDP's parameters.
+        batch_size: number of episodes ``B`` held at once.
+        device: where the state lives; images passed to :meth:`reset` are moved there.
+    """
+
+    def __init__(
+        self, config: MDPConfig, batch_size: int, device: torch.device | str = "cpu"
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.config = config
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.retina = config.retina
+        b, dev = batch_size, self.device
+        self.loc = torch.zeros(b, 2, device=dev)
+        # Every fixation of the episode: (B, max_steps, 2); ``num_fixations`` are valid.
+        self.history = torch.zeros(b, config.max_steps, 2, device=dev)
+        self.num_fixations = torch.zeros(b, dtype=torch.long, device=dev)
+        self.glimpses_this_target = torch.zeros(b, dtype=torch.long, device=dev)
+        self.target = torch.zeros(b, dtype=torch.long, device=dev)
+        self.done = torch.ones(b, dtype=torch.bool, device=dev)
+        self.labels = torch.zeros(b, config.num_targets, dtype=torch.long, device=dev)
+        self.predictions = torch.full_like(self.labels, -1)
+        self.images: Tensor | None = None
+        self._integral: IntegralImage | None = None
+
+    # ------------------------------------------------------------------ reset
+    def reset(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        index: Tensor | None = None,
+        init_loc: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Start new episodes in the slots ``index`` (all slots if ``None``).
+
+        Args:
+            images: ``(n, C, H, W)`` float images in ``[0, 1]`` for the ``n`` slots.
+            labels: ``(n,)`` or ``(n, num_targets)`` integer labels.
+            index: ``(n,)`` long slot indices; ``None`` means all ``B`` slots, in order.
+            init_loc: ``(n, 2)`` initial locations; default from ``config.init_location``.
+            generator: source of randomness for ``init_location="random"``.
+
+        Returns the observation of ALL slots (see :meth:`observe`).
+        """
+        cfg = self.config
+        if index is None:
+            index = torch.arange(self.batch_size, device=self.device)
+        index = torch.as_tensor(index, device=self.device, dtype=torch.long)
+        n = index.numel()
+        if images.ndim != 4 or images.shape[0] != n or not images.is_floating_point():
+            raise ValueError(
+                f"images must be a float (n={n}, C, H, W) tensor, got "
+                f"{tuple(images.shape)} {images.dtype}"
+            )
+        labels = torch.as_tensor(labels, device=self.device).long().reshape(n, -1)
+        if labels.shape[1] != cfg.num_targets:
+            raise ValueError(
+                f"expected {cfg.num_targets} label(s) per episode, got shape {tuple(labels.shape)}"
+            )
+        if ((labels < 0) | (labels >= cfg.num_classes)).any():
+            raise ValueError(f"labels must lie in [0, {cfg.num_classes}), got {labels.tolist()}")
+        images = images.to(self.device)
+        if self.images is None or (
+            index.numel() == self.batch_size and images.shape[1:] != (self.images.shape[1:])
+        ):
+            if n != self.batch_size:
+                raise ValueError("the first reset must fill all slots (index=None)")
+            self.images = images.clone()
+            self._integral = IntegralImage(images)
+        else:
+            if images.shape[1:] != self.images.shape[1:]:
+                raise ValueError(
+                    f"images must have shape (n, *{tuple(self.images.shape[1:])}), "
+                    f"got {tuple(images.shape)}"
+                )
+            self.images[index] = images
+            self._integral.replace(index, images)
+        if init_loc is None:
+            if cfg.init_location == "random":
+                init_loc = torch.rand(n, 2, generator=generator) * 2 - 1
+            else:
+                init_loc = torch.zeros(n, 2)
+        init_loc = torch.as_tensor(init_loc, dtype=torch.float32).to(self.device).reshape(n, 2)
+        if not torch.isfinite(init_loc).all() or init_loc.abs().max() > 1:
+            raise ValueError(f"init_loc must be finite and in [-1, 1], got {init_loc.tolist()}")
+        self.labels[index] = labels
+        self.predictions[index] = -1
+        self.loc[index] = init_loc
+        self.history[index] = 0.0
+        self.history[index, 0] = init_loc
+        self.num_fixations[index] = 1
+        self.glimpses_this_target[index] = 1
+        self.target[index] = 0
+        self.done[index] = False
+        return self.observe()
+
+    # ---------------------------------------------------------------- observe
+    def observe(self) -> dict[str, Tensor]:
+        """Observations of all slots: ``glimpse`` ``(B, k, C, g, g)`` float32, ``location``
+        ``(B, 2)`` float32 and ``step`` ``(B, 1)``: glimpses taken / ``num_targets * T``."""
+        if self._integral is None:
+            raise RuntimeError("reset() must be called before observe()")
+        glimpse = self.retina(self._integral, self.loc).float()
+        step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
+        return {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
+
+    # ------------------------------------------------------------- validation
+    def _validate(self, location: Tensor, label: Tensor, stop: Tensor, active: Tensor) -> Tensor:
+        """Check an action batch; return the (possibly clipped) location. Raises ActionError."""
+        cfg, b = self.config, self.batch_size
+        if location.shape != (b, 2):
+            raise ActionError(f"location must have shape ({b}, 2), got {tuple(location.shape)}")
+        if label.shape != (b,):
+            raise ActionError(f"label must have shape ({b},), got {tuple(label.shape)}")
+        if stop.shape != (b,):
+            raise ActionError(f"stop must have shape ({b},), got {tuple(stop.shape)}")
+        if not location.is_floating_point():
+            raise ActionError(f"location must be floating point, got dtype {location.dtype}")
+        if label.is_floating_point() or label.dtype == torch.bool:
+            raise ActionError(f"label must be an integer class index, got dtype {label.dtype}")
+        loc_a = location[active]
+        finite = torch.isfinite(location).all(1) | ~active
+        if not finite.all():
+            raise ActionError(
+                f"location must be finite, got NaN/inf at {_describe_bad(location, ~finite)}"
+            )
+        bound = cfg.location_bound
+        if cfg.clip_actions:
+            location = location.clamp(-bound, bound)
+        elif loc_a.numel() and loc_a.abs().max() > bound + 1e-6:
+            out = (location.abs() > bound + 1e-6).any(1) & active
+            raise ActionError(
+                f"location must lie in [-{bound:g}, {bound:g}]^2"
+                f"{' (relative move)' if cfg.relative else ''}, got {_describe_bad(location, out)}"
+                "; build the env with clip_actions=True to clip instead"
+            )
+        bad = ((label < 0) | (label >= cfg.num_classes)) & active
+        if bad.any():
+            idx = int(bad.nonzero()[0, 0])
+            raise ActionError(
+                f"label must be a class index in [0, {cfg.num_classes}), "
+                f"got {int(label[idx])} at index {idx}"
+            )
+        if stop.any() and not cfg.early_stop:
+            raise ActionError("stop was requested but the MDP was built with early_stop=False")
+        return location
+
+    # ------------------------------------------------------------------- step
+    def step(
+        self,
+        location: Tensor,
+        label: Tensor | None = None,
+        stop: Tensor | None = None,
+        active: Tensor | None = None,
+    ) -> StepResult:
+        """Advance the episodes in ``active`` slots (all if ``None``) by one step.
+
+        Args:
+            location: ``(B, 2)`` next fixation (absolute, or a move if ``relative``).
+            label: ``(B,)`` class read on classifying steps (may be ``None`` on steps
+                that cannot classify).
+            stop: ``(B,)`` bool, "classify now" (needs ``early_stop=True``).
+            active: ``(B,)`` bool, slots to advance; others are left untouched.
+
+        Raises :class:`ActionError` (state unchanged) for invalid actions and for stepping
+        an episode that has ended.
+        """
+        cfg, b, dev = self.config, self.batch_size, self.device
+        if self._integral is None:
+            raise RuntimeError("reset() must be called before step()")
+        location = torch.as_tensor(location, device=dev)
+        active = (
+            torch.ones(b, dtype=torch.bool, device=dev)
+            if active is None
+            else torch.as_tensor(active, device=dev, dtype=torch.bool)
+        )
+        stop = (
+            torch.zeros(b, dtype=torch.bool, device=dev)
+            if stop is None
+            else torch.as_tensor(stop, device=dev).bool()
+        )
+        classify = active & ((self.glimpses_this_target >= cfg.num_glimpses) | stop)
+        if label is None:
+            if classify.any():
+                raise ActionError("label is required on a step that classifies")
+            label = torch.zeros(b, dtype=torch.long, device=dev)
+        label = torch.as_tensor(label, device=dev)
+        if (self.done & active).any():
+            idx = int((self.done & active).nonzero()[0, 0])
+            raise ActionError(f"episode {idx} has ended; call reset() before step()")
+        location = self._validate(
+            location.float() if location.is_floating_point() else location, label, stop, active
+        )
+        label = label.long()
+
+        # Classification of the current target.
+        tgt = self.target.clone()
+        true = self.labels.gather(1, tgt.clamp(max=cfg.num_targets - 1)[:, None])[:, 0]
+        correct = classify & (label == true)
+        reward = torch.where(
+            classify, correct.float(), torch.full((b,), float(cfg.step_reward), device=dev)
+        )
+        reward = reward * active
+        prediction = torch.where(classify, label, torch.full_like(label, -1))
+        rows = classify.nonzero()[:, 0]
+        self.predictions[rows, tgt[rows]] = label[rows]
+        self.target = self.target + classify.long()
+        terminated = classify & (self.target >= cfg.num_targets)
+
+        # Move: every active slot that did not just end takes the next glimpse.
+        moving = active & ~terminated
+        new_loc = self.loc + location if cfg.relative else location
+        new_loc = new_loc.clamp(-1.0, 1.0)
+        self.loc = torch.where(moving[:, None], new_loc, self.loc)
+        slot = self.num_fixations.clamp(max=cfg.max_steps - 1)
+        upd = moving.nonzero()[:, 0]
+        self.history[upd, slot[upd]] = self.loc[upd]
+        self.num_fixations = self.num_fixations + moving.long()
+        self.glimpses_this_target = (
+            torch.where(
+                classify, torch.ones_like(self.glimpses_this_target), self.glimpses_this_target
+            )
+            + (moving & ~classify).long()
+        )
+        self.done = self.done | terminated
+        return StepResult(
+            obs=self.observe(),
+            reward=reward,
+            terminated=terminated,
+            classified=classify,
+            prediction=prediction,
+            correct=correct,
+            target=tgt,
+        )
+
+    # ---------------------------------------------------------------- helpers
+    def trajectory(self, index: int) -> Tensor:
+        """Fixations so far of episode ``index``: ``(n, 2)`` on the CPU."""
+        n = int(self.num_fixations[index])
+        return self.history[index, :n].cpu()

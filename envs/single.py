@@ -1,0 +1,206 @@
+"""``GlimpseEnv``: the single-episode Gymnasium face of the batched glimpse MDP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.core import GlimpseMDP, MDPConfig
+from envs.source import ImageSource
+from envs.spaces import ActionCodec, action_space, observation_space
+
+__all__ = ["FlattenActionWrapper", "GlimpseEnv"]
+
+
+class GlimpseEnv(gym.Env):
+    """Classify an image by taking glimpses at locations of your choice.
+
+    ## Description
+    Recurrent Models of Visual Attention (Mnih et al. 2014): an image is drawn from a
+    dataset; the agent sees a foveated multi-scale glimpse (``k`` patches of ``g x g``,
+    the ``i``-th covering ``g * s**i`` pixels, area-averaged; :mod:`glimpse.retina`) at
+    its current location, picks the next location, and after ``T`` glimpses names the
+    class. With ``num_targets > 1`` (MultiMNIST, Ba et al. 2015) it names each object in
+    turn, left to right, ``T`` glimpses each. This env is a view over the batched core
+    :class:`envs.core.GlimpseMDP` with a batch of one; :class:`envs.GlimpseVectorEnv` is
+    the fast face.
+
+    ## Action Space
+    ``Dict(location=Box(-b, b, (2,)), label=Discrete(num_classes)[, stop=Discrete(2)])``:
+    the next fixation ``(x, y)`` (``b = 1`` for absolute locations, ``(-1, -1)`` the
+    top-left corner; ``b = max_step`` for relative moves), the class (read only on a
+    classifying step), and, with ``early_stop``, "classify now". Out-of-range locations
+    raise, unless ``clip_actions=True``. For stable-baselines3, wrap with
+    :class:`FlattenActionWrapper`.
+
+    ## Observation Space
+    ``Dict(glimpse=Box(0, 1, (k, C, g, g)), location=Box(-1, 1, (2,)),
+    step=Box(0, 1, (1,)))``: the glimpse at the current location, that location, and the
+    glimpses taken so far over ``num_targets * T``.
+
+    ## Rewards
+    1 for each correctly classified target, 0 for a wrong one; ``step_reward``
+    (default 0) on every other step.
+
+    ## Starting State
+    The first glimpse is at the centre (``init_location="center"``) or uniformly random
+    in ``[-1, 1]^2`` (``"random"``); ``reset(options={"index": i, "init_loc": (x, y)})``
+    chooses the image and the location.
+
+    ## Episode End
+    Terminated after the last target is classified: after exactly ``num_targets * T``
+    steps without early stopping. Never truncated.
+
+    ## Arguments
+    ``source`` (dataset name from ``glimpse.data.DATASETS``, a dataset, or
+    ``(images, labels)``), ``split``, ``data_root``, ``dataset_kwargs``, ``device`` and the
+    :class:`envs.core.MDPConfig` fields as keyword arguments (``glimpse_size``,
+    ``num_scales``, ``scale_factor``, ``num_glimpses``, ``num_classes``, ``num_targets``,
+    ``init_location``, ``relative``, ``max_step``, ``clip_actions``, ``step_reward``,
+    ``early_stop``); ``render_mode="rgb_array"``.
+
+    ## Info
+    ``label`` and ``index`` (dataset index) at every step; on a classifying step
+    ``prediction``, ``correct`` and ``target``; at the end ``episode_correct``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(
+        self,
+        source: Any = "mnist",
+        *,
+        split: str = "train",
+        data_root: str | None = None,
+        dataset_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        render_mode: str | None = None,
+        **config: Any,
+    ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.source = ImageSource.from_any(source, split, data_root, device, dataset_kwargs)
+        config.setdefault("num_targets", self.source.num_targets)
+        try:
+            self.config = MDPConfig(**config)
+        except TypeError as err:
+            raise TypeError(f"GlimpseEnv got an unknown argument: {err}") from None
+        self.core = GlimpseMDP(self.config, 1, device)
+        self.observation_space = observation_space(self.config, self.source.image_shape[0])
+        self.action_space = action_space(self.config)
+        self.render_mode = render_mode
+        self.index = 0
+
+    def _obs(self, obs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in obs.items()}
+
+    def _info(self) -> dict[str, Any]:
+        labels = self.core.labels[0].cpu().numpy()
+        return {"label": int(labels[0]) if len(labels) == 1 else labels, "index": self.index}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"index", "init_loc"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: index, init_loc")
+        n = len(self.source)
+        index = options.get("index")
+        if index is None:
+            index = int(self.np_random.integers(n))
+        elif not (isinstance(index, (int, np.integer)) and 0 <= index < n):
+            raise ValueError(f"options['index'] must be an int in [0, {n}), got {index!r}")
+        init_loc = options.get("init_loc")
+        if init_loc is None and self.config.init_location == "random":
+            init_loc = self.np_random.uniform(-1, 1, size=2)
+        if init_loc is None:
+            init_loc = np.zeros(2)
+        self.index = int(index)
+        images, labels = self.source.get(torch.tensor([self.index]))
+        init = torch.as_tensor(np.asarray(init_loc, dtype=np.float32)).reshape(1, 2)
+        obs = self.core.reset(images, labels, init_loc=init)
+        return self._obs(obs), self._info()
+
+    def step(
+        self, action: dict[str, Any]
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if not isinstance(action, dict) or "location" not in action:
+            raise ValueError(
+                "action must be a dict with 'location' (2,), 'label' (int)"
+                f"{' and stop (0/1)' if self.config.early_stop else ''}; got {action!r}"
+            )
+        location = np.asarray(action["location"])
+        if location.shape != (2,):
+            raise ValueError(f"action['location'] must have shape (2,), got {location.shape}")
+        if not np.issubdtype(location.dtype, np.floating):
+            raise ValueError(f"action['location'] must be floating point, got {location.dtype}")
+        label = np.asarray(action.get("label", 0))
+        if label.shape not in ((), (1,)) or not np.issubdtype(label.dtype, np.integer):
+            raise ValueError(f"action['label'] must be one integer class index, got {label!r}")
+        stop = np.asarray(action.get("stop", 0))
+        res = self.core.step(
+            torch.as_tensor(location, dtype=torch.float32).reshape(1, 2),
+            torch.as_tensor(label, dtype=torch.long).reshape(1),
+            torch.as_tensor(stop).reshape(1).bool(),
+        )
+        info = self._info()
+        if bool(res.classified[0]):
+            info.update(
+                prediction=int(res.prediction[0]),
+                correct=bool(res.correct[0]),
+                target=int(res.target[0]),
+            )
+        terminated = bool(res.terminated[0])
+        if terminated:
+            right = (self.core.predictions[0] == self.core.labels[0]).float().mean()
+            info["episode_correct"] = float(right)
+        return self._obs(res.obs), float(res.reward[0]), terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        """The image with the trajectory so far (``glimpse.viz``): ``(H', W', 3)`` uint8."""
+        if self.render_mode is None:
+            return None
+        from glimpse.viz import render_trajectory
+
+        cfg = self.config
+        label = int(self.core.labels[0, 0]) if cfg.num_targets == 1 else None
+        frames = render_trajectory(
+            self.core.images[0].cpu(),
+            self.core.trajectory(0),
+            cfg.glimpse_size,
+            cfg.num_scales,
+            cfg.scale_factor,
+            label=label,
+        )
+        return frames[-1]
+
+
+class FlattenActionWrapper(gym.ActionWrapper):
+    """Flat, stable-baselines3-ready actions for :class:`GlimpseEnv` (or a wrapper of it).
+
+    ``mode="multidiscrete"`` (``PPO``, ``A2C``, ``RecurrentPPO``) or ``"box"`` (also ``SAC``,
+    ``TD3``, ``DDPG``, ``TQC``); see :class:`envs.spaces.ActionCodec` for the encodings.
+    """
+
+    def __init__(self, env: gym.Env, mode: str = "multidiscrete", grid_size: int = 9) -> None:
+        super().__init__(env)
+        self.codec = ActionCodec(env.unwrapped.config, mode, grid_size)
+        self.action_space = self.codec.space
+
+    def action(self, action: np.ndarray) -> dict[str, Any]:
+        location, label, stop = self.codec.decode(np.asarray(action)[None])
+        out: dict[str, Any] = {
+            "location": location[0].numpy().astype(np.float32),
+            "label": np.int64(label[0]),
+        }
+        if self.unwrapped.config.early_stop:
+            out["stop"] = np.int64(stop[0])
+        return out

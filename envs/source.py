@@ -1,0 +1,136 @@
+"""Where episodes get their images: a dataset held as one uint8 tensor on the env's device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glimpse.data import get_dataset
+
+__all__ = ["ImageSource", "IndexStream"]
+
+
+@dataclass
+class ImageSource:
+    """Images and labels of a dataset, for drawing episodes.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8 (or float in ``[0, 1]``) on the env's device.
+        labels: ``(N,)`` or ``(N, num_targets)`` long.
+        boxes: optional ``(N, 4)`` / ``(N, num_targets, 4)`` pixel boxes of the objects.
+    """
+
+    images: Tensor
+    labels: Tensor
+    boxes: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim == 3:
+            self.images = self.images[:, None]
+        if self.images.ndim != 4:
+            raise ValueError(
+                f"images must be (N, H, W) or (N, C, H, W), got {tuple(self.images.shape)}"
+            )
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if len(self) == 0:
+            raise ValueError("the image source is empty")
+
+    @classmethod
+    def from_any(
+        cls,
+        source: Any,
+        split: str = "train",
+        data_root: str | None = None,
+        device: torch.device | str = "cpu",
+        dataset_kwargs: dict[str, Any] | None = None,
+    ) -> ImageSource:
+        """Build from a dataset name (see :func:`glimpse.data.get_dataset`), a dataset with
+        ``.data`` and ``.targets`` (torchvision MNIST-style), an ``(images, labels)`` pair,
+        or an :class:`ImageSource`."""
+        if isinstance(source, ImageSource):
+            return source.to(device)
+        if isinstance(source, str):
+            source = get_dataset(source, split=split, root=data_root, **(dataset_kwargs or {}))
+        if isinstance(source, tuple) and len(source) == 2:
+            images, labels, boxes = source[0], source[1], None
+        elif hasattr(source, "data") and hasattr(source, "targets"):
+            images, labels = source.data, source.targets
+            boxes = getattr(source, "boxes", None)
+        else:
+            raise ValueError(
+                "source must be a dataset name, a dataset with .data/.targets, or an "
+                f"(images, labels) pair; got {type(source).__name__}"
+            )
+        images = torch.as_tensor(images)
+        labels = torch.as_tensor(labels).long()
+        boxes = None if boxes is None else torch.as_tensor(boxes).float()
+        return cls(images, labels, boxes).to(device)
+
+    def to(self, device: torch.device | str) -> ImageSource:
+        """This source with its tensors on ``device``."""
+        boxes = None if self.boxes is None else self.boxes.to(device)
+        return ImageSource(self.images.to(device), self.labels.to(device), boxes)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def num_targets(self) -> int:
+        """Labels per image (1 for classification, ``n`` for multi-digit sequences)."""
+        return 1 if self.labels.ndim == 1 else int(self.labels.shape[1])
+
+    def get(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Float images in ``[0, 1]`` ``(n, C, H, W)`` and labels for ``index``."""
+        images = self.images[index]
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return images, self.labels[index]
+
+
+class IndexStream:
+    """Endless stream of dataset indices: shuffled epochs (``shuffle``) or ``0..N-1`` cycled.
+
+    Randomness comes from a ``torch.Generator`` on the CPU, so the same seed gives the
+    same episodes on any device.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.generator = torch.Generator()
+        self.seed(seed)
+
+    def seed(self, seed: int | None) -> None:
+        """Restart the stream from ``seed`` (a fresh random seed if ``None``)."""
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+        self._order = self._new_order()
+        self._pos = 0
+
+    def _new_order(self) -> Tensor:
+        if self.shuffle:
+            return torch.randperm(self.size, generator=self.generator)
+        return torch.arange(self.size)
+
+    def next(self, n: int) -> Tensor:
+        """The next ``n`` indices (CPU long tensor)."""
+        out = []
+        while n > 0:
+            if self._pos >= self.size:
+                self._order, self._pos = self._new_order(), 0
+            take = min(n, self.size - self._pos)
+            out.append(self._order[self._pos : self._pos + take])
+            self._pos += take
+            n -= take
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

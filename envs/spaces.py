@@ -1,0 +1,128 @@
+"""Observation and action spaces of the glimpse MDP, and their flat, SB3-ready encodings.
+
+The native action is a ``Dict``: ``location`` (``Box``), ``label`` (``Discrete``) and, with
+``early_stop``, ``stop`` (``Discrete(2)``). Stable-baselines3 has no ``Dict`` action
+spaces, so :class:`ActionCodec` maps flat actions to native ones:
+
+- ``mode="multidiscrete"``: ``MultiDiscrete([G, G, num_classes(, 2)])``, the location being
+  the centre of cell ``(i, j)`` of a ``G x G`` grid over the location box. Works with SB3
+  ``PPO`` and ``A2C`` and sb3-contrib ``RecurrentPPO``.
+- ``mode="box"``: ``Box(-1, 1, (2 + num_classes (+1),))``: the first two entries are the
+  location (scaled by the location bound), the label is the argmax of the next
+  ``num_classes`` entries, ``stop`` is the sign of the last. Works with every SB3
+  algorithm for continuous actions: ``PPO``, ``A2C``, ``SAC``, ``TD3``, ``DDPG`` and
+  ``RecurrentPPO``/``TQC`` from sb3-contrib.
+
+The same codec serves the single-env wrapper (:class:`envs.FlattenActionWrapper`) and the
+SB3 ``VecEnv`` adapter, so both faces decode actions identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from envs.core import MDPConfig
+
+__all__ = ["ActionCodec", "action_space", "observation_space"]
+
+
+def observation_space(cfg: MDPConfig, channels: int) -> spaces.Dict:
+    """``Dict(glimpse=(k, C, g, g) in [0, 1], location=(2,) in [-1, 1], step=(1,) in [0, 1])``."""
+    k, g = cfg.num_scales, cfg.glimpse_size
+    return spaces.Dict(
+        {
+            "glimpse": spaces.Box(0.0, 1.0, (k, channels, g, g), np.float32),
+            "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "step": spaces.Box(0.0, 1.0, (1,), np.float32),
+        }
+    )
+
+
+def action_space(cfg: MDPConfig) -> spaces.Dict:
+    """The native ``Dict`` action space (see the module docstring)."""
+    bound = cfg.location_bound
+    parts: dict[str, spaces.Space] = {
+        "location": spaces.Box(-bound, bound, (2,), np.float32),
+        "label": spaces.Discrete(cfg.num_classes),
+    }
+    if cfg.early_stop:
+        parts["stop"] = spaces.Discrete(2)
+    return spaces.Dict(parts)
+
+
+@dataclass(frozen=True)
+class ActionCodec:
+    """Flat SB3-compatible actions <-> native ``(location, label, stop)`` batches.
+
+    Args:
+        config: the MDP configuration (classes, early stop, location bound).
+        mode: ``"multidiscrete"`` or ``"box"`` (module docstring).
+        grid_size: ``G``, cells per axis in ``multidiscrete`` mode.
+    """
+
+    config: MDPConfig
+    mode: Literal["multidiscrete", "box"] = "multidiscrete"
+    grid_size: int = 9
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("multidiscrete", "box"):
+            raise ValueError(f"mode must be 'multidiscrete' or 'box', got {self.mode!r}")
+        if not isinstance(self.grid_size, int) or self.grid_size < 2:
+            raise ValueError(f"grid_size must be an int >= 2, got {self.grid_size!r}")
+
+    @property
+    def space(self) -> spaces.Space:
+        """The flat action space of one episode."""
+        cfg = self.config
+        if self.mode == "multidiscrete":
+            nvec = [self.grid_size, self.grid_size, cfg.num_classes]
+            return spaces.MultiDiscrete(nvec + ([2] if cfg.early_stop else []))
+        n = 2 + cfg.num_classes + (1 if cfg.early_stop else 0)
+        return spaces.Box(-1.0, 1.0, (n,), np.float32)
+
+    def decode(self, actions: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, D)`` flat actions -> ``location (B, 2)``, ``label (B,)``, ``stop (B,)``."""
+        cfg = self.config
+        a = torch.as_tensor(np.asarray(actions) if not isinstance(actions, Tensor) else actions)
+        want = self.space.shape[0]
+        if a.ndim != 2 or a.shape[1] != want:
+            raise ValueError(f"flat actions must have shape (B, {want}), got {tuple(a.shape)}")
+        bound = cfg.location_bound
+        if self.mode == "multidiscrete":
+            a = a.long()
+            hi = torch.as_tensor(self.space.nvec)
+            if ((a < 0) | (a >= hi)).any():
+                raise ValueError(f"multidiscrete action out of range {hi.tolist()}: {a.tolist()}")
+            centres = (a[:, :2].float() + 0.5) / self.grid_size * 2 - 1
+            location = centres * bound
+            label = a[:, 2]
+            stop = a[:, 3].bool() if cfg.early_stop else torch.zeros(len(a), dtype=torch.bool)
+            return location, label, stop
+        a = a.float()
+        if not torch.isfinite(a).all():
+            raise ValueError(f"box actions must be finite, got {a.tolist()}")
+        location = a[:, :2].clamp(-1, 1) * bound
+        label = a[:, 2 : 2 + cfg.num_classes].argmax(1)
+        stop = (a[:, -1] > 0) if cfg.early_stop else torch.zeros(len(a), dtype=torch.bool)
+        return location, label, stop
+
+    def encode(self, location: Tensor, label: Tensor, stop: Tensor | None = None) -> np.ndarray:
+        """Native actions -> the nearest flat actions (``(B, D)`` numpy), for tests and demos."""
+        cfg = self.config
+        b = location.shape[0]
+        bound = cfg.location_bound
+        rel = (location.float().clamp(-bound, bound) / bound + 1) / 2  # in [0, 1]
+        stop = torch.zeros(b, dtype=torch.long) if stop is None else stop.long()
+        if self.mode == "multidiscrete":
+            cells = (rel * self.grid_size).floor().clamp(0, self.grid_size - 1).long()
+            cols = [cells, label.long()[:, None]] + ([stop[:, None]] if cfg.early_stop else [])
+            return torch.cat(cols, 1).numpy()
+        onehot = torch.nn.functional.one_hot(label.long(), cfg.num_classes).float() * 2 - 1
+        cols = [rel * 2 - 1, onehot] + ([stop[:, None].float() * 2 - 1] if cfg.early_stop else [])
+        return torch.cat(cols, 1).numpy().astype(np.float32)

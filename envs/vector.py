@@ -1,0 +1,279 @@
+"""``GlimpseVectorEnv``: N glimpse episodes per call over the batched core, and its SB3 face."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from envs.core import GlimpseMDP, MDPConfig, StepResult
+from envs.source import ImageSource, IndexStream
+from envs.spaces import action_space, observation_space
+
+__all__ = ["GlimpseVectorEnv"]
+
+
+class GlimpseVectorEnv(VectorEnv):
+    """``num_envs`` glimpse episodes stepped together, as tensors on one device.
+
+    A ``gymnasium.vector.VectorEnv`` over :class:`envs.core.GlimpseMDP`: one batched call
+    per step, no sub-env objects, no processes. Images are drawn from ``source`` in
+    shuffled epochs (``shuffle=True``) or in order (``shuffle=False``: with
+    ``num_envs`` episodes per reset, a sequential pass visits every image once, which is
+    what evaluation wants).
+
+    **Autoreset** follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (the default mode):
+    when a sub-env's episode ends on step ``t``, step ``t + 1`` ignores that sub-env's
+    action, starts a new episode there and returns its first observation with reward 0
+    and ``terminated = truncated = False``.
+
+    **Observations and actions** are torch tensors on ``device`` by default
+    (``array_type="torch"``), the fast path for torch agents; ``array_type="numpy"``
+    gives numpy arrays. Actions: a dict with ``location`` ``(N, 2)`` float, ``label``
+    ``(N,)`` int and, with ``early_stop``, ``stop`` ``(N,)`` bool.
+
+    **Info** (Gymnasium vector convention, ``_key`` masks): ``label`` ``(N,)`` (or
+    ``(N, num_targets)``), ``index`` (dataset index), ``prediction``/``correct``/``target``
+    where a target was classified this step, ``episode_correct`` (fraction of targets
+    right) where an episode ended.
+
+    Args:
+        source: a dataset name (``glimpse.data.DATASETS``), a dataset with ``.data`` and
+            ``.targets``, an ``(images, labels)`` pair or an :class:`ImageSource`.
+        num_envs: ``N``.
+        config: the MDP's parameters (:class:`envs.core.MDPConfig`).
+        split, data_root, dataset_kwargs: passed to ``glimpse.data.get_dataset`` for names.
+        device: where images, state and glimpses live.
+        shuffle: draw images in shuffled epochs (else in order).
+        array_type: ``"torch"`` or ``"numpy"``.
+        render_index: the sub-env that :meth:`render` draws.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        source: Any = "mnist",
+        num_envs: int = 64,
+        config: MDPConfig | None = None,
+        *,
+        split: str = "train",
+        data_root: str | None = None,
+        dataset_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        array_type: str = "torch",
+        render_mode: str | None = None,
+        render_index: int = 0,
+    ) -> None:
+        if array_type not in ("torch", "numpy"):
+            raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.device = torch.device(device)
+        self.source = ImageSource.from_any(source, split, data_root, self.device, dataset_kwargs)
+        cfg = config or MDPConfig()
+        if cfg.num_targets != self.source.num_targets:
+            raise ValueError(
+                f"config.num_targets={cfg.num_targets} but the dataset has "
+                f"{self.source.num_targets} label(s) per image"
+            )
+        self.config = cfg
+        self.num_envs = num_envs
+        self.core = GlimpseMDP(cfg, num_envs, self.device)
+        self.stream = IndexStream(len(self.source), shuffle=shuffle)
+        self.array_type = array_type
+        self.render_mode = render_mode
+        if not 0 <= render_index < num_envs:
+            raise ValueError(f"render_index must be in [0, {num_envs}), got {render_index}")
+        self.render_index = render_index
+        channels = self.source.image_shape[0]
+        self.single_observation_space = observation_space(cfg, channels)
+        self.single_action_space = action_space(cfg)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.indices = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._generator = torch.Generator()
+        self._started = False
+
+    # ----------------------------------------------------------------- engine
+    def _reset_slots(
+        self, slots: Tensor | None, init_loc: Tensor | None = None, indices: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Start new episodes in ``slots`` (all if None) with the next images of the stream."""
+        n = self.num_envs if slots is None else int(slots.numel())
+        if indices is None:
+            indices = self.stream.next(n)
+        indices = torch.as_tensor(indices, dtype=torch.long).to(self.device)
+        if indices.shape != (n,) or (indices < 0).any() or (indices >= len(self.source)).any():
+            raise ValueError(
+                f"indices must be {n} dataset indices in [0, {len(self.source)}), "
+                f"got {indices.tolist()}"
+            )
+        images, labels = self.source.get(indices)
+        obs = self.core.reset(images, labels, slots, init_loc, self._generator)
+        if slots is None:
+            self.indices = indices.clone()
+        else:
+            self.indices[slots] = indices
+        return obs
+
+    def _seed(self, seed: int | None) -> None:
+        """Restart the image stream and the location generator from ``seed``.
+
+        Without a seed, only the first reset draws fresh randomness; later resets go on.
+        """
+        if seed is not None or not self._started:
+            self.stream.seed(seed)
+            if seed is None:
+                self._generator.seed()
+            else:
+                self._generator.manual_seed(int(seed) + 1)
+        self._started = True
+
+    def _decode(self, actions: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if not isinstance(actions, dict) or "location" not in actions:
+            raise ValueError(
+                "actions must be a dict with 'location' (N, 2), 'label' (N,) and, with "
+                f"early_stop, 'stop' (N,); got {type(actions).__name__}"
+            )
+        location = torch.as_tensor(
+            np.asarray(actions["location"])
+            if not isinstance(actions["location"], Tensor)
+            else actions["location"]
+        )
+        label = actions.get("label")
+        stop = actions.get("stop")
+        label = (
+            None
+            if label is None
+            else torch.as_tensor(np.asarray(label) if not isinstance(label, Tensor) else label)
+        )
+        stop = (
+            None
+            if stop is None
+            else torch.as_tensor(np.asarray(stop) if not isinstance(stop, Tensor) else stop)
+        )
+        return location, label, stop
+
+    def _step_core(
+        self, location: Tensor, label: Tensor | None, stop: Tensor | None, active: Tensor
+    ) -> StepResult:
+        return self.core.step(location, label, stop, active)
+
+    def _info(self, res: StepResult | None) -> dict[str, Any]:
+        n, dev = self.num_envs, self.device
+        labels = self.core.labels[:, 0] if self.config.num_targets == 1 else self.core.labels
+        every = torch.ones(n, dtype=torch.bool, device=dev)
+        info: dict[str, Any] = {
+            "label": labels.clone(),
+            "_label": every,
+            "index": self.indices.clone(),
+            "_index": every,
+        }
+        if res is not None:
+            cls = res.classified
+            info.update(
+                prediction=res.prediction,
+                _prediction=cls,
+                correct=res.correct,
+                _correct=cls,
+                target=res.target,
+                _target=cls,
+            )
+            ended = res.terminated
+            right = (self.core.predictions == self.core.labels).float().mean(1)
+            info.update(episode_correct=right, _episode_correct=ended)
+        return info
+
+    def _out(self, value: Any) -> Any:
+        if self.array_type == "torch":
+            return value
+        if isinstance(value, dict):
+            return {k: self._out(v) for k, v in value.items()}
+        if isinstance(value, Tensor):
+            return value.detach().cpu().numpy()
+        return value
+
+    # ------------------------------------------------------------- Gymnasium
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Start ``num_envs`` new episodes.
+
+        ``seed`` restarts the image stream and the initial-location generator (a list of
+        seeds uses its first entry). ``options``: ``indices`` (``(N,)`` dataset indices to
+        use instead of the stream) and ``init_loc`` (``(N, 2)``).
+        """
+        if isinstance(seed, (list, tuple)):
+            seed = seed[0] if seed else None
+        self._seed(seed)
+        options = options or {}
+        unknown = set(options) - {"indices", "init_loc"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: indices, init_loc")
+        init_loc = options.get("init_loc")
+        if init_loc is not None:
+            init_loc = torch.as_tensor(
+                np.asarray(init_loc) if not isinstance(init_loc, Tensor) else init_loc,
+                dtype=torch.float32,
+            )
+        obs = self._reset_slots(None, init_loc, options.get("indices"))
+        self._needs_reset.zero_()
+        return self._out(obs), self._out(self._info(None))
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """One step of every sub-env (NEXT_STEP autoreset; see the class docstring)."""
+        location, label, stop = self._decode(actions)
+        resetting = self._needs_reset.clone()
+        active = ~resetting
+        if active.any():
+            res = self._step_core(location, label, stop, active)
+        else:
+            res = None
+        if resetting.any():
+            obs = self._reset_slots(resetting.nonzero()[:, 0])
+        else:
+            obs = res.obs
+        n, dev = self.num_envs, self.device
+        if res is None:
+            reward = torch.zeros(n, device=dev)
+            terminated = torch.zeros(n, dtype=torch.bool, device=dev)
+        else:
+            reward, terminated = res.reward, res.terminated
+        self._needs_reset = terminated.clone()
+        truncated = torch.zeros(n, dtype=torch.bool, device=dev)
+        info = self._info(res)
+        return (
+            self._out(obs),
+            self._out(reward),
+            self._out(terminated),
+            self._out(truncated),
+            self._out(info),
+        )
+
+    def render(self) -> np.ndarray | None:
+        """RGB frame of sub-env ``render_index``: its image with the trajectory so far."""
+        if self.render_mode is None:
+            return None
+        from glimpse.viz import render_trajectory
+
+        i = self.render_index
+        cfg = self.config
+        frames = render_trajectory(
+            self.core.images[i].cpu(),
+            self.core.trajectory(i),
+            cfg.glimpse_size,
+            cfg.num_scales,
+            cfg.scale_factor,
+            label=self.core.labels[i, 0].item() if cfg.num_targets == 1 else None,
+        )
+        return frames[-1]
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Nothing to release: no sub-processes or files."""
