@@ -1,0 +1,90 @@
+"""Squeeze-and-excitation channel attention.
+
+Hu, Shen, Sun (2018), *Squeeze-and-Excitation Networks* (CVPR 2018; extended with Albanie
+and Wu in TPAMI 2019). The block rescales each channel by a gate computed from the whole
+feature map: ``z = GAP(x)`` (squeeze), ``s = sigmoid(W2 relu(W1 z))`` (excitation, a
+bottleneck MLP with reduction ratio ``r``), ``y = s * x`` (scale).
+
+Registered as ``"se"``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from soft_baselines.registry import register
+
+__all__ = ["SqueezeExcitation", "bottleneck_width", "check_feature_map", "check_positive_int"]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive ``int`` (not a ``bool``); else ``ValueError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def bottleneck_width(channels: int, reduction: int, min_hidden: int) -> int:
+    """Hidden width of a channel MLP: ``max(channels // reduction, min(min_hidden, channels))``.
+
+    The floor keeps narrow layers from collapsing to one or two hidden units (``64 // 16 = 4``
+    becomes 8 with the default floor of 8) without ever widening past ``channels``.
+    """
+    check_positive_int("channels", channels)
+    check_positive_int("reduction", reduction)
+    check_positive_int("min_hidden", min_hidden)
+    return max(channels // reduction, min(min_hidden, channels))
+
+
+def check_feature_map(x: Tensor, channels: int, name: str) -> None:
+    """Raise unless ``x`` is a ``(B, channels, H, W)`` tensor (``name`` goes in the message)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(
+            f"{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}"
+        )
+
+
+@register("se")
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation: per-channel sigmoid gates from globally pooled features.
+
+    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Args:
+        channels: ``C``.
+        reduction: reduction ratio ``r`` of the excitation MLP (paper default 16).
+        min_hidden: floor on the hidden width, see :func:`bottleneck_width` (default 8;
+            set to 1 for the paper's plain ``C // r``, itself floored at 1).
+
+    Initialisation: PyTorch's default for both linear layers, as in the paper. The block is
+    a multiplicative gate, not a residual branch, so it does not start as the identity: at
+    init the gates are ``sigmoid`` of small pre-activations, i.e. close to 0.5, and the
+    block roughly halves its input. Inside a residual network (SE-ResNet, see
+    ``soft_baselines.backbones``) it sits on the residual branch, so the network as a whole
+    is still dominated by the identity shortcuts.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
+        super().__init__()
+        hidden = bottleneck_width(channels, reduction, min_hidden)
+        self.channels = channels
+        self.hidden = hidden
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def gates(self, x: Tensor) -> Tensor:
+        """Channel gates in ``(0, 1)``: ``(B, C, H, W) -> (B, C)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        z = x.mean(dim=(2, 3))
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(z))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, C, H, W)``: ``x`` scaled channel-wise by :meth:`gates`."""
+        s = self.gates(x)
+        return x * s[:, :, None, None].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, hidden={self.hidden}"
