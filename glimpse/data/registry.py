@@ -1,0 +1,58 @@
+"""The named datasets of the benchmark, built by :func:`get_dataset`.
+
+Each name fixes the parameters that define the task (canvas size, clutter), so a result
+reported for ``"cluttered60"`` always means the same data; use the classes directly for
+other settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from glimpse.data.mnist import load_mnist
+from glimpse.data.synthetic import ClutteredMNIST, MultiMNIST, TranslatedMNIST
+
+_PRESETS: dict[str, tuple[Callable[..., Dataset], dict[str, Any]]] = {
+    "mnist": (load_mnist, {}),
+    "translated60": (TranslatedMNIST, {"canvas": 60}),
+    "cluttered60": (ClutteredMNIST, {"canvas": 60, "num_clutter": 4, "clutter_size": 8}),
+    "cluttered100": (ClutteredMNIST, {"canvas": 100, "num_clutter": 8, "clutter_size": 8}),
+    "multimnist": (MultiMNIST, {"canvas": 100, "num_digits": 2}),
+}
+
+DATASETS: tuple[str, ...] = tuple(_PRESETS)
+"""Names accepted by :func:`get_dataset`."""
+
+
+def get_dataset(
+    name: str, split: str = "train", root: str | os.PathLike[str] | None = None, **kwargs: Any
+) -> Dataset:
+    """The dataset called ``name`` (one of :data:`DATASETS`), split ``split``.
+
+    - ``"mnist"``: :func:`~glimpse.data.load_mnist`.
+    - ``"translated60"``: :class:`~glimpse.data.TranslatedMNIST` on 60×60 (RAM).
+    - ``"cluttered60"``: :class:`~glimpse.data.ClutteredMNIST`, 4 patches of 8×8 on 60×60.
+    - ``"cluttered100"``: :class:`~glimpse.data.ClutteredMNIST`, 8 patches of 8×8 on 100×100.
+    - ``"multimnist"``: :class:`~glimpse.data.MultiMNIST`, 2 digits on 100×100 (DRAM).
+
+    ``kwargs`` go to the constructor (``seed``, ``val_size``, ``transform``, ``limit``, …);
+    a parameter the name fixes (e.g. ``canvas``) may not be overridden.
+
+    Raises:
+        ValueError: unknown ``name``, or an override of a fixed parameter.
+    """
+    if name not in _PRESETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    factory, fixed = _PRESETS[name]
+    clash = sorted(set(fixed) & set(kwargs))
+    if clash:
+        raise ValueError(
+            f"dataset {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; "
+            f"got {', '.join(f'{k}={kwargs[k]!r}' for k in clash)}. Build "
+            f"{getattr(factory, '__name__', factory)} directly for other settings."
+        )
+    return factory(root=root, split=split, **fixed, **kwargs)
