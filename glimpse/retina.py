@@ -209,7 +209,7 @@ class IntegralImage:
     def replace(self, index: Tensor, images: Tensor) -> None:
         """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
         _check_images(images)
-        b, c, h, w = self.shape
+        _, c, h, w = self.shape
         if images.shape[1:] != (c, h, w):
             raise ValueError(
                 f"replacement images must have shape (n, {c}, {h}, {w}), got {tuple(images.shape)}"

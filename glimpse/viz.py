@@ -43,7 +43,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from glimpse.io import atomic_write
 from glimpse.retina import patch_boxes
 
 __all__ = [
@@ -530,17 +530,7 @@ def save_gif(
     """
     arr = _check_frames(frames)
     data = _encode_gif(arr, fps, loop)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = atomic_write(path, lambda f: f.write(data))
     return path
 
 

@@ -7,13 +7,13 @@ The data root holds the raw datasets in torchvision's layout (``<root>/MNIST/raw
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from glimpse.io import atomic_write
 
 DATA_ENV = "GLIMPSE_DATA"
 CACHE_ENV = "GLIMPSE_CACHE"
@@ -49,30 +49,6 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj, path)`` so that ``path`` is either absent or complete.
-
-    Writes to a temporary file in the same folder, flushes and fsyncs it, then
-    ``os.replace``-s it onto ``path``. If anything fails midway the temporary file is
-    removed and the error propagates; ``path`` is never left half written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # Unlike mkstemp's 0600, os.open honours the umask, so a shared cache stays readable.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename durable too; best effort (some filesystems refuse)
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+    """``torch.save(obj, path)`` so that ``path`` is either absent or complete
+    (:func:`glimpse.io.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))

@@ -1,0 +1,192 @@
+"""Batched REINFORCE with the hybrid loss of Mnih et al. (2014).
+
+- **Classification** is trained by backpropagation: cross-entropy of the logits at each
+  classifying step against the label the env reports in ``info``.
+- **Locations** are trained by REINFORCE (Williams 1992): for the location chosen at
+  step ``t`` (used for the glimpse at ``t + 1``) the gradient is
+  ``-(G_{t+1} - b_t) * grad log pi(l_{t+1} | s_t)`` with ``G_{t+1}`` the (undiscounted)
+  reward collected after step ``t``. The location of the final step is never used by the
+  env and gets no gradient. ``log pi`` is that of the action actually sent
+  (:mod:`agents.distributions`).
+- **Baseline** ``b_t`` is trained by regression onto ``G_{t+1}``; the advantage uses a
+  detached baseline, so its gradient never mixes with the policy's (and by default the
+  baseline head sees a detached core state: the regression does not shape it).
+- Optional entropy bonus and gradient-norm clipping.
+
+Rollouts go through :class:`envs.GlimpseVectorEnv`: every episode of a batch starts on
+``reset`` and ends after exactly ``num_targets * T`` steps (no early stopping here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from agents.policy import GlimpsePolicy
+from envs import GlimpseVectorEnv
+
+__all__ = ["ReinforceConfig", "Rollout", "collect_rollout", "predict", "reinforce_loss"]
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Loss weights of the hybrid objective."""
+
+    baseline_coef: float = 1.0
+    """Weight of the baseline's squared error."""
+    entropy_coef: float = 0.0
+    """Weight of the location-policy entropy bonus."""
+    policy_coef: float = 1.0
+    """Weight of the REINFORCE term."""
+
+
+@dataclass
+class Rollout:
+    """A batch of complete episodes, time-major (``S`` steps, ``B`` episodes)."""
+
+    log_probs: Tensor
+    """``(S, B)`` log-probability of the location chosen at each step."""
+    entropies: Tensor
+    """``(S, B)``."""
+    values: Tensor
+    """``(S, B)`` baseline ``b_t``."""
+    rewards: Tensor
+    """``(S, B)`` reward of each step."""
+    logits: Tensor
+    """``(L, B, C)`` logits of the ``L = num_targets`` classifying steps."""
+    labels: Tensor
+    """``(B, L)`` true labels (from the env's ``info``)."""
+    locations: Tensor
+    """``(S + 1, B, 2)`` fixations: the initial one, then each step's chosen location."""
+
+    @property
+    def predictions(self) -> Tensor:
+        """``(B, L)`` argmax labels."""
+        return self.logits.argmax(-1).T
+
+
+def _check_env(venv: GlimpseVectorEnv) -> None:
+    if venv.config.early_stop:
+        raise ValueError(
+            "REINFORCE rollouts need fixed-length episodes; build the env with early_stop=False"
+        )
+    if venv.array_type != "torch":
+        raise ValueError("REINFORCE needs a GlimpseVectorEnv with array_type='torch'")
+
+
+def collect_rollout(
+    policy: GlimpsePolicy,
+    venv: GlimpseVectorEnv,
+    deterministic: bool = False,
+    options: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Play one batch of episodes (``venv.num_envs`` of them) from ``reset`` to the end."""
+    _check_env(venv)
+    cfg = venv.config
+    obs, info = venv.reset(options=options)
+    labels = info["label"].reshape(venv.num_envs, -1)
+    state = policy.initial_state(obs)
+    logps, ents, values, rewards, logits = [], [], [], [], []
+    locations = [obs["location"]]
+    steps = cfg.max_steps
+    for t in range(steps):
+        out = policy.act(obs, state, deterministic, generator)
+        classify = (t + 1) % cfg.num_glimpses == 0
+        action = {"location": out.location.detach(), "label": out.logits.argmax(1).detach()}
+        obs, reward, terminated, _, info = venv.step(action)
+        state = out.state
+        logps.append(out.log_prob)
+        ents.append(out.entropy)
+        values.append(out.value)
+        rewards.append(reward)
+        locations.append(out.location.detach())
+        if classify:
+            logits.append(out.logits)
+    if not bool(terminated.all()):
+        raise RuntimeError("episodes did not end after num_targets * T steps")
+    return Rollout(
+        torch.stack(logps),
+        torch.stack(ents),
+        torch.stack(values),
+        torch.stack(rewards),
+        torch.stack(logits),
+        labels,
+        torch.stack(locations),
+    )
+
+
+def reinforce_loss(
+    ro: Rollout, cfg: ReinforceConfig = ReinforceConfig()
+) -> tuple[Tensor, dict[str, float]]:
+    """The hybrid loss of a rollout and its parts (module docstring)."""
+    steps = ro.rewards.shape[0]
+    # G_{t+1}: reward collected after step t (reward-to-go, undiscounted).
+    to_go = ro.rewards.flip(0).cumsum(0).flip(0)
+    future = torch.cat([to_go[1:], torch.zeros_like(to_go[:1])])  # (S, B)
+    used = slice(0, steps - 1)  # the final step's location is never used
+    advantage = (future[used] - ro.values[used]).detach()
+    policy_loss = -(advantage * ro.log_probs[used]).sum(0).mean()
+    baseline_loss = F.mse_loss(ro.values[used], future[used])
+    entropy = ro.entropies[used].mean() if steps > 1 else ro.entropies.sum() * 0
+    num_targets = ro.logits.shape[0]
+    ce = (
+        F.cross_entropy(ro.logits.reshape(-1, ro.logits.shape[-1]), ro.labels.T.reshape(-1))
+        if num_targets
+        else ro.logits.sum() * 0
+    )
+    loss = ce + cfg.policy_coef * policy_loss + cfg.baseline_coef * baseline_loss
+    loss = loss - cfg.entropy_coef * entropy
+    correct = (ro.predictions == ro.labels).float()
+    metrics = {
+        "losses/total": loss.item(),
+        "losses/classification": ce.item(),
+        "losses/policy": policy_loss.item(),
+        "losses/baseline": baseline_loss.item(),
+        "losses/entropy": entropy.item(),
+        "train/accuracy": correct.all(1).float().mean().item(),
+        "train/reward": ro.rewards.sum(0).mean().item(),
+        "charts/baseline": ro.values.mean().item(),
+        "charts/advantage_abs": advantage.abs().mean().item() if steps > 1 else 0.0,
+    }
+    return loss, metrics
+
+
+@torch.no_grad()
+def predict(
+    policy: GlimpsePolicy,
+    venv: GlimpseVectorEnv,
+    indices: Tensor,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Rollout]:
+    """Predicted labels ``(n, L)`` for dataset ``indices`` of ``venv``'s source.
+
+    ``samples == 1``: one episode per image with the mean locations (deterministic).
+    ``samples = M > 1``: Monte-Carlo evaluation, M sampled episodes per image with the
+    class probabilities averaged (Mnih et al. 2014). ``venv.num_envs`` must be at least
+    ``n * M``; spare episodes replay the last image and are discarded.
+    """
+    n = indices.numel()
+    need = n * samples
+    if need > venv.num_envs:
+        raise ValueError(
+            f"{n} images x {samples} samples need num_envs >= {need}, got {venv.num_envs}"
+        )
+    rep = indices.repeat(samples)
+    if need < venv.num_envs:
+        rep = torch.cat([rep, rep[-1:].expand(venv.num_envs - need)])
+    was_training = policy.training
+    policy.eval()
+    try:
+        ro = collect_rollout(
+            policy, venv, deterministic=samples == 1, options={"indices": rep}, generator=generator
+        )
+    finally:
+        policy.train(was_training)
+    probs = ro.logits[:, :need].softmax(-1)  # (L, n*M, C)
+    probs = probs.reshape(probs.shape[0], samples, n, -1).mean(1)
+    return probs.argmax(-1).T, ro

@@ -1,0 +1,357 @@
+"""Training hard-attention agents (RAM, DRAM) with batched REINFORCE: the library side of
+``scripts/train_ram.py`` and ``scripts/train_dram.py``.
+
+Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
+``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (final
+test metrics).
+
+TensorBoard tags; the global step is the number of training episodes (images) seen:
+
+- ``losses/{total,classification,policy,baseline,entropy}``, ``train/{accuracy,reward}``,
+  ``charts/{baseline,advantage_abs,std,lr,images_per_s}`` every ``log_every`` batches;
+- ``eval/{accuracy,error}`` (validation split) after every epoch;
+- ``eval/trajectories/video`` and ``eval/trajectories/steps/<global step>``: glimpse
+  trajectories of the first ``playback`` validation images (:func:`glimpse.viz.log_trajectories`),
+  labelled with the true and predicted class;
+- ``hparams``: the config as a text table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+
+from agents.policy import GlimpsePolicy
+from agents.reinforce import ReinforceConfig, collect_rollout, predict, reinforce_loss
+from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from glimpse.evaluation import evaluate
+from glimpse.training import (
+    Run,
+    progress,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+__all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
+
+TASK_IDS = {
+    "mnist": "Glimpse/MNIST-v0",
+    "translated60": "Glimpse/TranslatedMNIST60-v0",
+    "cluttered60": "Glimpse/ClutteredMNIST60-v0",
+    "cluttered100": "Glimpse/ClutteredMNIST100-v0",
+    "multimnist": "Glimpse/MultiMNIST-v0",
+}
+"""Dataset name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits."""
+
+
+@dataclass
+class HardTrainConfig:
+    """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
+
+    task: Literal["mnist", "translated60", "cluttered60", "cluttered100", "multimnist"] = "mnist"
+    """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST."""
+    agent: Literal["ram", "dram"] = "ram"
+    """The agent: RAM (Mnih et al. 2014) or DRAM (Ba et al. 2015)."""
+    num_glimpses: int | None = None
+    """Glimpses per target ``T`` (default: the task's, e.g. 6 on MNIST, 8 on cluttered)."""
+    glimpse_size: int | None = None
+    """Glimpse side ``g`` in pixels (default: the task's: 8 on MNIST, 12 otherwise)."""
+    num_scales: int | None = None
+    """Scales ``k`` per glimpse (default: the task's: 1, 3 or 4)."""
+    scale_factor: float = 2.0
+    """Each scale covers ``scale_factor`` times the previous one's side."""
+    std: float = 0.15
+    """Standard deviation of the Gaussian location policy (initial value if learned)."""
+    learn_std: bool = False
+    """Learn the location policy's standard deviation."""
+    core: Literal["rnn", "lstm"] = "rnn"
+    """Core network: the paper's rectifier RNN or an LSTM (DRAM always uses LSTMs)."""
+    hidden: int = 256
+    """Core state size."""
+    detach_location: bool = False
+    """Train only the location head by REINFORCE (no policy gradient into the core)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over all training batches."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    epochs: int = 30
+    """Passes over the training split."""
+    batch_size: int = 128
+    """Episodes per gradient step (the vector env's ``num_envs``)."""
+    entropy_coef: float = 0.0
+    """Weight of the location-entropy bonus."""
+    baseline_coef: float = 1.0
+    """Weight of the baseline's regression loss."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (0 disables)."""
+    val_size: int = 5000
+    """Images held out from the official training set for validation."""
+    mc_samples: int = 1
+    """Monte-Carlo samples per image at test time (1: deterministic, mean locations)."""
+    eval_batch_size: int = 1000
+    """Images per evaluation batch."""
+    max_batches_per_epoch: int = 0
+    """Cap on training batches per epoch (0: a full pass); for smoke runs."""
+    seed: int = 0
+    """Seed for weights, episode order and location sampling."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
+    data_root: str | None = None
+    """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
+    download: bool = False
+    """Download MNIST into data_root if missing (needs internet)."""
+    run_name: str | None = None
+    """Run folder name under runs_root (default: <agent>-<task>-s<seed>-<unix time>)."""
+    runs_root: str = "runs"
+    """Parent folder of run folders."""
+    resume: bool = False
+    """Continue the run in runs_root/run_name from its last checkpoint."""
+    log_every: int = 50
+    """Log training scalars every this many batches."""
+    playback: int = 8
+    """Validation images whose glimpse trajectories are logged at each evaluation."""
+
+    def resolved(self) -> HardTrainConfig:
+        """A copy with the task's defaults filled in and the run name chosen."""
+        defaults = TASKS[TASK_IDS[self.task]]
+        out = replace(
+            self,
+            num_glimpses=self.num_glimpses or defaults["num_glimpses"],
+            glimpse_size=self.glimpse_size or defaults["glimpse_size"],
+            num_scales=self.num_scales or defaults["num_scales"],
+            run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
+        )
+        if out.agent == "dram" and out.task != "multimnist":
+            pass  # DRAM also reads single digits (num_targets=1)
+        if out.agent == "ram" and out.task == "multimnist":
+            raise ValueError("RAM classifies one object; use --agent dram for multimnist")
+        for name in ("epochs", "batch_size", "eval_batch_size", "mc_samples", "log_every"):
+            if getattr(out, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
+        return out
+
+    def mdp(self, num_targets: int = 1) -> MDPConfig:
+        return MDPConfig(
+            glimpse_size=self.glimpse_size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+            num_glimpses=self.num_glimpses,
+            num_classes=10,
+            num_targets=num_targets,
+        )
+
+
+def build_envs(
+    cfg: HardTrainConfig, device: torch.device
+) -> tuple[GlimpseVectorEnv, dict[str, GlimpseVectorEnv]]:
+    """The training env (shuffled train split) and ordered evaluation envs (val, test)."""
+    kw: dict[str, Any] = {"val_size": cfg.val_size}
+    if cfg.download:
+        kw["download"] = True
+    sources = {
+        split: ImageSource.from_any(cfg.task, split, cfg.data_root, device, kw)
+        for split in ("train", "val", "test")
+    }
+    mdp = cfg.mdp(sources["train"].num_targets)
+    train_env = GlimpseVectorEnv(sources["train"], cfg.batch_size, mdp, device=device)
+    n_eval = cfg.eval_batch_size * cfg.mc_samples
+    evals = {
+        split: GlimpseVectorEnv(sources[split], n_eval, mdp, device=device, shuffle=False)
+        for split in ("val", "test")
+    }
+    return train_env, evals
+
+
+def evaluate_policy(
+    policy: GlimpsePolicy, venv: GlimpseVectorEnv, cfg: HardTrainConfig, desc: str = "eval"
+) -> dict[str, float]:
+    """Accuracy of ``policy`` on every image of ``venv``'s split (shared evaluation)."""
+    gen = torch.Generator(device=venv.device).manual_seed(cfg.seed + 12345)
+
+    def run(idx: torch.Tensor) -> torch.Tensor:
+        preds, _ = predict(policy, venv, idx, cfg.mc_samples, gen if cfg.mc_samples > 1 else None)
+        return preds
+
+    return evaluate(run, venv.source.labels, cfg.eval_batch_size, desc)
+
+
+def log_playback(
+    run: Run, policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int, step: int, cfg: HardTrainConfig
+) -> None:
+    """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split."""
+    from glimpse.viz import log_trajectories, render_batch
+
+    if n <= 0 or not run.enabled:
+        return
+    n = min(n, venv.num_envs, len(venv.source))
+    preds, ro = predict(policy, venv, torch.arange(n))
+    mdp = venv.config
+    fixations = ro.locations[: mdp.max_steps, :n].transpose(0, 1).cpu()  # (n, S, 2)
+    labels = venv.core.labels[:n].cpu()
+    frames = render_batch(
+        venv.core.images[:n].cpu(),
+        fixations,
+        mdp.glimpse_size,
+        mdp.num_scales,
+        mdp.scale_factor,
+        labels=labels[:, 0]
+        if labels.shape[1] == 1
+        else [" ".join(map(str, r)) for r in labels.tolist()],
+        predictions=preds[:, 0].cpu()
+        if preds.shape[1] == 1
+        else [" ".join(map(str, r)) for r in preds.cpu().tolist()],
+    )
+    log_trajectories(run.writer, "eval/trajectories", frames, step)
+
+
+def build_ram(
+    cfg: HardTrainConfig, glimpse_shape: tuple[int, int, int, int], num_targets: int
+) -> GlimpsePolicy:
+    """RAM sized from the config and the env's glimpse shape."""
+    from agents.ram import RAM
+
+    return RAM(
+        glimpse_shape,
+        num_classes=10,
+        hidden=cfg.hidden,
+        core=cfg.core,
+        std=cfg.std,
+        learn_std=cfg.learn_std,
+        detach_location=cfg.detach_location,
+    )
+
+
+POLICIES: dict[str, Callable[[HardTrainConfig, tuple[int, int, int, int], int], GlimpsePolicy]] = {
+    "ram": build_ram
+}
+"""Agent name -> ``build(cfg, glimpse_shape, num_targets)``."""
+
+
+def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
+    """Train the agent ``cfg.agent`` with REINFORCE; return the test metrics (also written
+    to ``metrics.json`` in the run folder)."""
+    cfg = cfg.resolved()
+    build_policy = POLICIES[cfg.agent]
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
+    try:
+        return _train(cfg, build_policy, device, run)
+    finally:
+        run.close()
+
+
+def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
+    train_env, evals = build_envs(cfg, device)
+    train_env.reset(seed=cfg.seed)
+    glimpse_shape = train_env.single_observation_space["glimpse"].shape
+    policy = build_policy(cfg, glimpse_shape, train_env.config.num_targets).to(device)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = len(train_env.source) // cfg.batch_size
+    if cfg.max_batches_per_epoch:
+        per_epoch = min(per_epoch, cfg.max_batches_per_epoch)
+    if per_epoch < 1:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} exceeds the training split "
+            f"({len(train_env.source)} images)"
+        )
+    total = cfg.epochs * per_epoch
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
+    start_epoch, global_step, best = 0, 0, -1.0
+    state = run.load_checkpoint("last", device) if cfg.resume else None
+    if cfg.resume and state is None:
+        raise FileNotFoundError(f"--resume given but {run.checkpoint_path('last')} does not exist")
+    if state is not None:
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
+        set_rng_state(state["rng"])
+        train_env.stream.generator.set_state(state["stream_rng"])
+        train_env.stream._order, train_env.stream._pos = state["stream_order"], state["stream_pos"]
+    else:
+        run.log_hparams()
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        policy.train()
+        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        running = 0.0
+        for it in bar:
+            t0 = time.perf_counter()
+            ro = collect_rollout(policy, train_env)
+            loss, metrics = reinforce_loss(ro, rcfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            global_step += cfg.batch_size
+            running = (
+                0.9 * running + 0.1 * metrics["train/accuracy"]
+                if it
+                else (metrics["train/accuracy"])
+            )
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
+            if it % cfg.log_every == 0 or it == per_epoch - 1:
+                metrics["charts/std"] = policy.std.mean().item()
+                metrics["charts/lr"] = opt.param_groups[0]["lr"]
+                metrics["charts/images_per_s"] = cfg.batch_size / (time.perf_counter() - t0)
+                run.log_scalars(metrics, global_step)
+        policy.eval()
+        val = evaluate_policy(policy, evals["val"], cfg, desc="val")
+        run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
+        log_playback(run, policy, evals["val"], cfg.playback, global_step, cfg)
+        if run.enabled:
+            run.writer.flush()
+        improved = val["accuracy"] > best
+        best = max(best, val["accuracy"])
+        ckpt = {
+            "model": policy.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch + 1,
+            "global_step": global_step,
+            "best": best,
+            "rng": rng_state(),
+            "stream_rng": train_env.stream.generator.get_state(),
+            "stream_order": train_env.stream._order,
+            "stream_pos": train_env.stream._pos,
+        }
+        if improved:
+            run.save_checkpoint(ckpt, "best")
+        run.save_checkpoint(ckpt, "last")
+        print(f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})")
+    best_state = run.load_checkpoint("best", device)
+    if best_state is not None:
+        policy.load_state_dict(best_state["model"])
+    policy.eval()
+    test = evaluate_policy(policy, evals["test"], cfg, desc="test")
+    result = {
+        "test_accuracy": test["accuracy"],
+        "test_error": test["error"],
+        "val_best_accuracy": best,
+        "epochs": cfg.epochs,
+        "episodes_seen": global_step,
+        "train_seconds_this_session": time.time() - t_start,
+        "mc_samples": cfg.mc_samples,
+    }
+    if "digit_accuracy" in test:
+        result["test_digit_accuracy"] = test["digit_accuracy"]
+    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
+    run.write_json("metrics.json", result)
+    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
+    return result

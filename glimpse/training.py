@@ -1,0 +1,209 @@
+"""Shared training plumbing for every trainer (RAM, DRAM, PPO, soft baselines).
+
+- :func:`parse_config`: a config dataclass (one docstring per field) -> command line (tyro).
+- :class:`Run`: ``runs/<run_name>/`` with ``config.json``, TensorBoard events, atomic
+  checkpoints (``last.pt``, ``best.pt``, loaded with ``weights_only=True``) and metrics JSON.
+- :func:`seed_everything`, :func:`resolve_device`, :func:`progress`.
+
+Logging tags are namespaced ``train/…``, ``eval/…``, ``losses/…``, ``charts/…``; each
+trainer documents the global step it uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from glimpse.io import atomic_write
+
+T = TypeVar("T")
+
+__all__ = [
+    "Run",
+    "RunExistsError",
+    "config_to_dict",
+    "parse_config",
+    "progress",
+    "resolve_device",
+    "seed_everything",
+]
+
+
+def parse_config(cls: type[T], args: list[str] | None = None, description: str | None = None) -> T:
+    """Parse the command line into the dataclass ``cls`` (fields become ``--flags``)."""
+    import tyro
+
+    return tyro.cli(cls, args=args, description=description)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; paths become strings."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 -- seeds the legacy global RNG others use
+    torch.manual_seed(seed)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; otherwise the named device, checked."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"unknown device {spec!r}; expected 'auto', 'cpu' or 'cuda[:N]'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available; use 'cpu'")
+    return device
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kw) -> Iterator[T]:
+    """A tqdm progress bar (silent when stderr is not a terminal, e.g. in CI logs)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, disable=None, **kw)
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class Run:
+    """One training run's folder ``<root>/<name>/`` and its TensorBoard writer.
+
+    Args:
+        name: run name (folder name).
+        config: the resolved config dataclass; saved as ``config.json``.
+        root: parent folder (default ``runs``).
+        resume: allow an existing folder and continue from its ``last.pt``.
+        enabled: ``False`` on non-zero ranks of a distributed job: nothing is written.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: Any,
+        root: str | os.PathLike[str] = "runs",
+        resume: bool = False,
+        enabled: bool = True,
+    ) -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"run name must be a plain folder name, got {name!r}")
+        self.dir = Path(root) / name
+        self.enabled = enabled
+        self.config = config
+        self._writer = None
+        if not enabled:
+            return
+        if self.dir.exists() and any(self.dir.iterdir()) and not resume:
+            raise RunExistsError(
+                f"run folder {self.dir} already exists; pass --resume to continue it or "
+                "choose another --run-name"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(config_to_dict(config), indent=2, sort_keys=True)
+        atomic_write(self.dir / "config.json", lambda f: f.write(text.encode() + b"\n"))
+
+    @property
+    def writer(self):
+        """The run's ``torch.utils.tensorboard.SummaryWriter`` (created on first use)."""
+        if self._writer is None and self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir))
+        return self._writer
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        """Write each ``tag: value`` at ``step``."""
+        if not self.enabled:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), step)
+
+    def log_hparams(self) -> None:
+        """The config as a Markdown table under the ``hparams`` text tag (written once)."""
+        if not self.enabled:
+            return
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(config_to_dict(self.config).items()))
+        self.writer.add_text("hparams", "| parameter | value |\n|---|---|\n" + rows, 0)
+
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.dir / f"{name}.pt"
+
+    def save_checkpoint(self, state: dict[str, Any], name: str = "last") -> Path | None:
+        """Atomically save ``state`` (tensors, numbers, strings, dicts/lists of them)."""
+        if not self.enabled:
+            return None
+        state = dict(state, config=json.dumps(config_to_dict(self.config), sort_keys=True))
+        return atomic_write(self.checkpoint_path(name), lambda f: torch.save(state, f))
+
+    def load_checkpoint(
+        self, name: str = "last", map_location: torch.device | str = "cpu"
+    ) -> dict[str, Any] | None:
+        """The saved state, or ``None`` if there is none (``weights_only=True``)."""
+        path = self.checkpoint_path(name)
+        if not path.exists():
+            return None
+        return load_checkpoint(path, map_location)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path | None:
+        """Write ``data`` as ``<run>/<name>`` atomically (e.g. final test metrics)."""
+        if not self.enabled:
+            return None
+        text = json.dumps(data, indent=2, sort_keys=True)
+        return atomic_write(self.dir / name, lambda f: f.write(text.encode() + b"\n"))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint written by :meth:`Run.save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt or foreign file: say which, not torch's internals
+        raise ValueError(f"could not load checkpoint {path}: {err}") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU, CUDA) RNG states as tensors, for checkpoints."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,22 @@
+"""Train RAM (Mnih et al. 2014) with REINFORCE: ``python scripts/train_ram.py --help``.
+
+Defaults: 28x28 MNIST, 6 glimpses of 8x8, 1 scale. Examples::
+
+    python scripts/train_ram.py --data-root ../shared/data
+    python scripts/train_ram.py --task cluttered60 --epochs 100
+    python scripts/train_ram.py --run-name my-run --resume
+"""
+
+from __future__ import annotations
+
+from agents.train import HardTrainConfig, train_reinforce
+from glimpse.training import parse_config
+
+
+def main(args: list[str] | None = None) -> dict[str, float]:
+    cfg = parse_config(HardTrainConfig, args, description=__doc__)
+    return train_reinforce(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Shared training plumbing: run folders, atomic checkpoints, resume, config CLI, devices."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from glimpse.io import atomic_write
+from glimpse.training import (
+    Run,
+    RunExistsError,
+    load_checkpoint,
+    parse_config,
+    resolve_device,
+)
+
+
+@dataclass
+class _Cfg:
+    """A tiny config."""
+
+    lr: float = 0.1
+    """Learning rate."""
+    name: str = "x"
+    """A name."""
+
+
+def test_parse_config_from_dataclass():
+    cfg = parse_config(_Cfg, ["--lr", "0.5"])
+    assert cfg == _Cfg(lr=0.5, name="x")
+    with pytest.raises(SystemExit):
+        parse_config(_Cfg, ["--nope", "1"])
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_run_folder_config_checkpoint_roundtrip(tmp_path):
+    run = Run("r1", _Cfg(), root=tmp_path)
+    assert json.loads((tmp_path / "r1" / "config.json").read_text()) == {"lr": 0.1, "name": "x"}
+    state = {"model": {"w": torch.arange(3.0)}, "epoch": 2, "best": 0.5}
+    run.save_checkpoint(state)
+    back = run.load_checkpoint()
+    assert torch.equal(back["model"]["w"], torch.arange(3.0)) and back["epoch"] == 2
+    assert json.loads(back["config"]) == {"lr": 0.1, "name": "x"}
+    run.log_scalars({"train/x": 1.0}, 0)
+    run.close()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "r1").iterdir())
+    with pytest.raises(RunExistsError, match="--resume"):
+        Run("r1", _Cfg(), root=tmp_path)
+    assert Run("r1", _Cfg(), root=tmp_path, resume=True).load_checkpoint()["epoch"] == 2
+
+
+def test_disabled_run_writes_nothing(tmp_path):
+    run = Run("quiet", _Cfg(), root=tmp_path, enabled=False)
+    run.log_scalars({"a": 1.0}, 0)
+    assert run.save_checkpoint({"x": 1}) is None
+    assert not (tmp_path / "quiet").exists()
+
+
+def test_bad_checkpoint_and_names(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad\.pt"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="plain folder name"):
+        Run("a/b", _Cfg(), root=tmp_path)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
+    from agents.train import HardTrainConfig, train_reinforce
+
+    base = {
+        "max_batches_per_epoch": 3,
+        "batch_size": 32,
+        "data_root": str(data_root),
+        "run_name": "res",
+        "runs_root": str(tmp_path),
+        "playback": 0,
+        "device": "cpu",
+        "eval_batch_size": 2500,
+    }
+    first = train_reinforce(HardTrainConfig(epochs=1, **base))
+    assert first["episodes_seen"] == 3 * 32
+    with pytest.raises(RunExistsError):
+        train_reinforce(HardTrainConfig(epochs=2, **base))
+    second = train_reinforce(HardTrainConfig(epochs=2, resume=True, **base))
+    assert second["episodes_seen"] == 2 * 3 * 32
+    with pytest.raises(FileNotFoundError, match=r"last\.pt"):
+        train_reinforce(HardTrainConfig(epochs=1, resume=True, **(base | {"run_name": "none"})))
