@@ -74,8 +74,9 @@ class HardTrainConfig:
     """Core network: the paper's rectifier RNN or an LSTM (DRAM always uses LSTMs)."""
     hidden: int = 256
     """Core state size."""
-    detach_location: bool = False
-    """Train only the location head by REINFORCE (no policy gradient into the core)."""
+    detach_location: bool = True
+    """Train only the location head by REINFORCE, the core by classification alone
+    (--no-detach-location: the paper's joint gradient, which learns much slower here)."""
     lr: float = 1e-3
     """Adam learning rate."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
