@@ -199,6 +199,17 @@ class GlimpseMDP:
             )
         if ((labels < 0) | (labels >= cfg.num_classes)).any():
             raise ValueError(f"labels must lie in [0, {cfg.num_classes}), got {labels.tolist()}")
+        if init_loc is None:
+            if cfg.init_location == "random":
+                init_loc = torch.rand(n, 2, generator=generator) * 2 - 1
+            else:
+                init_loc = torch.zeros(n, 2)
+        init_loc = torch.as_tensor(init_loc, dtype=torch.float32).to(self.device)
+        if init_loc.numel() != 2 * n:
+            raise ValueError(f"init_loc must have shape ({n}, 2), got {tuple(init_loc.shape)}")
+        init_loc = init_loc.reshape(n, 2)
+        if not torch.isfinite(init_loc).all() or init_loc.abs().max() > 1:
+            raise ValueError(f"init_loc must be finite and in [-1, 1], got {init_loc.tolist()}")
         images = images.to(self.device)
         if self.images is None or (
             index.numel() == self.batch_size and images.shape[1:] != (self.images.shape[1:])
@@ -215,14 +226,6 @@ class GlimpseMDP:
                 )
             self.images[index] = images
             self._integral.replace(index, images)
-        if init_loc is None:
-            if cfg.init_location == "random":
-                init_loc = torch.rand(n, 2, generator=generator) * 2 - 1
-            else:
-                init_loc = torch.zeros(n, 2)
-        init_loc = torch.as_tensor(init_loc, dtype=torch.float32).to(self.device).reshape(n, 2)
-        if not torch.isfinite(init_loc).all() or init_loc.abs().max() > 1:
-            raise ValueError(f"init_loc must be finite and in [-1, 1], got {init_loc.tolist()}")
         self.labels[index] = labels
         self.predictions[index] = -1
         self.loc[index] = init_loc
@@ -240,7 +243,9 @@ class GlimpseMDP:
         ``(B, 2)`` float32 and ``step`` ``(B, 1)``: glimpses taken / ``num_targets * T``."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
-        glimpse = self.retina(self._integral, self.loc).float()
+        # Clamped to the observation space [0, 1]: the integral-image path can return
+        # float64 rounding residue such as -4e-16 for an all-zero cell.
+        glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
         step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
         return {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
 
@@ -314,11 +319,13 @@ class GlimpseMDP:
             if active is None
             else torch.as_tensor(active, device=dev, dtype=torch.bool)
         )
-        stop = (
-            torch.zeros(b, dtype=torch.bool, device=dev)
-            if stop is None
-            else torch.as_tensor(stop, device=dev).bool()
-        )
+        if stop is None:
+            stop = torch.zeros(b, dtype=torch.bool, device=dev)
+        else:
+            stop = torch.as_tensor(stop, device=dev)
+            if stop.is_floating_point() or ((stop != 0) & (stop != 1)).any():
+                raise ActionError(f"stop must be 0/1 or bool, got {stop.tolist()} ({stop.dtype})")
+            stop = stop.bool()
         classify = active & ((self.glimpses_this_target >= cfg.num_glimpses) | stop)
         if label is None:
             if classify.any():

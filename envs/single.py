@@ -101,7 +101,7 @@ class GlimpseEnv(gym.Env):
         return {k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in obs.items()}
 
     def _info(self) -> dict[str, Any]:
-        labels = self.core.labels[0].cpu().numpy()
+        labels = self.core.labels[0].cpu().numpy().copy()  # not a view of the live state
         return {"label": int(labels[0]) if len(labels) == 1 else labels, "index": self.index}
 
     def reset(
@@ -123,10 +123,10 @@ class GlimpseEnv(gym.Env):
             init_loc = self.np_random.uniform(-1, 1, size=2)
         if init_loc is None:
             init_loc = np.zeros(2)
-        self.index = int(index)
-        images, labels = self.source.get(torch.tensor([self.index]))
-        init = torch.as_tensor(np.asarray(init_loc, dtype=np.float32)).reshape(1, 2)
+        images, labels = self.source.get(torch.tensor([int(index)]))
+        init = torch.as_tensor(np.asarray(init_loc, dtype=np.float32))
         obs = self.core.reset(images, labels, init_loc=init)
+        self.index = int(index)
         return self._obs(obs), self._info()
 
     def step(
@@ -146,10 +146,12 @@ class GlimpseEnv(gym.Env):
         if label.shape not in ((), (1,)) or not np.issubdtype(label.dtype, np.integer):
             raise ValueError(f"action['label'] must be one integer class index, got {label!r}")
         stop = np.asarray(action.get("stop", 0))
+        if stop.shape not in ((), (1,)):
+            raise ValueError(f"action['stop'] must be one 0/1 value, got {stop!r}")
         res = self.core.step(
             torch.as_tensor(location, dtype=torch.float32).reshape(1, 2),
             torch.as_tensor(label, dtype=torch.long).reshape(1),
-            torch.as_tensor(stop).reshape(1).bool(),
+            torch.as_tensor(stop).reshape(1),
         )
         info = self._info()
         if bool(res.classified[0]):
