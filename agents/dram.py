@@ -64,16 +64,23 @@ class DRAM(GlimpsePolicy):
         self.context_shape = tuple(context_shape)
         self.hidden = hidden
         in_dim = int(torch.tensor(glimpse_shape).prod())
-        self.what = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                  nn.ReLU())
+        self.what = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.where = nn.Sequential(nn.Linear(2, hidden), nn.ReLU())
         self.rnn1 = nn.LSTMCell(hidden, hidden)
         self.rnn2 = nn.LSTMCell(hidden, hidden)
         c = context_shape[0]
         self.context = nn.Sequential(
-            nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4, hidden), nn.Tanh(),
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4, hidden),
+            nn.Tanh(),
         )
         self.emission = nn.Linear(hidden, 2)
         self.classifier = nn.Linear(hidden, num_classes)
@@ -82,23 +89,24 @@ class DRAM(GlimpsePolicy):
 
     def initial_state(self, obs: dict[str, Tensor]) -> Tensor:
         if "context" not in obs:
-            raise ValueError("DRAM needs the env's 'context' observation; build the env "
-                             "with context_size > 0")
+            raise ValueError(
+                "DRAM needs the env's 'context' observation; build the env with context_size > 0"
+            )
         ctx = obs["context"]
         if tuple(ctx.shape[1:]) != self.context_shape:
-            raise ValueError(f"context must have shape (B, {self.context_shape}), "
-                             f"got {tuple(ctx.shape)}")
+            raise ValueError(
+                f"context must have shape (B, {self.context_shape}), got {tuple(ctx.shape)}"
+            )
         b = ctx.shape[0]
         zeros = ctx.new_zeros(b, self.hidden)
         return torch.cat([zeros, zeros, self.context(ctx), zeros], 1)
 
-    def heads(
-        self, obs: dict[str, Tensor], state: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         glimpse = obs["glimpse"]
         if tuple(glimpse.shape[1:]) != self.glimpse_shape:
-            raise ValueError(f"glimpse must have shape (B, {self.glimpse_shape}), "
-                             f"got {tuple(glimpse.shape)}")
+            raise ValueError(
+                f"glimpse must have shape (B, {self.glimpse_shape}), got {tuple(glimpse.shape)}"
+            )
         h1, c1, h2, c2 = state.split(self.hidden, dim=1)
         g = self.what(glimpse.flatten(1)) * self.where(obs["location"])
         h1, c1 = self.rnn1(g, (h1, c1))

@@ -66,6 +66,8 @@ class HardTrainConfig:
     """Scales ``k`` per glimpse (default: the task's: 1, 3 or 4)."""
     scale_factor: float = 2.0
     """Each scale covers ``scale_factor`` times the previous one's side."""
+    context_size: int = 25
+    """DRAM only: side of the coarse whole-image view that initialises its upper LSTM."""
     std: float = 0.15
     """Standard deviation of the Gaussian location policy (initial value if learned)."""
     learn_std: bool = False
@@ -130,8 +132,6 @@ class HardTrainConfig:
             num_scales=self.num_scales or defaults["num_scales"],
             run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
         )
-        if out.agent == "dram" and out.task != "multimnist":
-            pass  # DRAM also reads single digits (num_targets=1)
         if out.agent == "ram" and out.task == "multimnist":
             raise ValueError("RAM classifies one object; use --agent dram for multimnist")
         for name in ("epochs", "batch_size", "eval_batch_size", "mc_samples", "log_every"):
@@ -140,7 +140,9 @@ class HardTrainConfig:
         return out
 
     def mdp(self, num_targets: int = 1) -> MDPConfig:
+        """The env's MDP parameters for this run."""
         return MDPConfig(
+            context_size=self.context_size if self.agent == "dram" else 0,
             glimpse_size=self.glimpse_size,
             num_scales=self.num_scales,
             scale_factor=self.scale_factor,
@@ -230,8 +232,27 @@ def build_ram(
     )
 
 
+def build_dram(
+    cfg: HardTrainConfig, glimpse_shape: tuple[int, int, int, int], num_targets: int
+) -> GlimpsePolicy:
+    """DRAM sized from the config, the env's glimpse shape and its context view."""
+    from agents.dram import DRAM
+
+    context_shape = (glimpse_shape[1], cfg.context_size, cfg.context_size)
+    return DRAM(
+        glimpse_shape,
+        context_shape,
+        num_classes=10,
+        hidden=cfg.hidden,
+        std=cfg.std,
+        learn_std=cfg.learn_std,
+        detach_location=cfg.detach_location,
+    )
+
+
 POLICIES: dict[str, Callable[[HardTrainConfig, tuple[int, int, int, int], int], GlimpsePolicy]] = {
-    "ram": build_ram
+    "ram": build_ram,
+    "dram": build_dram,
 }
 """Agent name -> ``build(cfg, glimpse_shape, num_targets)``."""
 
@@ -335,7 +356,9 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         if improved:
             run.save_checkpoint(ckpt, "best")
         run.save_checkpoint(ckpt, "last")
-        print(f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})")
+        print(
+            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})", flush=True
+        )
     best_state = run.load_checkpoint("best", device)
     if best_state is not None:
         policy.load_state_dict(best_state["model"])
@@ -354,5 +377,5 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         result["test_digit_accuracy"] = test["digit_accuracy"]
     run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
     run.write_json("metrics.json", result)
-    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
+    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
     return result

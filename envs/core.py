@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from glimpse.retina import IntegralImage, Retina
+from glimpse.retina import IntegralImage, Retina, coarse_view
 
 __all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "StepResult"]
 
@@ -70,9 +70,18 @@ class MDPConfig:
     """Reward paid on every step that does not classify (shaping; RAM uses 0)."""
     early_stop: bool = False
     """If true, the agent may classify before its ``T``-th glimpse ("classify now")."""
+    context_size: int = 0
+    """If positive, observations include ``context``: the whole image area-averaged to
+    ``context_size x context_size`` (DRAM's coarse view, Ba et al. 2015)."""
 
     def __post_init__(self) -> None:
         Retina(self.glimpse_size, self.num_scales, self.scale_factor)  # validates g, k, s
+        if (
+            not isinstance(self.context_size, int)
+            or isinstance(self.context_size, bool)
+            or self.context_size < 0
+        ):
+            raise ValueError(f"context_size must be an int >= 0, got {self.context_size!r}")
         for name in ("num_glimpses", "num_classes", "num_targets"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -160,6 +169,7 @@ class GlimpseMDP:
         self.labels = torch.zeros(b, config.num_targets, dtype=torch.long, device=dev)
         self.predictions = torch.full_like(self.labels, -1)
         self.images: Tensor | None = None
+        self.context: Tensor | None = None
         self._integral: IntegralImage | None = None
 
     # ------------------------------------------------------------------ reset
@@ -218,6 +228,8 @@ class GlimpseMDP:
                 raise ValueError("the first reset must fill all slots (index=None)")
             self.images = images.clone()
             self._integral = IntegralImage(images)
+            if cfg.context_size:
+                self.context = coarse_view(images, cfg.context_size)
         else:
             if images.shape[1:] != self.images.shape[1:]:
                 raise ValueError(
@@ -226,6 +238,8 @@ class GlimpseMDP:
                 )
             self.images[index] = images
             self._integral.replace(index, images)
+            if cfg.context_size:
+                self.context[index] = coarse_view(images, cfg.context_size)
         self.labels[index] = labels
         self.predictions[index] = -1
         self.loc[index] = init_loc
@@ -240,14 +254,18 @@ class GlimpseMDP:
     # ---------------------------------------------------------------- observe
     def observe(self) -> dict[str, Tensor]:
         """Observations of all slots: ``glimpse`` ``(B, k, C, g, g)`` float32, ``location``
-        ``(B, 2)`` float32 and ``step`` ``(B, 1)``: glimpses taken / ``num_targets * T``."""
+        ``(B, 2)`` float32, ``step`` ``(B, 1)``: glimpses taken / ``num_targets * T``, and
+        with ``context_size = s > 0``, ``context`` ``(B, C, s, s)``: the coarse whole image."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
         # Clamped to the observation space [0, 1]: the integral-image path can return
         # float64 rounding residue such as -4e-16 for an all-zero cell.
         glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
         step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
-        return {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
+        obs = {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
+        if self.config.context_size:
+            obs["context"] = self.context.float().clamp(0.0, 1.0)
+        return obs
 
     # ------------------------------------------------------------- validation
     def _validate(self, location: Tensor, label: Tensor, stop: Tensor, active: Tensor) -> Tensor:

@@ -33,15 +33,18 @@ __all__ = ["ActionCodec", "action_space", "observation_space"]
 
 
 def observation_space(cfg: MDPConfig, channels: int) -> spaces.Dict:
-    """``Dict(glimpse=(k, C, g, g) in [0, 1], location=(2,) in [-1, 1], step=(1,) in [0, 1])``."""
+    """``Dict(glimpse=(k, C, g, g) in [0, 1], location=(2,) in [-1, 1], step=(1,) in [0, 1])``,
+    plus ``context=(C, s, s)`` in [0, 1] when ``context_size = s > 0``."""
     k, g = cfg.num_scales, cfg.glimpse_size
-    return spaces.Dict(
-        {
-            "glimpse": spaces.Box(0.0, 1.0, (k, channels, g, g), np.float32),
-            "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
-            "step": spaces.Box(0.0, 1.0, (1,), np.float32),
-        }
-    )
+    parts = {
+        "glimpse": spaces.Box(0.0, 1.0, (k, channels, g, g), np.float32),
+        "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
+        "step": spaces.Box(0.0, 1.0, (1,), np.float32),
+    }
+    if cfg.context_size:
+        s = cfg.context_size
+        parts["context"] = spaces.Box(0.0, 1.0, (channels, s, s), np.float32)
+    return spaces.Dict(parts)
 
 
 def action_space(cfg: MDPConfig) -> spaces.Dict:

@@ -45,6 +45,7 @@ from torch import Tensor
 __all__ = [
     "IntegralImage",
     "Retina",
+    "coarse_view",
     "foveate",
     "foveate_integral",
     "loc_to_pixel",
@@ -267,6 +268,23 @@ def foveate_integral(
     sums = f[..., 1:, 1:] - f[..., :-1, 1:] - f[..., 1:, :-1] + f[..., :-1, :-1]
     out = sums / (cell * cell)[:, None, None]
     return out.transpose(1, 2).to(integral.dtype)
+
+
+def coarse_view(images: Tensor, size: int) -> Tensor:
+    """The whole image area-averaged onto a ``size x size`` grid: ``(B, C, size, size)``.
+
+    Cells are square, of side ``max(H, W) / size`` pixels, centred on the image (a
+    non-square image is padded with zeros on its short side). DRAM's context network
+    (Ba et al. 2015) reads this coarse view. Needs ``1 <= size <= max(H, W)``.
+    """
+    _check_images(images)
+    b, _, h, w = images.shape
+    side = max(h, w)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= side:
+        raise ValueError(f"size must be an int in [1, {side}], got {size!r}")
+    centre = images.new_zeros(b, 2, dtype=torch.promote_types(images.dtype, torch.float32))
+    # Scale 1 of a two-scale glimpse of side ``size`` with factor side/size spans the image.
+    return foveate(images, centre, size, 2, side / size)[:, 1]
 
 
 @dataclass(frozen=True)

@@ -492,3 +492,22 @@ def test_reset_rejects_bad_images_and_labels(images, labels, index, match):
     with pytest.raises(ValueError, match=match):
         mdp.reset(images, labels, index=None if index is None else torch.tensor(index))
     assert_same_state(before, state(mdp))
+
+
+def test_context_observation_is_coarse_view_and_fixed_over_the_episode():
+    from glimpse.retina import coarse_view
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 30, 20, generator=gen)
+    cfg = MDPConfig(glimpse_size=4, num_glimpses=2, context_size=10)
+    core = GlimpseMDP(cfg, 3)
+    obs = core.reset(images, torch.tensor([1, 2, 3]))
+    torch.testing.assert_close(obs["context"], coarse_view(images, 10).float())
+    obs2 = core.step(torch.full((3, 2), 0.3), torch.zeros(3, dtype=torch.long)).obs
+    torch.testing.assert_close(obs2["context"], obs["context"])
+    new = torch.rand(1, 1, 30, 20, generator=gen)
+    obs3 = core.reset(new, torch.tensor([4]), index=torch.tensor([1]))
+    torch.testing.assert_close(obs3["context"][1], coarse_view(new, 10)[0].float())
+    torch.testing.assert_close(obs3["context"][0], obs["context"][0])
+    with pytest.raises(ValueError, match="context_size"):
+        MDPConfig(context_size=-1)

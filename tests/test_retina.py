@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from glimpse.retina import (
     IntegralImage,
     Retina,
+    coarse_view,
     foveate,
     foveate_integral,
     loc_to_pixel,
@@ -262,3 +263,16 @@ def test_integral_replace_updates_only_chosen_slots():
     torch.testing.assert_close(foveate_integral(prepared, loc, 3, 2).double(), expected)
     with pytest.raises(ValueError, match="replacement images"):
         prepared.replace(torch.tensor([0]), torch.rand(1, 1, 9, 8))
+
+
+def test_coarse_view_is_area_average_of_whole_image():
+    img = torch.arange(36, dtype=torch.float64).view(1, 1, 6, 6)
+    out = coarse_view(img, 3)
+    torch.testing.assert_close(out, F.avg_pool2d(img, 2))
+    # Non-square: the short side is padded with zeros symmetrically.
+    wide = torch.ones(2, 1, 4, 8)
+    view = coarse_view(wide, 2)
+    assert view.shape == (2, 1, 2, 2)
+    torch.testing.assert_close(view, torch.full((2, 1, 2, 2), 0.5))
+    with pytest.raises(ValueError, match="size"):
+        coarse_view(img, 7)

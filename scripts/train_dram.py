@@ -1,0 +1,22 @@
+"""Train DRAM (Ba et al. 2015) with REINFORCE: ``python scripts/train_dram.py --help``.
+
+Defaults: MultiMNIST (two digits on a 100x100 canvas, read left to right), 8 glimpses of
+12x12 at 4 scales per digit, a 25x25 context view. Example::
+
+    python scripts/train_dram.py --data-root ../shared/data --epochs 50
+"""
+
+from __future__ import annotations
+
+from agents.train import HardTrainConfig, train_reinforce
+from glimpse.training import parse_config
+
+
+def main(args: list[str] | None = None) -> dict[str, float]:
+    default = HardTrainConfig(agent="dram", task="multimnist")
+    cfg = parse_config(HardTrainConfig, args, description=__doc__, default=default)
+    return train_reinforce(cfg)
+
+
+if __name__ == "__main__":
+    main()
