@@ -16,7 +16,7 @@ Importing this package registers the tasks below under the ``Glimpse/`` namespac
 | ``Glimpse/TranslatedMNIST60-v0`` | digit on a 60x60 canvas | 8 | 12 | 3 |
 | ``Glimpse/ClutteredMNIST60-v0`` | 60x60, 4 clutter patches 8x8 | 8 | 12 | 3 |
 | ``Glimpse/ClutteredMNIST100-v0`` | 100x100, 8 clutter patches 8x8 | 8 | 12 | 4 |
-| ``Glimpse/MultiMNIST-v0`` | 2 digits on 100x100, read left to right; a 25x25 ``context`` view | 8 per digit | 12 | 4 |
+| ``Glimpse/MultiMNIST-v0`` | 2 digits on 100x100, left to right; 25x25 context | 8 each | 12 | 4 |
 
 The defaults are those of Mnih et al. (2014) (scale factor 2); MultiMNIST follows Ba et
 al. (2015) with a reward per correct digit.

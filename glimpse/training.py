@@ -4,6 +4,9 @@
 - :class:`Run`: ``runs/<run_name>/`` with ``config.json``, TensorBoard events, atomic
   checkpoints (``last.pt``, ``best.pt``, loaded with ``weights_only=True``) and metrics JSON.
 - :func:`seed_everything`, :func:`resolve_device`, :func:`progress`.
+- :func:`batches_per_epoch`, :func:`lr_scheduler`, :func:`checkpoint_state` /
+  :func:`restore_checkpoint_state` and :meth:`Run.resume_state`: the epoch/schedule/resume
+  bookkeeping every epoch-based trainer repeats.
 
 Logging tags are namespaced ``train/…``, ``eval/…``, ``losses/…``, ``charts/…``; each
 trainer documents the global step it uses.
@@ -29,19 +32,29 @@ T = TypeVar("T")
 __all__ = [
     "Run",
     "RunExistsError",
+    "batches_per_epoch",
+    "checkpoint_state",
     "config_to_dict",
+    "lr_scheduler",
     "parse_config",
     "progress",
     "resolve_device",
+    "restore_checkpoint_state",
     "seed_everything",
 ]
 
 
-def parse_config(cls: type[T], args: list[str] | None = None, description: str | None = None) -> T:
-    """Parse the command line into the dataclass ``cls`` (fields become ``--flags``)."""
+def parse_config(
+    cls: type[T],
+    args: list[str] | None = None,
+    description: str | None = None,
+    default: T | None = None,
+) -> T:
+    """Parse the command line into the dataclass ``cls`` (fields become ``--flags``);
+    ``default`` is an instance whose values replace the class defaults."""
     import tyro
 
-    return tyro.cli(cls, args=args, description=description)
+    return tyro.cli(cls, args=args, description=description, default=default)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -86,6 +99,66 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **
     return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, disable=None, **kw)
 
 
+def batches_per_epoch(num_items: int, batch_size: int, cap: int = 0) -> int:
+    """Full batches in one pass over ``num_items`` items, at most ``cap`` (0: no cap).
+
+    Raises ``ValueError`` when not even one batch fits.
+    """
+    if batch_size < 1 or cap < 0:
+        raise ValueError(f"need batch_size >= 1 and cap >= 0, got {batch_size} and {cap}")
+    n = num_items // batch_size
+    if n < 1:
+        raise ValueError(f"batch_size {batch_size} exceeds the training split ({num_items} items)")
+    return min(n, cap) if cap else n
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-batch learning-rate schedule called ``schedule``.
+
+    ``"cosine"``: cosine annealing from the initial rate to 0 over ``total_steps`` steps;
+    ``"constant"``: the initial rate throughout.
+    """
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"unknown lr schedule {schedule!r}; valid: cosine, constant")
+
+
+def checkpoint_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A resumable training state: model, optimizer, scheduler and RNG states, plus
+    ``extra`` (epoch, global step, best score, data-order state, ...)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        **extra,
+    }
+
+
+def restore_checkpoint_state(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Load what :func:`checkpoint_state` saved into the given objects and restore the RNG
+    states; return ``state`` so the caller can read its extras."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
+
+
 class RunExistsError(FileExistsError):
     """The run folder already holds a run and neither resume nor overwrite was asked for."""
 
@@ -113,6 +186,7 @@ class Run:
             raise ValueError(f"run name must be a plain folder name, got {name!r}")
         self.dir = Path(root) / name
         self.enabled = enabled
+        self.resume = resume
         self.config = config
         self._writer = None
         if not enabled:
@@ -167,6 +241,20 @@ class Run:
         if not path.exists():
             return None
         return load_checkpoint(path, map_location)
+
+    def resume_state(self, map_location: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """``last.pt`` when the run was opened with ``resume=True``, else ``None``.
+
+        Raises ``FileNotFoundError`` when resuming was asked for but there is no ``last.pt``.
+        """
+        if not self.resume:
+            return None
+        state = self.load_checkpoint("last", map_location)
+        if state is None:
+            raise FileNotFoundError(
+                f"--resume given but {self.checkpoint_path('last')} does not exist"
+            )
+        return state
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path | None:
         """Write ``data`` as ``<run>/<name>`` atomically (e.g. final test metrics)."""

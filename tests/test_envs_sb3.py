@@ -30,10 +30,10 @@ LIMIT = 32
 # MultiInputPolicy flattens it in its CombinedExtractor (the PPO tests below train on it)
 # and the project's own features extractor consumes it as is. Nothing else is allowed.
 #
-# MultiMNIST's (1, 25, 25) ``context`` view looks like an image to SB3's checker, which then
-# warns about CnnPolicy's uint8 dtype, [0, 255] range and 36x36 minimum. Neither applies: the space is
-# float32 in [0, 1], which SB3's ``is_image_space`` rejects, so MultiInputPolicy flattens it
-# instead of feeding a CNN (DRAM's own context network reads it as is).
+# MultiMNIST's (1, 25, 25) ``context`` view looks like an image to SB3's checker, which
+# then warns about CnnPolicy's uint8 dtype, [0, 255] range and 36x36 minimum. Neither
+# applies: the space is float32 in [0, 1], which SB3's ``is_image_space`` rejects, so
+# MultiInputPolicy flattens it instead of feeding a CNN (DRAM's context network reads it).
 SB3_ALLOWED = (
     "Your observation glimpse has an unconventional shape",
     "It seems that your observation space context is an image but the upper and lower bounds",
