@@ -22,6 +22,7 @@ bytes per second).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,8 @@ def run(device: torch.device, repeats: int) -> list[dict]:
         out = retina(images, loc)
         ref = naive_foveate(images, loc, g, k, s)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(retina(prepared, loc), ref, rtol=1e-5, atol=1e-5)
+        # float32 pixel coordinates inside grid_sample: ~1e-5 at 100 px (glimpse.retina docs)
+        torch.testing.assert_close(retina(prepared, loc), ref, rtol=0, atol=3e-5)
         t_loop = _time(lambda: naive_foveate(images, loc, g, k, s), device, max(3, repeats // 5))
         t_one = _time(lambda: retina(images, loc), device, repeats)
         t_prep = _time(lambda: retina.prepare(images), device, repeats)
@@ -94,6 +96,7 @@ def run(device: torch.device, repeats: int) -> list[dict]:
                 "one_shot_x": t_loop / t_one,
                 "prepared": b / t_glimpse,
                 "prepared_x": t_loop / t_glimpse,
+                "prepare_ms": t_prep * 1e3,
                 "steps": steps,
                 "episode_x": t_loop / t_episode,
                 "copy_ratio": t_copy / t_glimpse,
@@ -107,20 +110,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda given but CUDA is not available")
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"cpus={os.cpu_count()} load={load:.1f}"
+    )
     print(
         "| config | loop img/s | one-shot img/s (x loop) | prepared img/s (x loop) |"
-        " episode x loop (T) | copy/retina one-shot | copy/retina prepared |"
+        " prepare ms | episode x loop (T) | copy/retina one-shot | copy/retina prepared |"
     )
-    print("|" + "---|" * 7)
+    print("|" + "---|" * 8)
     for r in run(device, args.repeats):
         print(
             f"| {r['config']} | {r['loop']:,.0f} | {r['one_shot']:,.0f} ({r['one_shot_x']:.1f}x) | "
-            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | "
+            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | {r['prepare_ms']:.2f} | "
             f"{r['episode_x']:.1f}x ({r['steps']}) | "
             f"{r['copy_ratio_one']:.1%} | {r['copy_ratio']:.1%} |"
         )

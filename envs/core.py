@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from glimpse.retina import IntegralImage, Retina, coarse_view
+from glimpse.retina import BoxPyramid, IntegralImage, Retina, coarse_view
 
 __all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "StepResult"]
 
@@ -170,7 +170,7 @@ class GlimpseMDP:
         self.predictions = torch.full_like(self.labels, -1)
         self.images: Tensor | None = None
         self.context: Tensor | None = None
-        self._integral: IntegralImage | None = None
+        self._integral: IntegralImage | BoxPyramid | None = None
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -227,7 +227,7 @@ class GlimpseMDP:
             if n != self.batch_size:
                 raise ValueError("the first reset must fill all slots (index=None)")
             self.images = images.clone()
-            self._integral = IntegralImage(images)
+            self._integral = self.retina.prepare(images)
             if cfg.context_size:
                 self.context = coarse_view(images, cfg.context_size)
         else:
@@ -258,8 +258,8 @@ class GlimpseMDP:
         with ``context_size = s > 0``, ``context`` ``(B, C, s, s)``: the coarse whole image."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
-        # Clamped to the observation space [0, 1]: the integral-image path can return
-        # float64 rounding residue such as -4e-16 for an all-zero cell.
+        # Clamped to the observation space [0, 1]: the prepared paths can return rounding
+        # residue such as -4e-16 for an all-zero cell.
         glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
         step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
         obs = {"glimpse": glimpse, "location": self.loc.clone(), "step": step}

@@ -29,25 +29,46 @@ every image is two batched matrix products ``Wy @ img @ Wx^T`` with overlap-leng
 ``W[u, x] = |[x, x+1] ∩ cell_u|`` -- one call for the whole batch and all scales, no Python
 loop over the batch, exact in float32, and differentiable with respect to the image.
 
-A second path serves episodes that glimpse the same images many times:
-:class:`IntegralImage` (``Retina.prepare``) builds a summed-area table once, after which
-each glimpse costs ``O(k g^2)`` lookups instead of ``O(k g H W)``; the two paths agree to
-float32 rounding (tested).
+Prepared paths serve episodes that glimpse the same images many times: the images are
+prepared once (``Retina.prepare``), after which each glimpse costs ``O(k g^2)`` lookups
+instead of ``O(k g H W)``. Which preparation depends on the cell sides ``c = s**i``:
+
+- **Integer cells** (any integer ``s``, or ``k = 1``) -- :class:`BoxPyramid`. Along one axis,
+  the mean over ``[t, t + c]`` of the piecewise-constant image is ``A(t) = (F(t + c) -
+  F(t)) / c`` with ``F`` the running integral, which is linear between integers; for an
+  integer ``c`` the points ``t`` and ``t + c`` share their fractional part, so ``A`` itself
+  is linear between integer ``t``. Hence a cell's exact area average is the *bilinear
+  interpolation*, at the cell's top-left corner, of the stride-1 ``c x c`` box-filtered
+  image sampled at integer corners (which is zero once the box leaves the image). The
+  pyramid stores those box averages per scale (zero padded to one common size), and a
+  glimpse is a single ``grid_sample(mode="bilinear", padding_mode="zeros",
+  align_corners=True)`` over all images and scales at once. Float32 images agree with
+  :func:`foveate` in float64 to ~1e-5 (grid_sample's float32 pixel coordinates), float64
+  images to float64 rounding.
+- **Other cells** -- :class:`IntegralImage`, a float64 summed-area table: the integral of
+  the image is bilinear inside each pixel, so interpolating it at the cell corners is exact.
+
+All paths agree with the loop reference (``tests/retina_reference.py``; tested).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "BoxPyramid",
     "IntegralImage",
     "Retina",
     "coarse_view",
     "foveate",
     "foveate_integral",
+    "foveate_pyramid",
+    "integer_cells",
     "loc_to_pixel",
     "patch_boxes",
     "pixel_to_loc",
@@ -209,13 +230,8 @@ class IntegralImage:
 
     def replace(self, index: Tensor, images: Tensor) -> None:
         """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
-        _check_images(images)
-        _, c, h, w = self.shape
-        if images.shape[1:] != (c, h, w):
-            raise ValueError(
-                f"replacement images must have shape (n, {c}, {h}, {w}), got {tuple(images.shape)}"
-            )
-        self.table[index] = IntegralImage(images).table
+        _check_replacement(self.shape, images)
+        self.table.index_copy_(0, _slot_index(index, self.device), IntegralImage(images).table)
 
     def integral_at(self, px: Tensor, py: Tensor) -> Tensor:
         """``F`` at pixel coordinates ``px, py`` of shape ``(B, N)``: returns ``(B, C, N)``."""
@@ -240,8 +256,170 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be floating point, got dtype {images.dtype}")
 
 
+def _check_replacement(shape: tuple[int, int, int, int], images: Tensor) -> None:
+    _check_images(images)
+    _, c, h, w = shape
+    if images.shape[1:] != (c, h, w):
+        raise ValueError(
+            f"replacement images must have shape (n, {c}, {h}, {w}), got {tuple(images.shape)}"
+        )
+
+
+def _slot_index(index: Tensor, device: torch.device) -> Tensor:
+    """``(n,)`` long or ``(B,)`` bool slot selector as ``(n,)`` long indices."""
+    index = torch.as_tensor(index, device=device)
+    if index.dtype == torch.bool:
+        return index.nonzero().flatten()
+    return index.long().flatten()
+
+
+def integer_cells(num_scales: int, scale_factor: float) -> tuple[int, ...] | None:
+    """The cell sides ``s**i`` (``i < k``) as ints when all are integers, else ``None``."""
+    cells = [scale_factor**i for i in range(num_scales)]
+    if all(float(c).is_integer() for c in cells):
+        return tuple(int(c) for c in cells)
+    return None
+
+
+_CHUNK_ELEMENTS = 1 << 18  # BoxPyramid builds this many padded pixels at a time
+
+
+class BoxPyramid:
+    """Images prepared for many glimpses with integer cell sides: per-scale box averages.
+
+    For each cell side ``c`` in ``cells`` the table holds the mean of the ``c x c`` box whose
+    top-left pixel corner is ``(t_x, t_y)``, for every integer ``t`` in ``[-p, W] x [-p, H]``
+    (``p = max(cells) - 1``; boxes reaching outside the image read zeros there). A cell of
+    side ``c`` at a real top-left corner is then exactly the bilinear interpolation of that
+    table (module docstring), which :func:`foveate_pyramid` does with one ``grid_sample``.
+
+    Built in ``O(k HW)``: box sums of side ``c * s`` are ``s`` shifted box sums of side
+    ``c`` along each axis, so the sums stay small (at most ``c^2`` pixels) and are exact to
+    the table's precision. The table is float32 for float32 (and lower) images, float64
+    for float64 images.
+
+    Args:
+        images: ``(B, C, H, W)`` floating-point images.
+        cells: increasing positive integer cell sides, e.g. ``(1, 2, 4)`` for ``k = 3``,
+            ``s = 2`` (see :func:`integer_cells`).
+
+    Attributes:
+        table: ``(B, k, C, H + p + 1, W + p + 1)`` box averages, ``table[..., j, i]``
+            for the box with top-left corner ``(i - p, j - p)``.
+    """
+
+    def __init__(self, images: Tensor, cells: Sequence[int]) -> None:
+        _check_images(images)
+        cells = tuple(cells)
+        if (
+            not cells
+            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in cells)
+            or list(cells) != sorted(cells)
+        ):
+            raise ValueError(f"cells must be increasing positive ints, got {cells!r}")
+        b, ch, h, w = images.shape
+        p = cells[-1] - 1
+        hp, wp = h + p + 1, w + p + 1
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        self.cells = cells
+        self.shape = (b, ch, h, w)
+        self.dtype = images.dtype
+        self.device = images.device
+        self.table = images.new_empty(b, len(cells), ch, hp, wp, dtype=dtype)
+        inv_area = torch.tensor([1.0 / (c * c) for c in cells], dtype=dtype, device=self.device)
+        inv_area = inv_area.view(-1, 1, 1, 1)
+        # A few images at a time, so that the intermediate box sums stay in cache.
+        per_image = ch * (h + 2 * p + 1) * (w + 2 * p + 1)
+        step = max(1, _CHUNK_ELEMENTS // per_image)
+        for start in range(0, b, step):
+            chunk = images[start : start + step]
+            out = self.table[start : start + step]
+            # box[..., j, i] = sum of z[j : j + c, i : i + c], z the image zero padded so
+            # that z[j, i] is pixel (j - p, i - p); box keeps >= hp x wp entries throughout.
+            # (Not F.pad: its constant padding is slow on CPU for these shapes.)
+            box = chunk.new_zeros(*chunk.shape[:2], h + 2 * p + 1, w + 2 * p + 1, dtype=dtype)
+            box[..., p : p + h, p : p + w] = chunk
+            c = 1
+            for i, cell in enumerate(cells):
+                if cell % c:
+                    raise ValueError(f"each cell side must divide the next, got {cells!r}")
+                if cell > c:
+                    factor = cell // c
+                    box = _box_sum(_box_sum(box, c, factor, 2), c, factor, 3)
+                    c = cell
+                out[:, i].copy_(box[..., :hp, :wp])
+            out.mul_(inv_area)  # one contiguous op (a strided mul(out=) is slow on CPU)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def replace(self, index: Tensor, images: Tensor) -> None:
+        """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
+        _check_replacement(self.shape, images)
+        new = BoxPyramid(images.to(self.dtype), self.cells).table
+        self.table.index_copy_(0, _slot_index(index, self.device), new)
+
+
+def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
+    """Sums of ``factor`` consecutive boxes of side ``width`` along ``dim`` (shorter result)."""
+    n = x.shape[dim] - (factor - 1) * width
+    out = x.narrow(dim, 0, n)
+    for m in range(1, factor):
+        out = out + x.narrow(dim, m * width, n)
+    return out
+
+
+def foveate_pyramid(
+    pyramid: BoxPyramid,
+    loc: Tensor,
+    glimpse_size: int,
+    num_scales: int = 1,
+    scale_factor: float = 2.0,
+) -> Tensor:
+    """:func:`foveate` from a :class:`BoxPyramid`: one ``grid_sample`` for all scales.
+
+    The pyramid's first ``k`` cell sides must be ``s**i``. Returns ``(B, k, C, g, g)`` in
+    the dtype of the images the pyramid was built from.
+    """
+    _validate_params(glimpse_size, num_scales, scale_factor)
+    b, ch, h, w = pyramid.shape
+    _check_loc(loc, b)
+    if loc.device != pyramid.device:
+        raise ValueError(f"loc is on {loc.device} but the images are on {pyramid.device}")
+    g, k = glimpse_size, num_scales
+    cells = integer_cells(k, scale_factor)
+    if cells is None or pyramid.cells[:k] != cells:
+        raise ValueError(
+            f"the pyramid holds cell sides {pyramid.cells}, but k={k}, s={scale_factor:g} "
+            f"needs {[scale_factor**i for i in range(k)]}"
+        )
+    table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
+    p = pyramid.cells[-1] - 1
+    hp, wp = table.shape[-2:]
+    # Top-left corner of cell (v, u) of scale i, as a table index: lo_i + p + (u, v) * c_i,
+    # mapped to align_corners=True grid coordinates 2 * j / (size - 1) - 1, in float64.
+    geo = torch.float64
+    lo = patch_boxes(loc.to(geo), h, w, g, k, scale_factor)[..., :2]  # (B, k, 2)
+    norm = torch.tensor([2.0 / (wp - 1), 2.0 / (hp - 1)], device=loc.device, dtype=geo)
+    start = (lo + p) * norm - 1.0  # (B, k, 2)
+    step = torch.tensor(cells, device=loc.device, dtype=geo)[:, None] * norm  # (k, 2)
+    u = torch.arange(g, device=loc.device, dtype=geo)
+    edges = (start[..., None] + step[..., None] * u).to(table.dtype)  # (B, k, 2, g)
+    gx = edges[:, :, 0, None, :, None].expand(b, k, g, g, 1)
+    gy = edges[:, :, 1, :, None, None].expand(b, k, g, g, 1)
+    grid = torch.cat([gx, gy], dim=-1).view(b * k, g, g, 2)
+    out = F.grid_sample(
+        table.reshape(b * k, ch, hp, wp),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )
+    return out.view(b, k, ch, g, g).to(pyramid.dtype)
+
+
 def foveate_integral(
-    integral: IntegralImage,
+    integral: IntegralImage | BoxPyramid,
     loc: Tensor,
     glimpse_size: int,
     num_scales: int = 1,
@@ -249,8 +427,12 @@ def foveate_integral(
 ) -> Tensor:
     """:func:`foveate` from prepared images: same glimpses, ``O(k g^2)`` work per image.
 
+    ``integral`` is what :meth:`Retina.prepare` returns: an :class:`IntegralImage` (any
+    ``s``) or a :class:`BoxPyramid` (integer cells; see :func:`foveate_pyramid`).
     Returns ``(B, k, C, g, g)`` in the dtype of the images the table was built from.
     """
+    if isinstance(integral, BoxPyramid):
+        return foveate_pyramid(integral, loc, glimpse_size, num_scales, scale_factor)
     _validate_params(glimpse_size, num_scales, scale_factor)
     b, c, h, w = integral.shape
     _check_loc(loc, b)
@@ -302,23 +484,29 @@ class Retina:
     def __post_init__(self) -> None:
         _validate_params(self.glimpse_size, self.num_scales, self.scale_factor)
 
-    def __call__(self, images: Tensor | IntegralImage, loc: Tensor) -> Tensor:
+    def __call__(self, images: Tensor | IntegralImage | BoxPyramid, loc: Tensor) -> Tensor:
         """``(B, C, H, W), (B, 2) -> (B, k, C, g, g)``; see :func:`foveate`.
 
-        ``images`` may also be an :class:`IntegralImage` (see :meth:`prepare`): the same
-        glimpses, much cheaper when the same images are glimpsed many times.
+        ``images`` may also be prepared images (see :meth:`prepare`): the same glimpses,
+        much cheaper when the same images are glimpsed many times.
         """
         args = (loc, self.glimpse_size, self.num_scales, self.scale_factor)
-        if isinstance(images, IntegralImage):
+        if isinstance(images, (IntegralImage, BoxPyramid)):
             return foveate_integral(images, *args)
         return foveate(images, *args)
 
-    @staticmethod
-    def prepare(images: Tensor) -> IntegralImage:
-        """Prepare ``(B, C, H, W)`` images for repeated glimpses (an episode's ``T`` steps)."""
-        return IntegralImage(images)
+    def prepare(self, images: Tensor) -> IntegralImage | BoxPyramid:
+        """Prepare ``(B, C, H, W)`` images for repeated glimpses (an episode's ``T`` steps).
 
-    def flat(self, images: Tensor | IntegralImage, loc: Tensor) -> Tensor:
+        A :class:`BoxPyramid` when every cell side ``s**i`` is an integer (the fast path),
+        else an :class:`IntegralImage`. Both have ``replace(index, images)``.
+        """
+        cells = integer_cells(self.num_scales, self.scale_factor)
+        if cells is None:
+            return IntegralImage(images)
+        return BoxPyramid(images, cells)
+
+    def flat(self, images: Tensor | IntegralImage | BoxPyramid, loc: Tensor) -> Tensor:
         """``(B, C, H, W), (B, 2) -> (B, k*C*g*g)``, the flattened glimpse."""
         return self(images, loc).flatten(1)
 

@@ -9,11 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glimpse.retina import (
+    BoxPyramid,
     IntegralImage,
     Retina,
     coarse_view,
     foveate,
     foveate_integral,
+    foveate_pyramid,
+    integer_cells,
     loc_to_pixel,
     patch_boxes,
     pixel_to_loc,
@@ -199,6 +202,11 @@ def test_property_matches_loop_reference(h, w, c, g, k, s, data):
     ref = naive_foveate(images, loc, g, k, s, supersample=q)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(foveate_integral(IntegralImage(images), loc, g, k, s), ref)
+    retina = Retina(g, k, s)
+    torch.testing.assert_close(retina(retina.prepare(images), loc), ref)
+    cells = integer_cells(k, s)
+    if cells is not None:  # every s here with integer cells: the box-pyramid path
+        torch.testing.assert_close(foveate_pyramid(BoxPyramid(images, cells), loc, g, k, s), ref)
 
 
 @settings(max_examples=40, deadline=None)
@@ -236,14 +244,63 @@ def test_integral_path_matches_one_shot_float32():
     loc = torch.rand(64, 2) * 2.6 - 1.3
     r = Retina(12, 4, 2.0)
     prepared = r.prepare(images)
+    assert isinstance(prepared, BoxPyramid)
     out = r(prepared, loc)
     assert out.dtype == torch.float32 and out.shape == (64, 4, 2, 12, 12)
-    # Both match the float64 computation; the one-shot path's float32 geometry (pixel
-    # coordinates of ~1e-5 px precision) is the larger of the two rounding errors.
+    # All match the float64 computation to float32 pixel-coordinate rounding (~1e-5 px at
+    # 100 px: the one-shot path's geometry, grid_sample's coordinates in the pyramid path);
+    # the float64 summed-area table computes its geometry in float64.
     exact = r(images.double(), loc.double())
-    torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=2e-5)
     torch.testing.assert_close(r(images, loc).double(), exact, rtol=0, atol=2e-5)
+    integral = foveate_integral(IntegralImage(images), loc, 12, 4, 2.0)
+    torch.testing.assert_close(integral.double(), exact, rtol=0, atol=1e-6)
     torch.testing.assert_close(r.flat(prepared, loc), out.reshape(64, -1))
+    # float64 images: the pyramid path is exact to float64 rounding.
+    out64 = r(r.prepare(images.double()), loc.double())
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64, exact, rtol=0, atol=1e-12)
+
+
+def test_prepare_picks_pyramid_for_integer_cells():
+    images = torch.rand(2, 1, 9, 7)
+    assert isinstance(Retina(3, 3, 2.0).prepare(images), BoxPyramid)
+    assert isinstance(Retina(3, 2, 3.0).prepare(images), BoxPyramid)
+    assert isinstance(Retina(3, 1, 1.5).prepare(images), BoxPyramid)
+    assert isinstance(Retina(3, 2, 1.5).prepare(images), IntegralImage)
+    assert integer_cells(3, 2.0) == (1, 2, 4) and integer_cells(2, 1.5) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pyramid_low_precision_images(dtype):
+    images = torch.rand(3, 2, 10, 13).to(dtype)
+    loc = torch.rand(3, 2) * 2.4 - 1.2
+    r = Retina(4, 3, 2.0)
+    out = r(r.prepare(images), loc.to(dtype))
+    assert out.dtype == dtype
+    ref = foveate(images.double(), loc.to(dtype).double(), 4, 3, 2.0)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+def test_pyramid_rejects_bad_cells_and_mismatched_retina():
+    images = torch.rand(2, 1, 8, 8)
+    for cells in [(), (0, 1), (2, 1), (2, 3), (1.0, 2.0)]:
+        with pytest.raises(ValueError, match="cell"):
+            BoxPyramid(images, cells)
+    pyramid = BoxPyramid(images, (1, 2))
+    with pytest.raises(ValueError, match="cell sides"):
+        foveate_pyramid(pyramid, torch.zeros(2, 2), 4, 3, 2.0)
+    with pytest.raises(ValueError, match="cell sides"):
+        foveate_pyramid(pyramid, torch.zeros(2, 2), 4, 2, 3.0)
+    with pytest.raises(ValueError, match="3 rows but there are 2 images"):
+        foveate_pyramid(pyramid, torch.zeros(3, 2), 4, 2)
+    # Fewer scales than the pyramid holds use its first ones.
+    loc = torch.rand(2, 2) * 2 - 1
+    expected = foveate(images.double(), loc.double(), 4, 1)
+    torch.testing.assert_close(
+        foveate_pyramid(pyramid, loc, 4).double(), expected, atol=2e-5, rtol=0
+    )
 
 
 def test_integral_path_rejects_bad_input():
@@ -254,13 +311,16 @@ def test_integral_path_rejects_bad_input():
         IntegralImage(torch.rand(8, 8))
 
 
-def test_integral_replace_updates_only_chosen_slots():
-    a, b = torch.rand(4, 1, 9, 7), torch.rand(2, 1, 9, 7)
-    prepared = IntegralImage(a)
-    prepared.replace(torch.tensor([1, 3]), b)
-    loc = torch.rand(4, 2) * 2 - 1
-    expected = foveate(torch.stack([a[0], b[0], a[2], b[1]]).double(), loc.double(), 3, 2)
-    torch.testing.assert_close(foveate_integral(prepared, loc, 3, 2).double(), expected)
+@pytest.mark.parametrize("kind", ["integral", "pyramid"])
+@pytest.mark.parametrize("as_mask", [False, True])
+def test_integral_replace_updates_only_chosen_slots(kind, as_mask):
+    a, b = torch.rand(4, 1, 9, 7).double(), torch.rand(2, 1, 9, 7).double()
+    prepared = IntegralImage(a) if kind == "integral" else BoxPyramid(a, (1, 2))
+    index = torch.tensor([False, True, False, True]) if as_mask else torch.tensor([1, 3])
+    prepared.replace(index, b)
+    loc = torch.rand(4, 2, dtype=torch.float64) * 2 - 1
+    expected = foveate(torch.stack([a[0], b[0], a[2], b[1]]), loc, 3, 2)
+    torch.testing.assert_close(foveate_integral(prepared, loc, 3, 2), expected)
     with pytest.raises(ValueError, match="replacement images"):
         prepared.replace(torch.tensor([0]), torch.rand(1, 1, 9, 8))
 
