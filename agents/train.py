@@ -107,6 +107,9 @@ class HardTrainConfig:
     """Seed for weights, episode order and location sampling."""
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
+    threads: int = 0
+    """PyTorch CPU threads (0: PyTorch's default). These models are small: on a 2-core
+    machine one thread was about twice as fast as two (docs/BENCHMARKS.md)."""
     data_root: str | None = None
     """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
     download: bool = False
@@ -263,6 +266,8 @@ def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
     cfg = cfg.resolved()
     build_policy = POLICIES[cfg.agent]
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
     try:

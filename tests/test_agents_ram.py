@@ -158,18 +158,18 @@ def test_predict_monte_carlo_and_deterministic():
 
 
 def test_ram_learns_mnist_beyond_chance(data_root, tmp_path):
-    """A short real run (300 batches of 64, under a minute): RAM must clearly beat chance.
+    """A short real run (400 batches of 128, about 20 s): RAM must clearly beat chance.
 
-    Measured: 54.5% test accuracy with this budget and seed (chance is 10%).
+    Measured: 83.2% test accuracy with this budget and seed (chance is 10%).
     """
     from agents.train import HardTrainConfig, train_reinforce
 
+    threads = torch.get_num_threads()
     cfg = HardTrainConfig(
         epochs=1,
-        max_batches_per_epoch=120,
-        batch_size=64,
-        lr=3e-3,
-        detach_location=True,
+        max_batches_per_epoch=400,
+        batch_size=128,
+        threads=1,
         data_root=str(data_root),
         run_name="learn",
         runs_root=str(tmp_path),
@@ -177,11 +177,14 @@ def test_ram_learns_mnist_beyond_chance(data_root, tmp_path):
         eval_batch_size=1000,
         device="cpu",
     )
-    result = train_reinforce(cfg)
-    assert result["test_accuracy"] > 0.40, result
+    try:
+        result = train_reinforce(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert result["test_accuracy"] > 0.6, result
     run = tmp_path / "learn"
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == pytest.approx(
         result["test_accuracy"]
     )
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
-    assert json.loads((run / "config.json").read_text())["batch_size"] == 64
+    assert json.loads((run / "config.json").read_text())["batch_size"] == 128

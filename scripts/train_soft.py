@@ -1,0 +1,26 @@
+"""Train a soft-attention model with cross-entropy: ``python scripts/train_soft.py --help``.
+
+A SmallCNN with a registered attention block after its last two stages, a spatial
+transformer front end (``--module stn``), or plain (``--module none``). Examples::
+
+    python scripts/train_soft.py --module none --data-root ../shared/data
+    python scripts/train_soft.py --module stn --dataset cluttered60 --stn-mode attention
+    python scripts/train_soft.py --module se --module-kwargs '{"reduction": 8}'
+    python scripts/train_soft.py --run-name my-run --resume
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glimpse.training import parse_config
+from soft_baselines.train import SoftTrainConfig, train_soft
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(SoftTrainConfig, args, description=__doc__)
+    return train_soft(cfg)
+
+
+if __name__ == "__main__":
+    main()

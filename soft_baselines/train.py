@@ -1,0 +1,440 @@
+"""Supervised training of soft-attention models: the library side of ``scripts/train_soft.py``.
+
+The model is a :class:`~soft_baselines.backbones.SmallCNN` with one registered attention
+block inserted after the chosen stages, a spatial transformer front end (``"stn"``,
+Jaderberg et al. 2015), or nothing (``"none"``, the plain backbone). It is trained with
+cross-entropy on the same splits the hard-attention agents use and evaluated by the same
+code (:func:`glimpse.evaluation.evaluate`), so their numbers share one table.
+
+Each split is held whole as one ``uint8`` tensor on the device (an
+:class:`envs.source.ImageSource`, as the glimpse envs hold it); batches are indexed from it
+and scaled to ``[0, 1]``, with shuffled epochs drawn from a seeded
+:class:`envs.source.IndexStream`. No data loader, no workers.
+
+Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
+``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (test metrics
+of the best-on-validation checkpoint).
+
+TensorBoard tags; the global step is the number of training images seen:
+
+- ``losses/cross_entropy``, ``train/accuracy`` (means over the last ``log_every`` batches),
+  ``charts/{lr,images_per_s}`` and, with an STN, ``charts/stn_area`` (mean ``|det A|`` of
+  the affine maps: the input area the warped image reads, relative to the whole image;
+  1 at the identity, below 1 when zoomed in) every
+  ``log_every`` batches;
+- ``eval/{accuracy,error}`` (validation split) after every epoch, ``eval/test_accuracy``
+  once at the end;
+- ``eval/stn`` (STN only): the first ``log_images`` validation images with the region the
+  transformer samples outlined (top row) above the warped images (bottom row), every epoch;
+- ``hparams``: the config as a text table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from envs.source import ImageSource, IndexStream
+from glimpse.data import DATASETS
+from glimpse.evaluation import evaluate
+from glimpse.training import (
+    Run,
+    batches_per_epoch,
+    checkpoint_state,
+    lr_scheduler,
+    progress,
+    resolve_device,
+    restore_checkpoint_state,
+    seed_everything,
+)
+from soft_baselines.backbones import SmallCNN, count_parameters
+from soft_baselines.registry import get_entry, list_modules
+
+__all__ = [
+    "SOFT_DATASETS",
+    "SoftTrainConfig",
+    "build_model",
+    "evaluate_model",
+    "load_splits",
+    "log_stn_images",
+    "stn_image_grid",
+    "train_soft",
+    "valid_modules",
+]
+
+SOFT_DATASETS: tuple[str, ...] = ("mnist", "translated60", "cluttered60", "cluttered100")
+"""Single-label datasets the soft trainer accepts (a subset of :data:`glimpse.data.DATASETS`)."""
+
+
+def valid_modules() -> list[str]:
+    """Names accepted by ``--module``: ``"none"``, ``"stn"`` and every registered block."""
+    return ["none", "stn", *list_modules("block")]
+
+
+@dataclass
+class SoftTrainConfig:
+    """Training a soft-attention model (SmallCNN + attention block or STN) with cross-entropy."""
+
+    module: str = "none"
+    """A registered attention block (se, cbam, ...), stn (STN front end) or none (plain CNN)."""
+    dataset: str = "mnist"
+    """Dataset: mnist (28x28), translated60, cluttered60 (60x60) or cluttered100 (100x100)."""
+    insert_after: tuple[str, ...] = ("stage2", "stage3")
+    """Backbone stages after which the attention block is inserted ('stage1'..'stageK')."""
+    module_kwargs: str = "{}"
+    """Extra constructor arguments of the block or STN, as JSON: e.g. '{"reduction": 8}'."""
+    stn_mode: Literal["affine", "attention"] = "affine"
+    """STN transform: affine (6 parameters) or attention (isotropic scale + translation)."""
+    widths: tuple[int, ...] = (32, 64, 128)
+    """Channels of each backbone stage (one stage per entry)."""
+    epochs: int = 20
+    """Passes over the training split."""
+    batch_size: int = 128
+    """Images per gradient step."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """Adam, or SGD with momentum."""
+    lr: float = 1e-3
+    """Initial learning rate."""
+    momentum: float = 0.9
+    """SGD momentum (ignored by Adam)."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over all training batches."""
+    weight_decay: float = 0.0
+    """L2 weight decay of the optimizer."""
+    val_size: int = 5000
+    """Images held out from the official training set for validation."""
+    eval_batch_size: int = 1000
+    """Images per evaluation batch."""
+    max_batches_per_epoch: int = 0
+    """Cap on training batches per epoch (0: a full pass); for smoke runs."""
+    amp: bool = False
+    """Mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on CPU (a warning)."""
+    seed: int = 0
+    """Seed for weights and batch order."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
+    data_root: str | None = None
+    """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
+    download: bool = False
+    """Download MNIST into data_root if missing (needs internet)."""
+    run_name: str | None = None
+    """Run folder name under runs_root (default: <module>-<dataset>-s<seed>-<unix time>)."""
+    runs_root: str = "runs"
+    """Parent folder of run folders."""
+    resume: bool = False
+    """Continue the run in runs_root/run_name from its last checkpoint."""
+    log_every: int = 50
+    """Log training scalars every this many batches."""
+    log_images: int = 8
+    """STN only: validation images whose warps are logged (eval/stn) each epoch; 0: none."""
+
+    def resolved(self) -> SoftTrainConfig:
+        """A checked copy with the run name chosen. Raises ``ValueError`` on bad input."""
+        if self.dataset not in SOFT_DATASETS:
+            hint = (
+                " (two digits per image; read it with the hard-attention DRAM agent)"
+                if self.dataset == "multimnist"
+                else ""
+            )
+            known = "one of" if self.dataset in DATASETS else "not"
+            raise ValueError(
+                f"dataset {self.dataset!r} is {known} glimpse.data's datasets but not a "
+                f"single-label one{hint}; the soft trainer takes: {', '.join(SOFT_DATASETS)}"
+            )
+        if self.module not in valid_modules():
+            kind = ""
+            if self.module in list_modules():
+                kind = f" ({self.module!r} is a {get_entry(self.module).kind}, not a block)"
+            raise ValueError(
+                f"unknown module {self.module!r}{kind}; valid: {', '.join(valid_modules())}"
+            )
+        kwargs = self.module_kwargs_dict()
+        if self.module == "none" and kwargs:
+            raise ValueError(f"--module none takes no --module-kwargs, got {kwargs}")
+        if self.module == "stn" and "mode" in kwargs:
+            raise ValueError("set the STN's mode with --stn-mode, not in --module-kwargs")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_batches_per_epoch", "log_images", "val_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        return replace(
+            self,
+            widths=tuple(self.widths),
+            insert_after=tuple(self.insert_after),
+            run_name=self.run_name
+            or f"{self.module}-{self.dataset}-s{self.seed}-{int(time.time())}",
+        )
+
+    def module_kwargs_dict(self) -> dict[str, Any]:
+        """``module_kwargs`` parsed; ``ValueError`` unless it is a JSON object."""
+        try:
+            kwargs = json.loads(self.module_kwargs or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"--module-kwargs is not valid JSON ({err}): {self.module_kwargs}"
+            ) from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--module-kwargs must be a JSON object, got {self.module_kwargs}")
+        return kwargs
+
+
+def load_splits(cfg: SoftTrainConfig, device: torch.device) -> dict[str, ImageSource]:
+    """The ``train``, ``val`` and ``test`` splits of ``cfg.dataset``, each held whole as a
+    ``uint8`` tensor on ``device``."""
+    kw: dict[str, Any] = {"val_size": cfg.val_size}
+    if cfg.download:
+        kw["download"] = True
+    return {
+        split: ImageSource.from_any(cfg.dataset, split, cfg.data_root, device, kw)
+        for split in ("train", "val", "test")
+    }
+
+
+def build_model(cfg: SoftTrainConfig, image_shape: tuple[int, int, int]) -> SmallCNN:
+    """The SmallCNN for images of shape ``(C, H, W)``: with ``cfg.module`` inserted after
+    ``cfg.insert_after``, behind an STN front end, or plain (``insert_after`` is then unused)."""
+    c, h, w = image_shape
+    kwargs = cfg.module_kwargs_dict()
+    common = {"in_channels": c, "num_classes": 10, "input_size": (h, w), "widths": cfg.widths}
+    try:
+        if cfg.module == "stn":
+            return SmallCNN(**common, insert_after=(), stn={**kwargs, "mode": cfg.stn_mode})
+        if cfg.module == "none":
+            return SmallCNN(**common, insert_after=())
+        return SmallCNN(
+            **common, attention=cfg.module, attention_kwargs=kwargs, insert_after=cfg.insert_after
+        )
+    except TypeError as err:  # an unknown keyword in --module-kwargs
+        raise ValueError(f"bad --module-kwargs for {cfg.module!r}: {err}") from None
+
+
+def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
+
+
+def evaluate_model(
+    model: SmallCNN, source: ImageSource, batch_size: int, amp: bool = False, desc: str = "eval"
+) -> dict[str, float]:
+    """Accuracy of ``model`` on every image of ``source`` (the shared evaluation)."""
+    device = source.images.device
+    was_training = model.training
+    model.eval()
+
+    def predict(idx: Tensor) -> Tensor:
+        x, _ = source.get(idx.to(device))
+        with _autocast(device, amp):
+            return model(x).argmax(1)
+
+    try:
+        return evaluate(predict, source.labels, batch_size, desc)
+    finally:
+        model.train(was_training)
+
+
+def _stn_area(theta: Tensor) -> Tensor:
+    """``|det A|`` of the linear part of ``(B, 2, 3)`` affine maps: input area read / total."""
+    a = theta[:, :, :2].float()
+    return (a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]).abs()
+
+
+def stn_image_grid(images: Tensor, warped: Tensor, theta: Tensor) -> Tensor:
+    """One RGB ``uint8`` picture ``(3, H*, W*)`` of what a spatial transformer did.
+
+    Top row: the inputs ``images`` ``(n, C, H, W)`` in ``[0, 1]`` with the region the
+    transformer samples outlined in red (the output's corners ``(±1, ±1)`` mapped through
+    ``theta`` ``(n, 2, 3)``, drawn on the outermost canvas pixels at ``±1``, clipped to the
+    canvas). Bottom row: the ``warped`` outputs ``(n, C, H', W')``, resized to
+    ``(H, W)`` if needed. Both rows are upscaled by :func:`glimpse.viz.default_upscale`.
+    """
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
+    from glimpse.viz import default_upscale
+
+    n, _, h, w = images.shape
+    u = default_upscale(h, w)
+    size = (h * u, w * u)
+    top = F.interpolate(images.float().cpu(), size=size, mode="nearest")
+    bottom = F.interpolate(warped.float().cpu(), size=size, mode="nearest")
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
+    src = corners @ theta.float().cpu().transpose(1, 2)  # (n, 4, 2) normalised input coords
+    # [-1, 1] -> outermost canvas pixels [0, size - 1], so the identity outlines the border
+    px = ((src + 1) / 2 * torch.tensor([w * u - 1, h * u - 1])).round()
+    outlined = []
+    for i in range(n):
+        gray = (top[i].mean(0).clamp(0, 1) * 255).to(torch.uint8).numpy()
+        canvas = Image.fromarray(gray, "L").convert("RGB")
+        ImageDraw.Draw(canvas).polygon([tuple(p) for p in px[i].tolist()], outline=(255, 0, 0))
+        outlined.append(torch.from_numpy(np.array(canvas)).permute(2, 0, 1))
+    warped_rgb = (
+        (bottom.mean(1, keepdim=True).clamp(0, 1) * 255).to(torch.uint8).expand(-1, 3, -1, -1)
+    )
+    return make_grid(
+        torch.cat([torch.stack(outlined), warped_rgb]), nrow=n, padding=2, pad_value=255
+    )
+
+
+def log_stn_images(
+    run: Run, model: SmallCNN, source: ImageSource, n: int, step: int, amp: bool = False
+) -> None:
+    """Log :func:`stn_image_grid` of the first ``n`` images of ``source`` as ``eval/stn``."""
+    if model.stn is None or n <= 0 or not run.enabled:
+        return
+    n = min(n, len(source))
+    x, _ = source.get(torch.arange(n, device=source.images.device))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), _autocast(x.device, amp):
+        warped, theta = model.stn.transform(x)
+    model.train(was_training)
+    run.writer.add_image("eval/stn", stn_image_grid(x, warped, theta), step)
+
+
+def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
+    """Train the model ``cfg`` describes; return the test metrics of the best-on-validation
+    checkpoint (also written to ``metrics.json`` in the run folder)."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        warnings.warn(
+            f"--amp is CUDA-only; training in float32 on {device}", UserWarning, stacklevel=2
+        )
+    seed_everything(cfg.seed)
+    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
+    try:
+        return _train(cfg, device, run)
+    finally:
+        run.close()
+
+
+def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
+    splits = load_splits(cfg, device)
+    train = splits["train"]
+    model = build_model(cfg, train.image_shape).to(device)
+    params = count_parameters(model)
+    amp = cfg.amp and device.type == "cuda"
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    per_epoch = batches_per_epoch(len(train), cfg.batch_size, cfg.max_batches_per_epoch)
+    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    stream = IndexStream(len(train), shuffle=True, seed=cfg.seed)
+    start_epoch, global_step, best, train_seconds = 0, 0, -1.0, 0.0
+    state = run.resume_state(device)
+    if state is not None:
+        restore_checkpoint_state(state, model, opt, sched)
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
+        train_seconds = state["train_seconds"]
+        stream.generator.set_state(state["stream_rng"])
+        stream._order, stream._pos = state["stream_order"], state["stream_pos"]
+    else:
+        run.log_hparams()
+    print(f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}")
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        model.train()
+        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        loss_sum = torch.zeros((), device=device)
+        right_sum = torch.zeros((), device=device)
+        area_sum = torch.zeros((), device=device)
+        seen, t_log = 0, time.perf_counter()
+        for it in bar:
+            x, y = train.get(stream.next(cfg.batch_size).to(device))
+            with _autocast(device, amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            global_step += cfg.batch_size
+            seen += y.shape[0]
+            loss_sum += loss.detach() * y.shape[0]
+            right_sum += (logits.detach().argmax(1) == y).sum()
+            if model.stn is not None:
+                area_sum += _stn_area(model.stn.last_theta).sum()
+            if (it + 1) % cfg.log_every == 0 or it == per_epoch - 1:
+                metrics = {
+                    "losses/cross_entropy": loss_sum.item() / seen,
+                    "train/accuracy": right_sum.item() / seen,
+                    "charts/lr": opt.param_groups[0]["lr"],
+                    "charts/images_per_s": seen / (time.perf_counter() - t_log),
+                }
+                if model.stn is not None:
+                    metrics["charts/stn_area"] = area_sum.item() / seen
+                run.log_scalars(metrics, global_step)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(
+                        acc=f"{metrics['train/accuracy']:.3f}",
+                        loss=f"{metrics['losses/cross_entropy']:.3f}",
+                    )
+                for acc in (loss_sum, right_sum, area_sum):
+                    acc.zero_()
+                seen, t_log = 0, time.perf_counter()
+        val = evaluate_model(model, splits["val"], cfg.eval_batch_size, amp, desc="val")
+        run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
+        log_stn_images(run, model, splits["val"], cfg.log_images, global_step, amp)
+        if run.enabled:
+            run.writer.flush()
+        improved = val["accuracy"] > best
+        best = max(best, val["accuracy"])
+        train_seconds += time.perf_counter() - t_epoch
+        ckpt = checkpoint_state(
+            model,
+            opt,
+            sched,
+            scaler=scaler.state_dict(),
+            epoch=epoch + 1,
+            global_step=global_step,
+            best=best,
+            train_seconds=train_seconds,
+            stream_rng=stream.generator.get_state(),
+            stream_order=stream._order,
+            stream_pos=stream._pos,
+        )
+        if improved:
+            run.save_checkpoint(ckpt, "best")
+        run.save_checkpoint(ckpt, "last")
+        print(
+            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}), "
+            f"{time.perf_counter() - t_epoch:.1f} s"
+        )
+    best_state = run.load_checkpoint("best", device)
+    if best_state is not None:
+        model.load_state_dict(best_state["model"])
+    test = evaluate_model(model, splits["test"], cfg.eval_batch_size, amp, desc="test")
+    result = {
+        "module": cfg.module,
+        "dataset": cfg.dataset,
+        "test_accuracy": test["accuracy"],
+        "test_error": test["error"],
+        "val_best_accuracy": best,
+        "params": params,
+        "epochs": cfg.epochs,
+        "images_seen": global_step,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(1, cfg.epochs),
+    }
+    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
+    run.write_json("metrics.json", result)
+    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
+    return result
