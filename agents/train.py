@@ -31,11 +31,13 @@ from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
+    batches_per_epoch,
+    checkpoint_state,
+    lr_scheduler,
     progress,
     resolve_device,
-    rng_state,
+    restore_checkpoint_state,
     seed_everything,
-    set_rng_state,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -282,32 +284,15 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     glimpse_shape = train_env.single_observation_space["glimpse"].shape
     policy = build_policy(cfg, glimpse_shape, train_env.config.num_targets).to(device)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = len(train_env.source) // cfg.batch_size
-    if cfg.max_batches_per_epoch:
-        per_epoch = min(per_epoch, cfg.max_batches_per_epoch)
-    if per_epoch < 1:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} exceeds the training split "
-            f"({len(train_env.source)} images)"
-        )
-    total = cfg.epochs * per_epoch
-    if cfg.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    per_epoch = batches_per_epoch(len(train_env.source), cfg.batch_size, cfg.max_batches_per_epoch)
+    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
     start_epoch, global_step, best = 0, 0, -1.0
-    state = run.load_checkpoint("last", device) if cfg.resume else None
-    if cfg.resume and state is None:
-        raise FileNotFoundError(f"--resume given but {run.checkpoint_path('last')} does not exist")
+    state = run.resume_state(device)
     if state is not None:
-        policy.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        restore_checkpoint_state(state, policy, opt, sched)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        set_rng_state(state["rng"])
-        train_env.stream.generator.set_state(state["stream_rng"])
-        train_env.stream._order, train_env.stream._pos = state["stream_order"], state["stream_pos"]
+        train_env.stream.load_state_dict(state["stream"])
     else:
         run.log_hparams()
     t_start = time.time()
@@ -346,18 +331,15 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             run.writer.flush()
         improved = val["accuracy"] > best
         best = max(best, val["accuracy"])
-        ckpt = {
-            "model": policy.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "epoch": epoch + 1,
-            "global_step": global_step,
-            "best": best,
-            "rng": rng_state(),
-            "stream_rng": train_env.stream.generator.get_state(),
-            "stream_order": train_env.stream._order,
-            "stream_pos": train_env.stream._pos,
-        }
+        ckpt = checkpoint_state(
+            policy,
+            opt,
+            sched,
+            epoch=epoch + 1,
+            global_step=global_step,
+            best=best,
+            stream=train_env.stream.state_dict(),
+        )
         if improved:
             run.save_checkpoint(ckpt, "best")
         run.save_checkpoint(ckpt, "last")

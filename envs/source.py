@@ -123,6 +123,18 @@ class IndexStream:
             return torch.randperm(self.size, generator=self.generator)
         return torch.arange(self.size)
 
+    def state_dict(self) -> dict[str, Tensor | int]:
+        """The stream's position, for checkpoints (tensors and ints only)."""
+        return {"rng": self.generator.get_state(), "order": self._order.clone(), "pos": self._pos}
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        """Continue exactly where :meth:`state_dict` was taken."""
+        order = state["order"]
+        if not isinstance(order, Tensor) or order.shape != (self.size,):
+            raise ValueError(f"stream state is for another dataset size (expected {self.size})")
+        self.generator.set_state(state["rng"])
+        self._order, self._pos = order.clone(), int(state["pos"])
+
     def next(self, n: int) -> Tensor:
         """The next ``n`` indices (CPU long tensor)."""
         out = []

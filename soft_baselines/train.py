@@ -343,8 +343,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         scaler.load_state_dict(state["scaler"])
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
         train_seconds = state["train_seconds"]
-        stream.generator.set_state(state["stream_rng"])
-        stream._order, stream._pos = state["stream_order"], state["stream_pos"]
+        stream.load_state_dict(state["stream"])
     else:
         run.log_hparams()
     print(f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}")
@@ -407,9 +406,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
             global_step=global_step,
             best=best,
             train_seconds=train_seconds,
-            stream_rng=stream.generator.get_state(),
-            stream_order=stream._order,
-            stream_pos=stream._pos,
+            stream=stream.state_dict(),
         )
         if improved:
             run.save_checkpoint(ckpt, "best")

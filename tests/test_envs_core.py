@@ -511,3 +511,17 @@ def test_context_observation_is_coarse_view_and_fixed_over_the_episode():
     torch.testing.assert_close(obs3["context"][0], obs["context"][0])
     with pytest.raises(ValueError, match="context_size"):
         MDPConfig(context_size=-1)
+
+
+def test_index_stream_state_roundtrip_continues_exactly():
+    from envs.source import IndexStream
+
+    a = IndexStream(10, shuffle=True, seed=3)
+    a.next(7)
+    state = a.state_dict()
+    expected = a.next(25)
+    b = IndexStream(10, shuffle=True, seed=99)
+    b.load_state_dict(state)
+    assert torch.equal(b.next(25), expected)
+    with pytest.raises(ValueError, match="dataset size"):
+        IndexStream(11).load_state_dict(state)
