@@ -19,25 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["DoubleAttention"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_input(x: Tensor, channels: int, who: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) tensor, got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{who}: expected H, W >= 1, got {tuple(x.shape[2:])}")
 
 
 @register("a2", kind="block")
@@ -62,11 +47,11 @@ class DoubleAttention(nn.Module):
         num_descriptors: int | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _positive_int("channels", channels)
+        self.channels = check_positive_int("channels", channels)
         m = max(1, channels // 4) if mid_channels is None else mid_channels
         n = max(1, channels // 4) if num_descriptors is None else num_descriptors
-        self.mid_channels = _positive_int("mid_channels", m)
-        self.num_descriptors = _positive_int("num_descriptors", n)
+        self.mid_channels = check_positive_int("mid_channels", m)
+        self.num_descriptors = check_positive_int("num_descriptors", n)
         self.features = nn.Conv2d(channels, m, 1)  # φ: A
         self.gather_maps = nn.Conv2d(channels, n, 1)  # θ: B
         self.distribute_maps = nn.Conv2d(channels, n, 1)  # ρ: V
@@ -89,7 +74,7 @@ class DoubleAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
-        _check_input(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, type(self).__name__)
         return x + self.norm(self.proj(self.attend(x)))
 
     def extra_repr(self) -> str:

@@ -21,8 +21,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from soft_baselines._checks import check_positive_int
 from soft_baselines.registry import create, get_entry, list_modules
-from soft_baselines.se import check_positive_int
 from soft_baselines.stn import SpatialTransformer, check_size_pair
 
 __all__ = ["RESNET_ARCHS", "SmallCNN", "count_parameters", "resnet_with_attention"]

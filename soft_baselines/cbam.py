@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
 from soft_baselines.registry import register
-from soft_baselines.se import bottleneck_width, check_feature_map, check_positive_int
 
 __all__ = ["BAM", "CBAM"]
 

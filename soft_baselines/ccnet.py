@@ -21,25 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["CrissCrossAttention"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_input(x: Tensor, channels: int, who: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) tensor, got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{who}: expected H, W >= 1, got {tuple(x.shape[2:])}")
 
 
 @register("cc", kind="block")
@@ -59,9 +44,9 @@ class CrissCrossAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 8, recurrence: int = 2) -> None:
         super().__init__()
-        self.channels = _positive_int("channels", channels)
-        self.reduction = _positive_int("reduction", reduction)
-        self.recurrence = _positive_int("recurrence", recurrence)
+        self.channels = check_positive_int("channels", channels)
+        self.reduction = check_positive_int("reduction", reduction)
+        self.recurrence = check_positive_int("recurrence", recurrence)
         qk = max(1, channels // reduction)
         self.query = nn.Conv2d(channels, qk, 1)
         self.key = nn.Conv2d(channels, qk, 1)
@@ -96,7 +81,7 @@ class CrissCrossAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
-        _check_input(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, type(self).__name__)
         for _ in range(self.recurrence):
             x = self.step(x)
         return x

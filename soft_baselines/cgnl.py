@@ -29,27 +29,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["CompactGeneralizedNonLocal"]
 
 _KERNELS = ("dot", "gaussian")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_input(x: Tensor, channels: int, who: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) tensor, got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{who}: expected H, W >= 1, got {tuple(x.shape[2:])}")
 
 
 @register("cgnl", kind="block")
@@ -87,11 +72,13 @@ class CompactGeneralizedNonLocal(nn.Module):
         scale: bool = True,
     ) -> None:
         super().__init__()
-        self.channels = _positive_int("channels", channels)
-        self.planes = _positive_int("planes", max(1, channels // 2) if planes is None else planes)
+        self.channels = check_positive_int("channels", channels)
+        self.planes = check_positive_int(
+            "planes", max(1, channels // 2) if planes is None else planes
+        )
         if groups is None:
             groups = math.gcd(8, self.planes, channels)
-        self.groups = _positive_int("groups", groups)
+        self.groups = check_positive_int("groups", groups)
         if self.planes % groups or channels % groups:
             raise ValueError(
                 f"groups must divide both planes ({self.planes}) and channels ({channels}), "
@@ -142,7 +129,7 @@ class CompactGeneralizedNonLocal(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
-        _check_input(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, type(self).__name__)
         b, _, h, w = x.shape
         t, p, g = self.theta(x), self.phi(x), self.g(x)
         out_dtype = t.dtype

@@ -24,25 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["EMAttentionUnit"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_input(x: Tensor, channels: int, who: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) tensor, got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{who}: expected H, W >= 1, got {tuple(x.shape[2:])}")
 
 
 @register("ema", kind="block")
@@ -83,10 +68,12 @@ class EMAttentionUnit(nn.Module):
         momentum: float = 0.9,
     ) -> None:
         super().__init__()
-        self.channels = _positive_int("channels", channels)
-        self.num_bases = _positive_int("num_bases", num_bases)
-        self.iters = _positive_int("iters", iters)
-        self.eval_iters = _positive_int("eval_iters", iters if eval_iters is None else eval_iters)
+        self.channels = check_positive_int("channels", channels)
+        self.num_bases = check_positive_int("num_bases", num_bases)
+        self.iters = check_positive_int("iters", iters)
+        self.eval_iters = check_positive_int(
+            "eval_iters", iters if eval_iters is None else eval_iters
+        )
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
             raise ValueError(f"lam must be a positive float, got {lam!r}")
         if not math.isfinite(lam):
@@ -137,7 +124,7 @@ class EMAttentionUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``; in training mode also updates ``bases``."""
-        _check_input(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, type(self).__name__)
         b, c, h, w = x.shape
         feats = self.conv_in(x)
         out_dtype = feats.dtype

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = [
@@ -35,22 +36,6 @@ __all__ = [
     "short_range_group",
     "short_range_ungroup",
 ]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_input(x: Tensor, channels: int, who: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) tensor, got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got {x.shape[1]}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{who}: expected H, W >= 1, got {tuple(x.shape[2:])}")
 
 
 def _check_divisible(x: Tensor, ph: int, pw: int) -> tuple[int, int, int, int]:
@@ -157,18 +142,21 @@ class InterlacedSparseSelfAttention(nn.Module):
         value_channels: int | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _positive_int("channels", channels)
+        self.channels = check_positive_int("channels", channels)
         if isinstance(block_size, (tuple, list)):
             if len(block_size) != 2:
                 raise ValueError(f"block_size must be an int or a pair, got {block_size!r}")
             ph, pw = block_size
         else:
             ph = pw = block_size
-        self.block_size = (_positive_int("block_size", ph), _positive_int("block_size", pw))
+        self.block_size = (
+            check_positive_int("block_size", ph),
+            check_positive_int("block_size", pw),
+        )
         dk = max(1, channels // 2) if key_channels is None else key_channels
         dv = max(1, channels // 2) if value_channels is None else value_channels
-        self.key_channels = _positive_int("key_channels", dk)
-        self.value_channels = _positive_int("value_channels", dv)
+        self.key_channels = check_positive_int("key_channels", dk)
+        self.value_channels = check_positive_int("value_channels", dv)
         self.long_attn = EmbeddedGaussianAttention(channels, dk, dv)
         self.short_attn = EmbeddedGaussianAttention(channels, dk, dv)
         self.norm = nn.BatchNorm2d(channels)
@@ -196,7 +184,7 @@ class InterlacedSparseSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
-        _check_input(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, type(self).__name__)
         return x + self.norm(self.interlaced(x))
 
     def extra_repr(self) -> str:

@@ -13,38 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["SqueezeExcitation", "bottleneck_width", "check_feature_map", "check_positive_int"]
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive ``int`` (not a ``bool``); else ``ValueError``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def bottleneck_width(channels: int, reduction: int, min_hidden: int) -> int:
-    """Hidden width of a channel MLP: ``max(channels // reduction, min(min_hidden, channels))``.
-
-    The floor keeps narrow layers from collapsing to one or two hidden units (``64 // 16 = 4``
-    becomes 8 with the default floor of 8) without ever widening past ``channels``.
-    """
-    check_positive_int("channels", channels)
-    check_positive_int("reduction", reduction)
-    check_positive_int("min_hidden", min_hidden)
-    return max(channels // reduction, min(min_hidden, channels))
-
-
-def check_feature_map(x: Tensor, channels: int, name: str) -> None:
-    """Raise unless ``x`` is a ``(B, channels, H, W)`` tensor (``name`` goes in the message)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(
-            f"{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}"
-        )
 
 
 @register("se")

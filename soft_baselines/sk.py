@@ -22,8 +22,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_feature_map, check_positive_int
 from soft_baselines.registry import register
-from soft_baselines.se import check_feature_map, check_positive_int
 
 __all__ = ["SKBlock", "SKConv"]
 

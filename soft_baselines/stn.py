@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soft_baselines._checks import check_positive_int
 from soft_baselines.registry import register
-from soft_baselines.se import check_positive_int
 
 __all__ = ["SpatialTransformer", "check_size_pair", "theta_from_params", "warp"]
 
