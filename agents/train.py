@@ -31,13 +31,12 @@ from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
+    RunConfig,
     batches_per_epoch,
     checkpoint_state,
     lr_scheduler,
     progress,
-    resolve_device,
     restore_checkpoint_state,
-    seed_everything,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -53,7 +52,7 @@ TASK_IDS = {
 
 
 @dataclass
-class HardTrainConfig:
+class HardTrainConfig(RunConfig):
     """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
 
     task: Literal["mnist", "translated60", "cluttered60", "cluttered100", "multimnist"] = "mnist"
@@ -97,33 +96,8 @@ class HardTrainConfig:
     """Weight of the baseline's regression loss."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (0 disables)."""
-    val_size: int = 5000
-    """Images held out from the official training set for validation."""
     mc_samples: int = 1
     """Monte-Carlo samples per image at test time (1: deterministic, mean locations)."""
-    eval_batch_size: int = 1000
-    """Images per evaluation batch."""
-    max_batches_per_epoch: int = 0
-    """Cap on training batches per epoch (0: a full pass); for smoke runs."""
-    seed: int = 0
-    """Seed for weights, episode order and location sampling."""
-    device: str = "auto"
-    """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
-    threads: int = 0
-    """PyTorch CPU threads (0: PyTorch's default). These models are small: on a 2-core
-    machine one thread was about twice as fast as two (docs/BENCHMARKS.md)."""
-    data_root: str | None = None
-    """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
-    download: bool = False
-    """Download MNIST into data_root if missing (needs internet)."""
-    run_name: str | None = None
-    """Run folder name under runs_root (default: <agent>-<task>-s<seed>-<unix time>)."""
-    runs_root: str = "runs"
-    """Parent folder of run folders."""
-    resume: bool = False
-    """Continue the run in runs_root/run_name from its last checkpoint."""
-    log_every: int = 50
-    """Log training scalars every this many batches."""
     playback: int = 8
     """Validation images whose glimpse trajectories are logged at each evaluation."""
 
@@ -267,10 +241,7 @@ def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
     to ``metrics.json`` in the run folder)."""
     cfg = cfg.resolved()
     build_policy = POLICIES[cfg.agent]
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    device = cfg.setup()
     run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
     try:
         return _train(cfg, build_policy, device, run)

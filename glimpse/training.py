@@ -19,6 +19,7 @@ import json
 import os
 import random
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ T = TypeVar("T")
 
 __all__ = [
     "Run",
+    "RunConfig",
     "RunExistsError",
     "batches_per_epoch",
     "checkpoint_state",
@@ -90,6 +92,44 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available; use 'cpu'")
     return device
+
+
+@dataclass
+class RunConfig:
+    """Fields every trainer shares: data split, evaluation, seed, device, run folder."""
+
+    val_size: int = 5000
+    """Images held out from the official training set for validation."""
+    eval_batch_size: int = 1000
+    """Images per evaluation batch."""
+    max_batches_per_epoch: int = 0
+    """Cap on training batches per epoch (0: a full pass); for smoke runs."""
+    seed: int = 0
+    """Seed for weights, data order and sampling."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
+    threads: int = 0
+    """PyTorch CPU threads (0: PyTorch's default; 1 is often faster on a busy small machine)."""
+    data_root: str | None = None
+    """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
+    download: bool = False
+    """Download MNIST into data_root if missing (needs internet)."""
+    run_name: str | None = None
+    """Run folder name under runs_root (default: <model>-<dataset>-s<seed>-<unix time>)."""
+    runs_root: str = "runs"
+    """Parent folder of run folders."""
+    resume: bool = False
+    """Continue the run in runs_root/run_name from its last checkpoint."""
+    log_every: int = 50
+    """Log training scalars every this many batches."""
+
+    def setup(self) -> torch.device:
+        """Apply ``threads`` and ``seed``; return the resolved device."""
+        device = resolve_device(self.device)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        seed_everything(self.seed)
+        return device
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kw) -> Iterator[T]:

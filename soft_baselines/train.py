@@ -48,13 +48,12 @@ from glimpse.data import DATASETS
 from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
+    RunConfig,
     batches_per_epoch,
     checkpoint_state,
     lr_scheduler,
     progress,
-    resolve_device,
     restore_checkpoint_state,
-    seed_everything,
 )
 from soft_baselines.backbones import SmallCNN, count_parameters
 from soft_baselines.registry import get_entry, list_modules
@@ -81,7 +80,7 @@ def valid_modules() -> list[str]:
 
 
 @dataclass
-class SoftTrainConfig:
+class SoftTrainConfig(RunConfig):
     """Training a soft-attention model (SmallCNN + attention block or STN) with cross-entropy."""
 
     module: str = "none"
@@ -110,30 +109,8 @@ class SoftTrainConfig:
     """Learning-rate schedule over all training batches."""
     weight_decay: float = 0.0
     """L2 weight decay of the optimizer."""
-    val_size: int = 5000
-    """Images held out from the official training set for validation."""
-    eval_batch_size: int = 1000
-    """Images per evaluation batch."""
-    max_batches_per_epoch: int = 0
-    """Cap on training batches per epoch (0: a full pass); for smoke runs."""
     amp: bool = False
     """Mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on CPU (a warning)."""
-    seed: int = 0
-    """Seed for weights and batch order."""
-    device: str = "auto"
-    """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
-    data_root: str | None = None
-    """Folder holding MNIST/raw (default: $GLIMPSE_DATA, else ./data)."""
-    download: bool = False
-    """Download MNIST into data_root if missing (needs internet)."""
-    run_name: str | None = None
-    """Run folder name under runs_root (default: <module>-<dataset>-s<seed>-<unix time>)."""
-    runs_root: str = "runs"
-    """Parent folder of run folders."""
-    resume: bool = False
-    """Continue the run in runs_root/run_name from its last checkpoint."""
-    log_every: int = 50
-    """Log training scalars every this many batches."""
     log_images: int = 8
     """STN only: validation images whose warps are logged (eval/stn) each epoch; 0: none."""
 
@@ -307,12 +284,11 @@ def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
     """Train the model ``cfg`` describes; return the test metrics of the best-on-validation
     checkpoint (also written to ``metrics.json`` in the run folder)."""
     cfg = cfg.resolved()
-    device = resolve_device(cfg.device)
+    device = cfg.setup()
     if cfg.amp and device.type != "cuda":
         warnings.warn(
             f"--amp is CUDA-only; training in float32 on {device}", UserWarning, stacklevel=2
         )
-    seed_everything(cfg.seed)
     run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
     try:
         return _train(cfg, device, run)
