@@ -100,6 +100,8 @@ class HardTrainConfig(RunConfig):
     """Monte-Carlo samples per image at test time (1: deterministic, mean locations)."""
     playback: int = 8
     """Validation images whose glimpse trajectories are logged at each evaluation."""
+    train_limit: int = 0
+    """Train on only the first this many images of the training split (0: all of it)."""
 
     def resolved(self) -> HardTrainConfig:
         """A copy with the task's defaults filled in and the run name chosen."""
@@ -116,6 +118,8 @@ class HardTrainConfig(RunConfig):
         for name in ("epochs", "batch_size", "eval_batch_size", "mc_samples", "log_every"):
             if getattr(out, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
+        if out.train_limit < 0:
+            raise ValueError(f"train_limit must be >= 0 (0: all), got {out.train_limit}")
         return out
 
     def mdp(self, num_targets: int = 1) -> MDPConfig:
@@ -134,7 +138,8 @@ class HardTrainConfig(RunConfig):
 def build_envs(
     cfg: HardTrainConfig, device: torch.device
 ) -> tuple[GlimpseVectorEnv, dict[str, GlimpseVectorEnv]]:
-    """The training env (shuffled train split) and ordered evaluation envs (val, test)."""
+    """The training env (shuffled train split, its first ``cfg.train_limit`` images if
+    set) and ordered evaluation envs (val, test)."""
     kw: dict[str, Any] = {"val_size": cfg.val_size}
     if cfg.download:
         kw["download"] = True
@@ -142,6 +147,10 @@ def build_envs(
         split: ImageSource.from_any(cfg.task, split, cfg.data_root, device, kw)
         for split in ("train", "val", "test")
     }
+    if cfg.train_limit:
+        src, n = sources["train"], cfg.train_limit
+        boxes = None if src.boxes is None else src.boxes[:n]
+        sources["train"] = ImageSource(src.images[:n], src.labels[:n], boxes)
     mdp = cfg.mdp(sources["train"].num_targets)
     train_env = GlimpseVectorEnv(sources["train"], cfg.batch_size, mdp, device=device)
     n_eval = cfg.eval_batch_size * cfg.mc_samples
