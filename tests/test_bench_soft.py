@@ -1,0 +1,110 @@
+"""``benchmarks/bench_soft.py`` in a tiny configuration: one row per block, ratios, report."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from soft_baselines import list_modules
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_soft.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_soft", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_soft"] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("bench_soft", None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Oversubscribed threads on a shared machine make even tiny configurations slow.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def rows(bench):
+    return bench.run(sizes=(8, 16), batch=2, channels=64, warmup=0, repeats=1)
+
+
+def test_one_row_per_block_and_size(rows):
+    blocks = list_modules(kind="block")
+    assert [(r.module, r.size) for r in rows] == [(n, s) for s in (8, 16) for n in blocks]
+    for r in rows:
+        assert not r.skipped
+        assert r.params > 0 and r.repeats == 1 and r.ms > 0 and r.peak_mb > 0
+        assert 0 <= r.gflops_fwd <= r.gflops_total
+
+
+def test_ratios_against_nonlocal(rows):
+    for r in rows:
+        ref = next(x for x in rows if x.module == "nonlocal" and x.size == r.size)
+        assert r.time_ratio == pytest.approx(r.ms / ref.ms)
+        assert r.mem_ratio == pytest.approx(r.peak_mb / ref.peak_mb)
+        if r.module == "nonlocal":
+            assert r.time_ratio == 1.0 and r.mem_ratio == 1.0
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_counted_flops_match_hand_count(bench, groups):
+    # 3x3 convolution: B * C_out * (C_in / groups) * 9 * H * W multiply-adds, 2 FLOPs each;
+    # backward adds the input and weight gradients, each as costly as the forward (torch's
+    # own formula counts the grouped weight gradient `groups` times too high).
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    fwd, total, _ = bench.count_flops(conv, x)
+    assert fwd == 2 * 2 * 8 * (8 // groups) * 9 * 25
+    assert total == 3 * fwd
+
+
+def test_peak_memory_counts_saved_activations(bench):
+    # Forward + backward of x * y with both requiring grad: out (freed after .sum()'s
+    # backward starts), and the two input gradients live at the end: at least 2 buffers.
+    x = torch.randn(64, 1024, requires_grad=True)
+    nbytes = x.numel() * 4
+    peak = bench.peak_memory_bytes(torch.nn.Identity(), x)
+    assert 0 <= peak < 4 * nbytes  # identity: just the input gradient (plus tiny scalars)
+    lin = torch.nn.Linear(1024, 1024, bias=False)
+    peak = bench.peak_memory_bytes(lin, x)
+    assert peak >= 2 * nbytes  # output + input gradient at least
+
+
+def test_skips_configs_over_memory_limit(bench):
+    rows = bench.run(
+        sizes=(8, 16), batch=2, channels=64, modules=("nonlocal", "se"), repeats=1,
+        warmup=0, mem_limit_gb=1e-4,
+    )  # fmt: skip
+    skipped = {(r.module, r.size) for r in rows if r.skipped}
+    assert ("nonlocal", 16) in skipped
+    assert all(s == 16 for _, s in skipped)
+    assert all(math.isnan(r.time_ratio) for r in rows if r.size == 16)
+
+
+def test_report_has_table_growth_and_targets(bench, rows):
+    text = "\n".join(bench.format_report(rows))
+    for name in list_modules(kind="block"):
+        assert f"| {name} | 8×8 |" in text
+    assert "Growth with H×W" in text
+    assert "Targets at 64×64" in text
+    for name in bench.TARGET_MODULES:
+        assert f"- {name}: not measured" in text  # 64×64 not in this tiny run
+    assert "not counted" in text
+    # Target lines read met / MISSED once the target size is measured.
+    fake = [
+        bench.Row("nonlocal", 64, ms=100.0, peak_mb=100.0, time_ratio=1.0, mem_ratio=1.0),
+        bench.Row("cc", 64, ms=20.0, peak_mb=30.0, time_ratio=0.2, mem_ratio=0.3),
+    ]
+    text = "\n".join(bench.format_report(fake))
+    assert "- cc: time 0.200 met; memory 0.300 MISSED" in text
