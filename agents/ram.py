@@ -72,6 +72,8 @@ class RAM(GlimpsePolicy):
         detach_baseline: stop the baseline's gradient at ``h_t``.
         detach_location: stop the location policy's gradient at ``h_t``, so REINFORCE
             trains only the location network and the core learns from classification.
+            Without it (the paper's joint gradient) REINFORCE also trains the core and
+            the glimpse network; the classifier and baseline heads never get its gradient.
 
     State: ``(B, hidden)`` for the RNN, ``(B, 2 * hidden)`` (``h`` and ``c``) for the LSTM.
     """
