@@ -45,6 +45,16 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("GLIMPSE_CACHE", str(tmp_path_factory.getbasetemp() / "glimpse-cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one thread is faster, and does not fight other jobs for the cores.
+    Use it per file with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -42,13 +42,7 @@ SB3_ALLOWED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny policies: one thread is faster, and does not fight other jobs for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_kwargs(env_id: str) -> dict:
