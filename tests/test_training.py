@@ -93,6 +93,7 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
     from agents.train import HardTrainConfig, train_reinforce
 
