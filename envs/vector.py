@@ -17,6 +17,13 @@ from envs.spaces import action_space, observation_space
 __all__ = ["GlimpseVectorEnv"]
 
 
+def _as_tensor(value: Any) -> Tensor | None:
+    """``None`` stays ``None``; tensors pass through; anything else goes via numpy."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    return torch.as_tensor(np.asarray(value))
+
+
 class GlimpseVectorEnv(VectorEnv):
     """``num_envs`` glimpse episodes stepped together, as tensors on one device.
 
@@ -146,23 +153,7 @@ class GlimpseVectorEnv(VectorEnv):
                 "actions must be a dict with 'location' (N, 2), 'label' (N,) and, with "
                 f"early_stop, 'stop' (N,); got {type(actions).__name__}"
             )
-        location = torch.as_tensor(
-            np.asarray(actions["location"])
-            if not isinstance(actions["location"], Tensor)
-            else actions["location"]
-        )
-        label = actions.get("label")
-        stop = actions.get("stop")
-        label = (
-            None
-            if label is None
-            else torch.as_tensor(np.asarray(label) if not isinstance(label, Tensor) else label)
-        )
-        stop = (
-            None
-            if stop is None
-            else torch.as_tensor(np.asarray(stop) if not isinstance(stop, Tensor) else stop)
-        )
+        location, label, stop = (_as_tensor(actions.get(k)) for k in ("location", "label", "stop"))
         return location, label, stop
 
     def _step_core(
@@ -216,17 +207,14 @@ class GlimpseVectorEnv(VectorEnv):
         """
         if isinstance(seed, (list, tuple)):
             seed = seed[0] if seed else None
-        self._seed(seed)
         options = options or {}
         unknown = set(options) - {"indices", "init_loc"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; valid: indices, init_loc")
+        self._seed(seed)
         init_loc = options.get("init_loc")
         if init_loc is not None:
-            init_loc = torch.as_tensor(
-                np.asarray(init_loc) if not isinstance(init_loc, Tensor) else init_loc,
-                dtype=torch.float32,
-            )
+            init_loc = _as_tensor(init_loc).float()
         obs = self._reset_slots(None, init_loc, options.get("indices"))
         self._needs_reset.zero_()
         return self._out(obs), self._out(self._info(None))

@@ -724,3 +724,20 @@ def test_vector_env_on_cuda_matches_cpu():
     for (g0, r0, t0), (g1, r1, t1) in zip(out["cpu"], out["cuda"], strict=True):
         torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-5)
         assert torch.equal(r0, r1) and torch.equal(t0, t1)
+
+
+def test_vector_reset_with_bad_options_does_not_reseed():
+    gen = torch.Generator().manual_seed(0)
+    source = (
+        torch.randint(0, 256, (20, 1, 12, 12), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 10, (20,), generator=gen),
+    )
+    venv = GlimpseVectorEnv(source, 4, MDPConfig(glimpse_size=4, num_glimpses=2))
+    twin = GlimpseVectorEnv(source, 4, MDPConfig(glimpse_size=4, num_glimpses=2))
+    venv.reset(seed=5)
+    twin.reset(seed=5)
+    with pytest.raises(ValueError, match="unknown reset options"):
+        venv.reset(seed=99, options={"nope": 1})
+    _, info = venv.reset()
+    _, twin_info = twin.reset()
+    assert torch.equal(info["index"], twin_info["index"])
