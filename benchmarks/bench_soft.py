@@ -63,6 +63,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._common import setup_device
 from soft_baselines import create, list_modules
 
 REFERENCE = "nonlocal"
@@ -446,11 +447,7 @@ def main() -> None:
         "--mem-limit-gb", type=float, default=6.0, help="skip configs estimated above this"
     )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda given but CUDA is not available")
+    device = setup_device(args.device, args.threads)
     modules = args.modules
     if modules is not None and REFERENCE not in modules:
         modules = [REFERENCE, *modules]
