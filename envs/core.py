@@ -23,6 +23,15 @@ Episode timeline, for each target ``j = 0..num_targets-1``:
 
 So an episode of one target has exactly ``T`` steps and ``T`` glimpses; the ``location``
 of the final step is unused. Episodes are never truncated.
+
+**Parts mode** (``num_parts = K >= 1``; Liu et al. 2016, *Fully Convolutional Attention
+Networks for Fine-Grained Recognition*, FCAN): every fixation is ``K`` part locations at
+once. Locations are ``(B, K, 2)``, each observation holds the ``K`` glimpses ``(B, K, k,
+C, g, g)``, the coarse whole image (``context``; required) and ``history`` ``(B,
+max_steps, K, 2)``: every fixation so far (rows past ``step`` are zero). The timeline is
+unchanged: ``reset`` fixates all ``K`` parts at the initial location, steps ``1 .. T-1``
+choose the parts, step ``T`` classifies; so FCAN with ``S`` part-selection steps is
+``num_glimpses = S + 1``. With ``num_parts = 0`` (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -73,6 +82,10 @@ class MDPConfig:
     context_size: int = 0
     """If positive, observations include ``context``: the whole image area-averaged to
     ``context_size x context_size`` (DRAM's coarse view, Ba et al. 2015)."""
+    num_parts: int = 0
+    """``K``: 0 for one location per step (RAM/DRAM); ``K >= 1`` for parts mode (FCAN,
+    Liu et al. 2016): ``K`` part locations per step (module docstring). Needs
+    ``context_size > 0``."""
 
     def __post_init__(self) -> None:
         Retina(self.glimpse_size, self.num_scales, self.scale_factor)  # validates g, k, s
@@ -82,6 +95,17 @@ class MDPConfig:
             or self.context_size < 0
         ):
             raise ValueError(f"context_size must be an int >= 0, got {self.context_size!r}")
+        if (
+            not isinstance(self.num_parts, int)
+            or isinstance(self.num_parts, bool)
+            or self.num_parts < 0
+        ):
+            raise ValueError(f"num_parts must be an int >= 0, got {self.num_parts!r}")
+        if self.num_parts and not self.context_size:
+            raise ValueError(
+                f"num_parts={self.num_parts} (parts mode) needs the whole-image view: "
+                "set context_size > 0"
+            )
         for name in ("num_glimpses", "num_classes", "num_targets"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -108,6 +132,11 @@ class MDPConfig:
     def max_steps(self) -> int:
         """Steps in an episode without early stopping: ``num_targets * T``."""
         return self.num_targets * self.num_glimpses
+
+    @property
+    def loc_shape(self) -> tuple[int, ...]:
+        """Shape of one episode's location: ``(2,)``, or ``(K, 2)`` in parts mode."""
+        return (self.num_parts, 2) if self.num_parts else (2,)
 
     @property
     def location_bound(self) -> float:
@@ -159,9 +188,9 @@ class GlimpseMDP:
         self.device = torch.device(device)
         self.retina = config.retina
         b, dev = batch_size, self.device
-        self.loc = torch.zeros(b, 2, device=dev)
-        # Every fixation of the episode: (B, max_steps, 2); ``num_fixations`` are valid.
-        self.history = torch.zeros(b, config.max_steps, 2, device=dev)
+        self.loc = torch.zeros(b, *config.loc_shape, device=dev)
+        # Every fixation of the episode: (B, max_steps, *loc_shape); ``num_fixations`` valid.
+        self.history = torch.zeros(b, config.max_steps, *config.loc_shape, device=dev)
         self.num_fixations = torch.zeros(b, dtype=torch.long, device=dev)
         self.glimpses_this_target = torch.zeros(b, dtype=torch.long, device=dev)
         self.target = torch.zeros(b, dtype=torch.long, device=dev)
@@ -187,7 +216,9 @@ class GlimpseMDP:
             images: ``(n, C, H, W)`` float images in ``[0, 1]`` for the ``n`` slots.
             labels: ``(n,)`` or ``(n, num_targets)`` integer labels.
             index: ``(n,)`` long slot indices; ``None`` means all ``B`` slots, in order.
-            init_loc: ``(n, 2)`` initial locations; default from ``config.init_location``.
+            init_loc: ``(n, 2)`` initial locations (in parts mode also ``(n, K, 2)``; an
+                ``(n, 2)`` location is used for all ``K`` parts); default from
+                ``config.init_location``.
             generator: source of randomness for ``init_location="random"``.
 
         Returns the observation of ALL slots (see :meth:`observe`).
@@ -215,9 +246,14 @@ class GlimpseMDP:
             else:
                 init_loc = torch.zeros(n, 2)
         init_loc = torch.as_tensor(init_loc, dtype=torch.float32).to(self.device)
-        if init_loc.numel() != 2 * n:
+        if cfg.num_parts and init_loc.numel() == 2 * n * cfg.num_parts:
+            init_loc = init_loc.reshape(n, cfg.num_parts, 2)
+        elif init_loc.numel() != 2 * n:
             raise ValueError(f"init_loc must have shape ({n}, 2), got {tuple(init_loc.shape)}")
-        init_loc = init_loc.reshape(n, 2)
+        else:
+            init_loc = init_loc.reshape(n, 2)
+            if cfg.num_parts:
+                init_loc = init_loc[:, None].expand(n, cfg.num_parts, 2)
         if not torch.isfinite(init_loc).all() or init_loc.abs().max() > 1:
             raise ValueError(f"init_loc must be finite and in [-1, 1], got {init_loc.tolist()}")
         images = images.to(self.device)
@@ -255,24 +291,34 @@ class GlimpseMDP:
     def observe(self) -> dict[str, Tensor]:
         """Observations of all slots: ``glimpse`` ``(B, k, C, g, g)`` float32, ``location``
         ``(B, 2)`` float32, ``step`` ``(B, 1)``: glimpses taken / ``num_targets * T``, and
-        with ``context_size = s > 0``, ``context`` ``(B, C, s, s)``: the coarse whole image."""
+        with ``context_size = s > 0``, ``context`` ``(B, C, s, s)``: the coarse whole image.
+
+        Parts mode: ``glimpse`` ``(B, K, k, C, g, g)``, ``location`` ``(B, K, 2)`` and
+        ``history`` ``(B, max_steps, K, 2)`` (fixations so far; later rows zero)."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
         # Clamped to the observation space [0, 1]: the prepared paths can return rounding
         # residue such as -4e-16 for an all-zero cell.
-        glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
+        if self.config.num_parts:
+            parts = [self.retina(self._integral, self.loc[:, j]) for j in range(self.loc.shape[1])]
+            glimpse = torch.stack(parts, 1).float().clamp_(0.0, 1.0)
+        else:
+            glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
         step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
         obs = {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
         if self.config.context_size:
             obs["context"] = self.context.float().clamp(0.0, 1.0)
+        if self.config.num_parts:
+            obs["history"] = self.history.clone()
         return obs
 
     # ------------------------------------------------------------- validation
     def _validate(self, location: Tensor, label: Tensor, stop: Tensor, active: Tensor) -> Tensor:
         """Check an action batch; return the (possibly clipped) location. Raises ActionError."""
         cfg, b = self.config, self.batch_size
-        if location.shape != (b, 2):
-            raise ActionError(f"location must have shape ({b}, 2), got {tuple(location.shape)}")
+        if location.shape != (b, *cfg.loc_shape):
+            want = ", ".join(map(str, (b, *cfg.loc_shape)))
+            raise ActionError(f"location must have shape ({want}), got {tuple(location.shape)}")
         if label.shape != (b,):
             raise ActionError(f"label must have shape ({b},), got {tuple(label.shape)}")
         if stop.shape != (b,):
@@ -282,16 +328,17 @@ class GlimpseMDP:
         if label.is_floating_point() or label.dtype == torch.bool:
             raise ActionError(f"label must be an integer class index, got dtype {label.dtype}")
         loc_a = location[active]
-        finite = torch.isfinite(location).all(1) | ~active
+        flat = location.reshape(b, -1)
+        finite = torch.isfinite(flat).all(1) | ~active
         if not finite.all():
             raise ActionError(
-                f"location must be finite, got NaN/inf at {_describe_bad(location, ~finite)}"
+                f"location must be finite, got NaN/inf at {_describe_bad(flat, ~finite)}"
             )
         bound = cfg.location_bound
         if cfg.clip_actions:
             location = location.clamp(-bound, bound)
         elif loc_a.numel() and loc_a.abs().max() > bound + 1e-6:
-            out = (location.abs() > bound + 1e-6).any(1) & active
+            out = (flat.abs() > bound + 1e-6).any(1) & active
             raise ActionError(
                 f"location must lie in [-{bound:g}, {bound:g}]^2"
                 f"{' (relative move)' if cfg.relative else ''}, got {_describe_bad(location, out)}"
@@ -319,7 +366,8 @@ class GlimpseMDP:
         """Advance the episodes in ``active`` slots (all if ``None``) by one step.
 
         Args:
-            location: ``(B, 2)`` next fixation (absolute, or a move if ``relative``).
+            location: ``(B, 2)`` next fixation (absolute, or a move if ``relative``);
+                ``(B, K, 2)`` in parts mode.
             label: ``(B,)`` class read on classifying steps (may be ``None`` on steps
                 that cannot classify).
             stop: ``(B,)`` bool, "classify now" (needs ``early_stop=True``).
@@ -376,7 +424,7 @@ class GlimpseMDP:
         moving = active & ~terminated
         new_loc = self.loc + location if cfg.relative else location
         new_loc = new_loc.clamp(-1.0, 1.0)
-        self.loc = torch.where(moving[:, None], new_loc, self.loc)
+        self.loc = torch.where(moving.view(b, *[1] * (new_loc.ndim - 1)), new_loc, self.loc)
         slot = self.num_fixations.clamp(max=cfg.max_steps - 1)
         upd = moving.nonzero()[:, 0]
         self.history[upd, slot[upd]] = self.loc[upd]
@@ -400,6 +448,6 @@ class GlimpseMDP:
 
     # ---------------------------------------------------------------- helpers
     def trajectory(self, index: int) -> Tensor:
-        """Fixations so far of episode ``index``: ``(n, 2)`` on the CPU."""
+        """Fixations so far of episode ``index``: ``(n, 2)`` (parts mode ``(n, K, 2)``), CPU."""
         n = int(self.num_fixations[index])
         return self.history[index, :n].cpu()

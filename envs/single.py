@@ -28,22 +28,40 @@ class GlimpseEnv(gym.Env):
     :class:`envs.core.GlimpseMDP` with a batch of one; :class:`envs.GlimpseVectorEnv` is
     the fast face.
 
+    **Part localization** (``num_parts = K >= 1``; Liu et al. 2016, "Fully Convolutional
+    Attention Networks for Fine-Grained Recognition", FCAN): the agent sees the whole
+    image at low resolution (``context``) and names ``K`` part locations at once; it then
+    sees the ``K`` high-resolution part crops (``glimpse``) and classifies. With ``S``
+    part-selection steps, ``num_glimpses = S + 1`` (the reset glimpse counts).
+    Registered as ``Glimpse/TwoDigitParts-v0`` (100 classes, ``K = 2``).
+
     ## Action Space
     ``Dict(location=Box(-b, b, (2,)), label=Discrete(num_classes)[, stop=Discrete(2)])``:
     the next fixation ``(x, y)`` (``b = 1`` for absolute locations, ``(-1, -1)`` the
     top-left corner; ``b = max_step`` for relative moves), the class (read only on a
     classifying step), and, with ``early_stop``, "classify now". Out-of-range locations
     raise, unless ``clip_actions=True``. For stable-baselines3, wrap with
-    :class:`FlattenActionWrapper`.
+    :class:`FlattenActionWrapper`. Parts mode: ``location=Box(-b, b, (K, 2))``, all ``K``
+    parts of the step at once.
 
     ## Observation Space
     ``Dict(glimpse=Box(0, 1, (k, C, g, g)), location=Box(-1, 1, (2,)),
     step=Box(0, 1, (1,)))``: the glimpse at the current location, that location, and the
-    glimpses taken so far over ``num_targets * T``.
+    glimpses taken so far over ``num_targets * T``; with ``context_size = s``,
+    ``context=Box(0, 1, (C, s, s))``, the whole image area-averaged. Parts mode:
+    ``glimpse=Box(0, 1, (K, k, C, g, g))`` (one crop per part), ``location=Box(-1, 1,
+    (K, 2))``, the ``context`` view (required), and ``history=Box(-1, 1, (num_targets *
+    T, K, 2))``: the part locations chosen so far (rows past ``step`` are zero).
 
     ## Rewards
     1 for each correctly classified target, 0 for a wrong one; ``step_reward``
     (default 0) on every other step.
+
+    Parts mode uses the same rewards. FCAN's *greedy* reward (each step's parts are paid
+    by the gain in the correct class's confidence they bring) needs the classifier's
+    confidences, which live in the agent, not in the MDP: it is computed by the agent's
+    trainer from its own class probabilities and the label that ``info`` reports
+    (:func:`agents.parts.greedy_rewards`); the env pays only the classification.
 
     ## Starting State
     The first glimpse is at the centre (``init_location="center"``) or uniformly random
@@ -60,14 +78,14 @@ class GlimpseEnv(gym.Env):
     :class:`envs.core.MDPConfig` fields as keyword arguments (``glimpse_size``,
     ``num_scales``, ``scale_factor``, ``num_glimpses``, ``num_classes``, ``num_targets``,
     ``init_location``, ``relative``, ``max_step``, ``clip_actions``, ``step_reward``,
-    ``early_stop``); ``render_mode="rgb_array"``.
+    ``early_stop``, ``context_size``, ``num_parts``); ``render_mode="rgb_array"``.
 
     ## Info
     ``label`` and ``index`` (dataset index) at every step; on a classifying step
     ``prediction``, ``correct`` and ``target``; at the end ``episode_correct``.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version (``num_parts`` added later, default 0: unchanged behaviour).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -138,8 +156,11 @@ class GlimpseEnv(gym.Env):
                 f"{' and stop (0/1)' if self.config.early_stop else ''}; got {action!r}"
             )
         location = np.asarray(action["location"])
-        if location.shape != (2,):
-            raise ValueError(f"action['location'] must have shape (2,), got {location.shape}")
+        loc_shape = self.config.loc_shape
+        if location.shape != loc_shape:
+            raise ValueError(
+                f"action['location'] must have shape {loc_shape}, got {location.shape}"
+            )
         if not np.issubdtype(location.dtype, np.floating):
             raise ValueError(f"action['location'] must be floating point, got {location.dtype}")
         label = np.asarray(action.get("label", 0))
@@ -149,7 +170,7 @@ class GlimpseEnv(gym.Env):
         if stop.shape not in ((), (1,)):
             raise ValueError(f"action['stop'] must be one 0/1 value, got {stop!r}")
         res = self.core.step(
-            torch.as_tensor(location, dtype=torch.float32).reshape(1, 2),
+            torch.as_tensor(location, dtype=torch.float32).reshape(1, *loc_shape),
             torch.as_tensor(label, dtype=torch.long).reshape(1),
             torch.as_tensor(stop).reshape(1),
         )
@@ -176,7 +197,7 @@ class GlimpseEnv(gym.Env):
         label = int(self.core.labels[0, 0]) if cfg.num_targets == 1 else None
         frames = render_trajectory(
             self.core.images[0].cpu(),
-            self.core.trajectory(0),
+            self.core.trajectory(0).reshape(-1, 2),  # parts mode: every part in turn
             cfg.glimpse_size,
             cfg.num_scales,
             cfg.scale_factor,

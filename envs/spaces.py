@@ -13,6 +13,10 @@ spaces, so :class:`ActionCodec` maps flat actions to native ones:
   algorithm for continuous actions: ``PPO``, ``A2C``, ``SAC``, ``TD3``, ``DDPG`` and
   ``RecurrentPPO``/``TQC`` from sb3-contrib.
 
+In parts mode (``num_parts = K``; FCAN, Liu et al. 2016) the location is ``K`` locations:
+``MultiDiscrete([G, G] * K + [num_classes(, 2)])`` or ``Box(-1, 1, (2K + num_classes (+1),))``
+with the ``K`` ``(x, y)`` pairs first, decoded to ``(B, K, 2)``.
+
 The same codec serves the single-env wrapper (:class:`envs.FlattenActionWrapper`) and the
 SB3 ``VecEnv`` adapter, so both faces decode actions identically.
 """
@@ -34,16 +38,21 @@ __all__ = ["ActionCodec", "action_space", "observation_space"]
 
 def observation_space(cfg: MDPConfig, channels: int) -> spaces.Dict:
     """``Dict(glimpse=(k, C, g, g) in [0, 1], location=(2,) in [-1, 1], step=(1,) in [0, 1])``,
-    plus ``context=(C, s, s)`` in [0, 1] when ``context_size = s > 0``."""
+    plus ``context=(C, s, s)`` in [0, 1] when ``context_size = s > 0``. In parts mode
+    (``num_parts = K``) ``glimpse`` is ``(K, k, C, g, g)``, ``location`` ``(K, 2)``, and
+    ``history=(max_steps, K, 2)`` in [-1, 1] holds the fixations so far."""
     k, g = cfg.num_scales, cfg.glimpse_size
+    lead = (cfg.num_parts,) if cfg.num_parts else ()
     parts = {
-        "glimpse": spaces.Box(0.0, 1.0, (k, channels, g, g), np.float32),
-        "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
+        "glimpse": spaces.Box(0.0, 1.0, (*lead, k, channels, g, g), np.float32),
+        "location": spaces.Box(-1.0, 1.0, cfg.loc_shape, np.float32),
         "step": spaces.Box(0.0, 1.0, (1,), np.float32),
     }
     if cfg.context_size:
         s = cfg.context_size
         parts["context"] = spaces.Box(0.0, 1.0, (channels, s, s), np.float32)
+    if cfg.num_parts:
+        parts["history"] = spaces.Box(-1.0, 1.0, (cfg.max_steps, cfg.num_parts, 2), np.float32)
     return spaces.Dict(parts)
 
 
@@ -51,7 +60,7 @@ def action_space(cfg: MDPConfig) -> spaces.Dict:
     """The native ``Dict`` action space (see the module docstring)."""
     bound = cfg.location_bound
     parts: dict[str, spaces.Space] = {
-        "location": spaces.Box(-bound, bound, (2,), np.float32),
+        "location": spaces.Box(-bound, bound, cfg.loc_shape, np.float32),
         "label": spaces.Discrete(cfg.num_classes),
     }
     if cfg.early_stop:
@@ -80,17 +89,27 @@ class ActionCodec:
             raise ValueError(f"grid_size must be an int >= 2, got {self.grid_size!r}")
 
     @property
+    def _parts(self) -> int:
+        """Location pairs per action: ``K`` in parts mode, else 1."""
+        return self.config.num_parts or 1
+
+    def _shape_location(self, xy: Tensor) -> Tensor:
+        """``(B, 2K)`` flat pairs -> ``(B, 2)`` or, in parts mode, ``(B, K, 2)``."""
+        return xy.reshape(len(xy), self.config.num_parts, 2) if self.config.num_parts else xy
+
+    @property
     def space(self) -> spaces.Space:
         """The flat action space of one episode."""
         cfg = self.config
         if self.mode == "multidiscrete":
-            nvec = [self.grid_size, self.grid_size, cfg.num_classes]
+            nvec = [self.grid_size, self.grid_size] * self._parts + [cfg.num_classes]
             return spaces.MultiDiscrete(nvec + ([2] if cfg.early_stop else []))
-        n = 2 + cfg.num_classes + (1 if cfg.early_stop else 0)
+        n = 2 * self._parts + cfg.num_classes + (1 if cfg.early_stop else 0)
         return spaces.Box(-1.0, 1.0, (n,), np.float32)
 
     def decode(self, actions: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-        """``(B, D)`` flat actions -> ``location (B, 2)``, ``label (B,)``, ``stop (B,)``."""
+        """``(B, D)`` flat actions -> ``location (B, 2)`` (parts mode ``(B, K, 2)``),
+        ``label (B,)``, ``stop (B,)``."""
         cfg = self.config
         a = torch.as_tensor(np.asarray(actions) if not isinstance(actions, Tensor) else actions)
         want = self.space.shape[0]
@@ -102,16 +121,18 @@ class ActionCodec:
             hi = torch.as_tensor(self.space.nvec)
             if ((a < 0) | (a >= hi)).any():
                 raise ValueError(f"multidiscrete action out of range {hi.tolist()}: {a.tolist()}")
-            centres = (a[:, :2].float() + 0.5) / self.grid_size * 2 - 1
-            location = centres * bound
-            label = a[:, 2]
-            stop = a[:, 3].bool() if cfg.early_stop else torch.zeros(len(a), dtype=torch.bool)
+            m = 2 * self._parts
+            centres = (a[:, :m].float() + 0.5) / self.grid_size * 2 - 1
+            location = self._shape_location(centres * bound)
+            label = a[:, m]
+            stop = a[:, m + 1].bool() if cfg.early_stop else torch.zeros(len(a), dtype=torch.bool)
             return location, label, stop
         a = a.float()
         if not torch.isfinite(a).all():
             raise ValueError(f"box actions must be finite, got {a.tolist()}")
-        location = a[:, :2].clamp(-1, 1) * bound
-        label = a[:, 2 : 2 + cfg.num_classes].argmax(1)
+        m = 2 * self._parts
+        location = self._shape_location(a[:, :m].clamp(-1, 1) * bound)
+        label = a[:, m : m + cfg.num_classes].argmax(1)
         stop = (a[:, -1] > 0) if cfg.early_stop else torch.zeros(len(a), dtype=torch.bool)
         return location, label, stop
 
@@ -120,6 +141,7 @@ class ActionCodec:
         cfg = self.config
         b = location.shape[0]
         bound = cfg.location_bound
+        location = location.reshape(b, 2 * self._parts)
         rel = (location.float().clamp(-bound, bound) / bound + 1) / 2  # in [0, 1]
         stop = torch.zeros(b, dtype=torch.long) if stop is None else stop.long()
         if self.mode == "multidiscrete":

@@ -40,8 +40,9 @@ class GlimpseVectorEnv(VectorEnv):
 
     **Observations and actions** are torch tensors on ``device`` by default
     (``array_type="torch"``), the fast path for torch agents; ``array_type="numpy"``
-    gives numpy arrays. Actions: a dict with ``location`` ``(N, 2)`` float, ``label``
-    ``(N,)`` int and, with ``early_stop``, ``stop`` ``(N,)`` bool.
+    gives numpy arrays. Actions: a dict with ``location`` ``(N, 2)`` float (``(N, K, 2)``
+    in parts mode, ``num_parts = K``), ``label`` ``(N,)`` int and, with ``early_stop``,
+    ``stop`` ``(N,)`` bool.
 
     **Info** (Gymnasium vector convention, ``_key`` masks): ``label`` ``(N,)`` (or
     ``(N, num_targets)``), ``index`` (dataset index), ``prediction``/``correct``/``target``
@@ -259,7 +260,7 @@ class GlimpseVectorEnv(VectorEnv):
         cfg = self.config
         frames = render_trajectory(
             self.core.images[i].cpu(),
-            self.core.trajectory(i),
+            self.core.trajectory(i).reshape(-1, 2),  # parts mode: every part in turn
             cfg.glimpse_size,
             cfg.num_scales,
             cfg.scale_factor,

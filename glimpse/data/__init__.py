@@ -16,6 +16,7 @@ from glimpse.data.mnist import MNISTSplit, load_mnist
 from glimpse.data.paths import DatasetNotFoundError, cache_dir, default_root
 from glimpse.data.registry import DATASETS, get_dataset
 from glimpse.data.synthetic import ClutteredMNIST, MultiMNIST, TranslatedMNIST, left_to_right
+from glimpse.data.twodigit import TwoDigitMNIST
 
 __all__ = [
     "CUB200",
@@ -25,6 +26,7 @@ __all__ = [
     "MNISTSplit",
     "MultiMNIST",
     "TranslatedMNIST",
+    "TwoDigitMNIST",
     "cache_dir",
     "default_root",
     "get_dataset",

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from glimpse.data.mnist import load_mnist
 from glimpse.data.synthetic import ClutteredMNIST, MultiMNIST, TranslatedMNIST
+from glimpse.data.twodigit import TwoDigitMNIST
 
 _PRESETS: dict[str, tuple[Callable[..., Dataset], dict[str, Any]]] = {
     "mnist": (load_mnist, {}),
@@ -22,6 +23,7 @@ _PRESETS: dict[str, tuple[Callable[..., Dataset], dict[str, Any]]] = {
     "cluttered60": (ClutteredMNIST, {"canvas": 60, "num_clutter": 4, "clutter_size": 8}),
     "cluttered100": (ClutteredMNIST, {"canvas": 100, "num_clutter": 8, "clutter_size": 8}),
     "multimnist": (MultiMNIST, {"canvas": 100, "num_digits": 2}),
+    "twodigit100": (TwoDigitMNIST, {"canvas": 100, "num_clutter": 8, "clutter_size": 8}),
 }
 
 DATASETS: tuple[str, ...] = tuple(_PRESETS)
@@ -38,6 +40,8 @@ def get_dataset(
     - ``"cluttered60"``: :class:`~glimpse.data.ClutteredMNIST`, 4 patches of 8×8 on 60×60.
     - ``"cluttered100"``: :class:`~glimpse.data.ClutteredMNIST`, 8 patches of 8×8 on 100×100.
     - ``"multimnist"``: :class:`~glimpse.data.MultiMNIST`, 2 digits on 100×100 (DRAM).
+    - ``"twodigit100"``: :class:`~glimpse.data.TwoDigitMNIST`, 2 digits and 8 clutter
+      patches of 8×8 on 100×100, one of 100 classes ``10 * left + right`` (the FCAN proxy).
 
     ``kwargs`` go to the constructor (``seed``, ``val_size``, ``transform``, ``limit``, …);
     a parameter the name fixes (e.g. ``canvas``) may not be overridden.

@@ -400,26 +400,42 @@ class ClutteredMNIST(SyntheticMNIST):
         self, images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator
     ) -> Arrays:
         data, targets, boxes = _translate(images, labels, n, self.canvas, rng)
-        k, s = self.num_clutter, self.clutter_size
-        if k == 0:
-            return data, targets, boxes
-        total = len(images)
-        if total < 2:
-            raise ValueError(
-                f"clutter needs at least 2 source digits; split {self.split!r} has {total}"
-            )
-        h, w = self.canvas
-        other = rng.integers(0, total - 1, size=(total, k))
-        other += other >= np.arange(total)[:, None]  # skip the image's own digit
-        src_y = rng.integers(0, DIGIT_SIZE - s + 1, size=(total, k))
-        src_x = rng.integers(0, DIGIT_SIZE - s + 1, size=(total, k))
-        dst_y = rng.integers(0, h - s + 1, size=(total, k))
-        dst_x = rng.integers(0, w - s + 1, size=(total, k))
-        source_windows = _windows(images, s)
-        for j in range(k):  # one pass per clutter slot, every image at once
-            patches = source_windows[other[:n, j], src_y[:n, j], src_x[:n, j]]
-            _paste_max(data, patches, dst_y[:n, j], dst_x[:n, j])
+        add_clutter(data, images, self.num_clutter, self.clutter_size, rng, self.split)
         return data, targets, boxes
+
+
+def add_clutter(
+    data: np.ndarray,
+    images: np.ndarray,
+    num_clutter: int,
+    clutter_size: int,
+    rng: np.random.Generator,
+    split: str = "",
+) -> None:
+    """Paste ``num_clutter`` ``clutter_size``² patches into each of ``data``'s ``n`` canvases,
+    in place (:class:`ClutteredMNIST`'s rule).
+
+    Patch ``j`` of image ``i`` is cut from a uniformly random position of source digit
+    ``other[i, j] != i`` and pasted at a uniformly random position with ``max``. Random
+    draws are made for all ``len(images)`` source digits, then the first ``n`` are used.
+    """
+    k, s = num_clutter, clutter_size
+    if k == 0:
+        return
+    total, n = len(images), len(data)
+    if total < 2:
+        raise ValueError(f"clutter needs at least 2 source digits; split {split!r} has {total}")
+    h, w = data.shape[1:]
+    other = rng.integers(0, total - 1, size=(total, k))
+    other += other >= np.arange(total)[:, None]  # skip the image's own digit
+    src_y = rng.integers(0, DIGIT_SIZE - s + 1, size=(total, k))
+    src_x = rng.integers(0, DIGIT_SIZE - s + 1, size=(total, k))
+    dst_y = rng.integers(0, h - s + 1, size=(total, k))
+    dst_x = rng.integers(0, w - s + 1, size=(total, k))
+    source_windows = _windows(images, s)
+    for j in range(k):  # one pass per clutter slot, every image at once
+        patches = source_windows[other[:n, j], src_y[:n, j], src_x[:n, j]]
+        _paste_max(data, patches, dst_y[:n, j], dst_x[:n, j])
 
 
 class MultiMNIST(SyntheticMNIST):
