@@ -14,6 +14,14 @@ TensorBoard tags; the global step is the number of training episodes (images) se
   trajectories of the first ``playback`` validation images (:func:`glimpse.viz.log_trajectories`),
   labelled with the true and predicted class;
 - ``hparams``: the config as a text table.
+
+Data-parallel (``torchrun``, :mod:`glimpse.distributed`): ``batch_size`` episodes per
+rank and step, so the global batch (and the global step's increment) is ``batch_size x
+world_size``; each rank plays its own shard of the training images with its own location
+noise, gradients are averaged over ranks before clipping, logged training scalars are
+rank means, evaluation is sharded and exact; rank 0 alone writes the run folder. Launch::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_ram.py --threads 1
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import torch
 from agents.policy import GlimpsePolicy
 from agents.reinforce import ReinforceConfig, collect_rollout, predict, reinforce_loss
 from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
-from glimpse.evaluation import evaluate
+from glimpse import distributed
 from glimpse.training import (
     Run,
     RunConfig,
@@ -37,6 +45,8 @@ from glimpse.training import (
     lr_scheduler,
     progress,
     restore_checkpoint_state,
+    rng_state,
+    set_rng_state,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -164,14 +174,15 @@ def build_envs(
 def evaluate_policy(
     policy: GlimpsePolicy, venv: GlimpseVectorEnv, cfg: HardTrainConfig, desc: str = "eval"
 ) -> dict[str, float]:
-    """Accuracy of ``policy`` on every image of ``venv``'s split (shared evaluation)."""
+    """Accuracy of ``policy`` on every image of ``venv``'s split (shared evaluation; under
+    ``torchrun`` every rank must call it: each plays its slice of the split)."""
     gen = torch.Generator(device=venv.device).manual_seed(cfg.seed + 12345)
 
     def run(idx: torch.Tensor) -> torch.Tensor:
         preds, _ = predict(policy, venv, idx, cfg.mc_samples, gen if cfg.mc_samples > 1 else None)
         return preds
 
-    return evaluate(run, venv.source.labels, cfg.eval_batch_size, desc)
+    return distributed.evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc)
 
 
 def log_playback(
@@ -250,29 +261,49 @@ def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
     to ``metrics.json`` in the run folder)."""
     cfg = cfg.resolved()
     build_policy = POLICIES[cfg.agent]
-    device = cfg.setup()
-    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
-    try:
-        return _train(cfg, build_policy, device, run)
-    finally:
-        run.close()
+    with distributed.session(cfg.setup()) as device:
+        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
+        run = distributed.collective_call(
+            lambda: Run(
+                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
+            )
+        )
+        try:
+            return _train(cfg, build_policy, device, run)
+        finally:
+            run.close()
+
+
+def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
+    state = run.load_checkpoint(name, "cpu")
+    return None if state is None else state["model"]
 
 
 def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
-    train_env, evals = build_envs(cfg, device)
+    world = distributed.world_size()
+    with distributed.local_main_first():  # one process per node generates the datasets
+        train_env, evals = build_envs(cfg, device)
+    if world > 1:
+        train_env.stream.shard(distributed.rank(), world)
     train_env.reset(seed=cfg.seed)
     glimpse_shape = train_env.single_observation_space["glimpse"].shape
     policy = build_policy(cfg, glimpse_shape, train_env.config.num_targets).to(device)
+    distributed.broadcast_parameters(policy)
+    distributed.seed_rank(cfg.seed)  # own location noise per rank
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = batches_per_epoch(len(train_env.source), cfg.batch_size, cfg.max_batches_per_epoch)
+    per_epoch = batches_per_epoch(
+        train_env.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+    )
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
     start_epoch, global_step, best = 0, 0, -1.0
-    state = run.resume_state(device)
+    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
     if state is not None:
         restore_checkpoint_state(state, policy, opt, sched)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        train_env.stream.load_state_dict(state["stream"])
+        mine = distributed.rank_state(state)
+        set_rng_state(mine["rng"])
+        train_env.stream.load_state_dict(mine["stream"])
     else:
         run.log_hparams()
     t_start = time.time()
@@ -286,11 +317,13 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             loss, metrics = reinforce_loss(ro, rcfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.allreduce_gradients(policy.parameters())
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            global_step += cfg.batch_size
+            global_step += cfg.batch_size * world
+            distributed.debug_record(global_step, policy, train_env.indices, **metrics)
             running = (
                 0.9 * running + 0.1 * metrics["train/accuracy"]
                 if it
@@ -299,9 +332,10 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
             if it % cfg.log_every == 0 or it == per_epoch - 1:
+                metrics = distributed.mean_metrics(metrics)
                 metrics["charts/std"] = policy.std.mean().item()
                 metrics["charts/lr"] = opt.param_groups[0]["lr"]
-                metrics["charts/images_per_s"] = cfg.batch_size / (time.perf_counter() - t0)
+                metrics["charts/images_per_s"] = cfg.batch_size * world / (time.perf_counter() - t0)
                 run.log_scalars(metrics, global_step)
         policy.eval()
         val = evaluate_policy(policy, evals["val"], cfg, desc="val")
@@ -311,6 +345,7 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             run.writer.flush()
         improved = val["accuracy"] > best
         best = max(best, val["accuracy"])
+        stream_state = train_env.stream.state_dict()
         ckpt = checkpoint_state(
             policy,
             opt,
@@ -318,17 +353,20 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             epoch=epoch + 1,
             global_step=global_step,
             best=best,
-            stream=train_env.stream.state_dict(),
+            stream=stream_state,
+            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream_state}),
         )
         if improved:
             run.save_checkpoint(ckpt, "best")
         run.save_checkpoint(ckpt, "last")
-        print(
-            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})", flush=True
-        )
-    best_state = run.load_checkpoint("best", device)
-    if best_state is not None:
-        policy.load_state_dict(best_state["model"])
+        if distributed.is_main():
+            print(
+                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})",
+                flush=True,
+            )
+    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    if best_model is not None:
+        policy.load_state_dict(best_model)
     policy.eval()
     test = evaluate_policy(policy, evals["test"], cfg, desc="test")
     result = {
@@ -339,10 +377,12 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         "episodes_seen": global_step,
         "train_seconds_this_session": time.time() - t_start,
         "mc_samples": cfg.mc_samples,
+        "world_size": world,
     }
     if "digit_accuracy" in test:
         result["test_digit_accuracy"] = test["digit_accuracy"]
     run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
     run.write_json("metrics.json", result)
-    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
+    if distributed.is_main():
+        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
     return result

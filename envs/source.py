@@ -101,13 +101,55 @@ class IndexStream:
 
     Randomness comes from a ``torch.Generator`` on the CPU, so the same seed gives the
     same episodes on any device.
+
+    **Data-parallel sharding** (:meth:`shard`, ``rank``/``world_size``): every rank seeds
+    the stream with the same seed, so every rank draws the same global order (a fresh
+    permutation per epoch); rank ``r`` of ``W`` keeps the strided slice
+    ``order[r::W][: N // W]``. The shards of one epoch are disjoint, equally long (the
+    ``N mod W`` leftover images, different ones each shuffled epoch, sit that epoch out)
+    and deterministic given the seed, and the ``W`` ranks' first ``B`` indices together
+    are exactly the first ``W * B`` indices of the unsharded stream: a ``W``-rank job with
+    per-rank batch ``B`` reads the same images per step as one process with batch ``W * B``
+    (within an epoch). Generated datasets (translated, cluttered, multi-digit) are built
+    from a fixed seed, so every rank holds the same dataset and simply takes its shard.
+    ``world_size=1`` is the plain stream, bit for bit.
     """
 
-    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool = True,
+        seed: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.size = size
         self.shuffle = shuffle
         self.generator = torch.Generator()
+        self._set_shard(rank, world_size)
         self.seed(seed)
+
+    def _set_shard(self, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, "
+                f"world_size={world_size}"
+            )
+        if self.size // world_size < 1:
+            raise ValueError(f"{self.size} images cannot be shared among {world_size} ranks")
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    @property
+    def shard_size(self) -> int:
+        """Indices per epoch on this rank (``size`` unsharded)."""
+        return self.size // self.world_size
+
+    def shard(self, rank: int, world_size: int) -> IndexStream:
+        """Make this rank ``rank`` of ``world_size`` (class docstring); restarts the current
+        epoch's order from the generator's present state. Returns ``self``."""
+        self._set_shard(rank, world_size)
+        self._order, self._pos = self._new_order(), 0
+        return self
 
     def seed(self, seed: int | None) -> None:
         """Restart the stream from ``seed`` (a fresh random seed if ``None``)."""
@@ -120,28 +162,37 @@ class IndexStream:
 
     def _new_order(self) -> Tensor:
         if self.shuffle:
-            return torch.randperm(self.size, generator=self.generator)
-        return torch.arange(self.size)
+            order = torch.randperm(self.size, generator=self.generator)
+        else:
+            order = torch.arange(self.size)
+        if self.world_size == 1:
+            return order
+        return order[self.rank :: self.world_size][: self.shard_size].clone()
 
     def state_dict(self) -> dict[str, Tensor | int]:
         """The stream's position, for checkpoints (tensors and ints only)."""
         return {"rng": self.generator.get_state(), "order": self._order.clone(), "pos": self._pos}
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
-        """Continue exactly where :meth:`state_dict` was taken."""
+        """Continue exactly where :meth:`state_dict` was taken (on this rank's shard)."""
         order = state["order"]
-        if not isinstance(order, Tensor) or order.shape != (self.size,):
-            raise ValueError(f"stream state is for another dataset size (expected {self.size})")
+        if not isinstance(order, Tensor) or order.shape != (self.shard_size,):
+            raise ValueError(
+                f"stream state is for another dataset size or number of ranks (expected "
+                f"{self.shard_size} indices per epoch, {self.size} images on "
+                f"{self.world_size} rank(s))"
+            )
         self.generator.set_state(state["rng"])
         self._order, self._pos = order.clone(), int(state["pos"])
 
     def next(self, n: int) -> Tensor:
         """The next ``n`` indices (CPU long tensor)."""
         out = []
+        per_epoch = self.shard_size
         while n > 0:
-            if self._pos >= self.size:
+            if self._pos >= per_epoch:
                 self._order, self._pos = self._new_order(), 0
-            take = min(n, self.size - self._pos)
+            take = min(n, per_epoch - self._pos)
             out.append(self._order[self._pos : self._pos + take])
             self._pos += take
             n -= take

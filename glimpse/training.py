@@ -42,7 +42,9 @@ __all__ = [
     "progress",
     "resolve_device",
     "restore_checkpoint_state",
+    "rng_state",
     "seed_everything",
+    "set_rng_state",
 ]
 
 
@@ -133,10 +135,12 @@ class RunConfig:
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kw) -> Iterator[T]:
-    """A tqdm progress bar (silent when stderr is not a terminal, e.g. in CI logs)."""
+    """A tqdm progress bar (silent when stderr is not a terminal, e.g. in CI logs, and on
+    every rank but 0 of a ``torchrun`` job)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, disable=None, **kw)
+    disable = kw.pop("disable", True if os.environ.get("RANK", "0") != "0" else None)
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, disable=disable, **kw)
 
 
 def batches_per_epoch(num_items: int, batch_size: int, cap: int = 0) -> int:

@@ -27,6 +27,16 @@ TensorBoard tags; the global step is the number of training images seen:
 - ``eval/stn`` (STN only): the first ``log_images`` validation images with the region the
   transformer samples outlined (top row) above the warped images (bottom row), every epoch;
 - ``hparams``: the config as a text table.
+
+Data-parallel (``torchrun``, :mod:`glimpse.distributed`): the model runs in
+``DistributedDataParallel``; ``batch_size`` images per rank and step, so the global batch
+(and the global step's increment) is ``batch_size x world_size``; each rank reads its own
+shard of every shuffled epoch; logged loss and accuracy are sums over ranks (exact);
+evaluation is sharded and exact; rank 0 alone writes the run folder. BatchNorm statistics
+are per rank (rank 0's running statistics are kept) unless ``--sync-bn`` (CUDA) makes them
+global. Launch::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_soft.py --threads 1
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from envs.source import ImageSource, IndexStream
+from glimpse import distributed
 from glimpse.data import DATASETS
-from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
@@ -54,6 +64,8 @@ from glimpse.training import (
     lr_scheduler,
     progress,
     restore_checkpoint_state,
+    rng_state,
+    set_rng_state,
 )
 from soft_baselines.backbones import SmallCNN, count_parameters
 from soft_baselines.registry import get_entry, list_modules
@@ -113,6 +125,9 @@ class SoftTrainConfig(RunConfig):
     """Mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on CPU (a warning)."""
     log_images: int = 8
     """STN only: validation images whose warps are logged (eval/stn) each epoch; 0: none."""
+    sync_bn: bool = False
+    """Under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
+    instead of per rank."""
 
     def resolved(self) -> SoftTrainConfig:
         """A checked copy with the run name chosen. Raises ``ValueError`` on bad input."""
@@ -205,7 +220,8 @@ def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
 def evaluate_model(
     model: SmallCNN, source: ImageSource, batch_size: int, amp: bool = False, desc: str = "eval"
 ) -> dict[str, float]:
-    """Accuracy of ``model`` on every image of ``source`` (the shared evaluation)."""
+    """Accuracy of ``model`` on every image of ``source`` (the shared evaluation; under
+    ``torchrun`` every rank must call it: each evaluates its slice of the split)."""
     device = source.images.device
     was_training = model.training
     model.eval()
@@ -216,7 +232,7 @@ def evaluate_model(
             return model(x).argmax(1)
 
     try:
-        return evaluate(predict, source.labels, batch_size, desc)
+        return distributed.evaluate_sharded(predict, source.labels, batch_size, desc)
     finally:
         model.train(was_training)
 
@@ -289,18 +305,38 @@ def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
         warnings.warn(
             f"--amp is CUDA-only; training in float32 on {device}", UserWarning, stacklevel=2
         )
-    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
-    try:
-        return _train(cfg, device, run)
-    finally:
-        run.close()
+    with distributed.session(device) as device:
+        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
+        if cfg.sync_bn and distributed.world_size() > 1 and device.type != "cuda":
+            raise ValueError(f"--sync-bn needs CUDA (SyncBatchNorm); this job runs on {device}")
+        run = distributed.collective_call(
+            lambda: Run(
+                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
+            )
+        )
+        try:
+            return _train(cfg, device, run)
+        finally:
+            run.close()
+
+
+def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
+    state = run.load_checkpoint(name, "cpu")
+    return None if state is None else state["model"]
 
 
 def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
-    splits = load_splits(cfg, device)
+    world = distributed.world_size()
+    with distributed.local_main_first():  # one process per node generates the datasets
+        splits = load_splits(cfg, device)
     train = splits["train"]
     model = build_model(cfg, train.image_shape).to(device)
     params = count_parameters(model)
+    if cfg.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    distributed.broadcast_parameters(model)
+    distributed.seed_rank(cfg.seed)
+    net = distributed.wrap_ddp(model, device)  # trains; `model` is saved and evaluated
     amp = cfg.amp and device.type == "cuda"
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -308,21 +344,29 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-    per_epoch = batches_per_epoch(len(train), cfg.batch_size, cfg.max_batches_per_epoch)
+    stream = IndexStream(
+        len(train), shuffle=True, seed=cfg.seed, rank=distributed.rank(), world_size=world
+    )
+    per_epoch = batches_per_epoch(stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    stream = IndexStream(len(train), shuffle=True, seed=cfg.seed)
     start_epoch, global_step, best, train_seconds = 0, 0, -1.0, 0.0
-    state = run.resume_state(device)
+    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
     if state is not None:
         restore_checkpoint_state(state, model, opt, sched)
         scaler.load_state_dict(state["scaler"])
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
         train_seconds = state["train_seconds"]
-        stream.load_state_dict(state["stream"])
+        mine = distributed.rank_state(state)
+        set_rng_state(mine["rng"])
+        stream.load_state_dict(mine["stream"])
     else:
         run.log_hparams()
-    print(f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}")
+    if distributed.is_main():
+        print(
+            f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}"
+            + (f" x {world} processes" if world > 1 else "")
+        )
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
         model.train()
@@ -332,30 +376,35 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         area_sum = torch.zeros((), device=device)
         seen, t_log = 0, time.perf_counter()
         for it in bar:
-            x, y = train.get(stream.next(cfg.batch_size).to(device))
+            idx = stream.next(cfg.batch_size)
+            x, y = train.get(idx.to(device))
             with _autocast(device, amp):
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
-            global_step += cfg.batch_size
+            global_step += cfg.batch_size * world
+            distributed.debug_record(global_step, model, idx, loss=loss.item())
             seen += y.shape[0]
             loss_sum += loss.detach() * y.shape[0]
             right_sum += (logits.detach().argmax(1) == y).sum()
             if model.stn is not None:
                 area_sum += _stn_area(model.stn.last_theta).sum()
             if (it + 1) % cfg.log_every == 0 or it == per_epoch - 1:
+                loss_tot, right_tot, area_tot, seen_tot = distributed.reduce_counts(
+                    loss_sum, right_sum, area_sum, seen
+                )
                 metrics = {
-                    "losses/cross_entropy": loss_sum.item() / seen,
-                    "train/accuracy": right_sum.item() / seen,
+                    "losses/cross_entropy": loss_tot / seen_tot,
+                    "train/accuracy": right_tot / seen_tot,
                     "charts/lr": opt.param_groups[0]["lr"],
-                    "charts/images_per_s": seen / (time.perf_counter() - t_log),
+                    "charts/images_per_s": seen_tot / (time.perf_counter() - t_log),
                 }
                 if model.stn is not None:
-                    metrics["charts/stn_area"] = area_sum.item() / seen
+                    metrics["charts/stn_area"] = area_tot / seen_tot
                 run.log_scalars(metrics, global_step)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(
@@ -365,6 +414,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
                 for acc in (loss_sum, right_sum, area_sum):
                     acc.zero_()
                 seen, t_log = 0, time.perf_counter()
+        distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
         val = evaluate_model(model, splits["val"], cfg.eval_batch_size, amp, desc="val")
         run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
         log_stn_images(run, model, splits["val"], cfg.log_images, global_step, amp)
@@ -383,17 +433,19 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
             best=best,
             train_seconds=train_seconds,
             stream=stream.state_dict(),
+            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream.state_dict()}),
         )
         if improved:
             run.save_checkpoint(ckpt, "best")
         run.save_checkpoint(ckpt, "last")
-        print(
-            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}), "
-            f"{time.perf_counter() - t_epoch:.1f} s"
-        )
-    best_state = run.load_checkpoint("best", device)
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
+        if distributed.is_main():
+            print(
+                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}), "
+                f"{time.perf_counter() - t_epoch:.1f} s"
+            )
+    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    if best_model is not None:
+        model.load_state_dict(best_model)
     test = evaluate_model(model, splits["test"], cfg.eval_batch_size, amp, desc="test")
     result = {
         "module": cfg.module,
@@ -406,8 +458,10 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         "images_seen": global_step,
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(1, cfg.epochs),
+        "world_size": world,
     }
     run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
     run.write_json("metrics.json", result)
-    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
+    if distributed.is_main():
+        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
     return result
