@@ -37,6 +37,7 @@ from agents.policy import GlimpsePolicy
 from agents.reinforce import ReinforceConfig, collect_rollout, predict, reinforce_loss
 from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
+from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
@@ -182,7 +183,9 @@ def evaluate_policy(
         preds, _ = predict(policy, venv, idx, cfg.mc_samples, gen if cfg.mc_samples > 1 else None)
         return preds
 
-    return distributed.evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc)
+    return distributed.evaluate_sharded(
+        run, venv.source.labels, cfg.eval_batch_size, desc, evaluate
+    )
 
 
 def log_playback(

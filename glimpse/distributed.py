@@ -461,14 +461,22 @@ def shard_range(n: int, r: int | None = None, w: int | None = None) -> Tensor:
 
 
 def evaluate_sharded(
-    predict: Callable[[Tensor], Tensor], labels: Tensor, batch_size: int = 1000, desc: str = "eval"
+    predict: Callable[[Tensor], Tensor],
+    labels: Tensor,
+    batch_size: int = 1000,
+    desc: str = "eval",
+    evaluate_fn: Callable[..., dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """:func:`glimpse.evaluation.evaluate` split over ranks: each rank predicts its
     :func:`shard_range` of the split, the predictions are gathered and the metrics computed
     once on all of them, so they equal a single-process evaluation. Every rank must call
-    it; in one process it is :func:`~glimpse.evaluation.evaluate` itself."""
-    from glimpse.evaluation import accuracy_metrics, evaluate
+    it; in one process it is ``evaluate_fn`` (default :func:`~glimpse.evaluation.evaluate`)
+    itself."""
+    from glimpse.evaluation import accuracy_metrics
 
+    if evaluate_fn is None:
+        from glimpse.evaluation import evaluate as evaluate_fn
+    evaluate = evaluate_fn
     if not active():
         return evaluate(predict, labels, batch_size, desc)
     mine = shard_range(labels.shape[0])

@@ -56,6 +56,7 @@ from torch import Tensor
 from envs.source import ImageSource, IndexStream
 from glimpse import distributed
 from glimpse.data import DATASETS
+from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
@@ -232,7 +233,7 @@ def evaluate_model(
             return model(x).argmax(1)
 
     try:
-        return distributed.evaluate_sharded(predict, source.labels, batch_size, desc)
+        return distributed.evaluate_sharded(predict, source.labels, batch_size, desc, evaluate)
     finally:
         model.train(was_training)
 
