@@ -1,0 +1,21 @@
+"""Learning curves from run folders: ``python scripts/plot_curves.py --help``.
+
+Validation accuracy vs environment steps and vs wall time (PNG) and a Markdown table at
+fixed env-step budgets; REINFORCE runs (stepped by episodes) are converted to env steps
+(:mod:`agents.curves`). Example::
+
+    python scripts/plot_curves.py --runs runs/reinforce runs/ppo --prefix ppo_mnist
+"""
+
+from __future__ import annotations
+
+from agents.curves import CurvesConfig, run_curves
+from glimpse.training import parse_config
+
+
+def main(args: list[str] | None = None) -> str:
+    return run_curves(parse_config(CurvesConfig, args, description=__doc__))
+
+
+if __name__ == "__main__":
+    main()
