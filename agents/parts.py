@@ -49,18 +49,23 @@ Backbone = Literal["small", "resnet18", "resnet50"]
 
 
 # ---------------------------------------------------------------------------- backbones
-def _small_trunk(in_channels: int) -> tuple[nn.Module, int]:
-    """Three 3x3 conv layers with one 2x max-pool: stride 2, 128 channels."""
-    net = nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1),
-        nn.ReLU(inplace=True),
-    )
-    return net, 128
+def _small_trunk(
+    in_channels: int, widths: tuple[int, int, int] = (32, 64, 128), pools: int = 1
+) -> tuple[nn.Module, int]:
+    """Three 3x3 conv-BN-ReLU layers, a 2x max-pool after each of the first ``pools``:
+    stride ``2 ** pools``, ``widths[-1]`` channels."""
+    layers: list[nn.Module] = []
+    prev = in_channels
+    for i, width in enumerate(widths):
+        layers += [
+            nn.Conv2d(prev, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        if i < pools:
+            layers.append(nn.MaxPool2d(2))
+        prev = width
+    return nn.Sequential(*layers), prev
 
 
 def _resnet_trunk(name: str, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
@@ -85,24 +90,33 @@ def _resnet_trunk(name: str, in_channels: int, pretrained: bool) -> tuple[nn.Mod
 
 
 class _ToRGB(nn.Module):
+    """``[0, 1]`` images (1 or 3 channels) -> ImageNet-normalised RGB, as ResNets expect."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 3:
-            return x
         if x.shape[1] == 1:
-            return x.expand(-1, 3, -1, -1)
-        raise ValueError(f"a ResNet backbone needs 1 or 3 input channels, got {x.shape[1]}")
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise ValueError(f"a ResNet backbone needs 1 or 3 input channels, got {x.shape[1]}")
+        return (x - self.mean) / self.std
 
 
-def make_trunk(kind: Backbone, in_channels: int, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """``(trunk, out_channels)`` for ``kind`` in ``small``, ``resnet18``, ``resnet50``."""
+def make_trunk(
+    kind: Backbone, in_channels: int, pretrained: bool = False, part: bool = False
+) -> tuple[nn.Module, int]:
+    """``(trunk, out_channels)`` for ``kind`` in ``small``, ``resnet18``, ``resnet50``.
+
+    ``small`` is stride 2 with widths 32-64-128 on the whole image (a fine score map), and
+    stride 4 with widths 16-32-64 on part crops (``part=True``; cheap for many crops)."""
     if kind == "small":
         if pretrained:
             raise ValueError("pretrained weights exist only for the resnet18/resnet50 backbones")
-        return _small_trunk(in_channels)
+        return _small_trunk(in_channels, (16, 32, 64), 2) if part else _small_trunk(in_channels)
     if kind in ("resnet18", "resnet50"):
         return _resnet_trunk(kind, in_channels, pretrained)
     raise ValueError(f"unknown backbone {kind!r}; valid: small, resnet18, resnet50")
@@ -174,8 +188,15 @@ class PartsNet(nn.Module):
         # Scales of a glimpse are stacked as channels; ResNets read only the finest scale.
         in_parts = scales * channels if part_kind == "small" else channels
         self._finest_only = part_kind != "small"
-        self.part_trunk, part_dim = make_trunk(part_kind, in_parts, pretrained)
-        self.part_heads = nn.ModuleList(nn.Linear(part_dim, num_classes) for _ in range(k_parts))
+        self.part_trunk, part_dim = make_trunk(part_kind, in_parts, pretrained, part=True)
+        # Small crops keep a 2x2 layout of their features (where in the crop matters).
+        self._part_pool = 2 if part_kind == "small" else 1
+        part_dim *= self._part_pool**2
+        # Each head also reads where its crop was taken ((x, y), 2 numbers): which of two
+        # similar parts it sees (left or right digit, left or right wing) can matter.
+        self.part_heads = nn.ModuleList(
+            nn.Linear(part_dim + 2, num_classes) for _ in range(k_parts)
+        )
 
     def attend(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """``context (B, C, s, s)`` -> score logits ``(B, S, K, h, w)`` and whole-image
@@ -185,23 +206,26 @@ class PartsNet(nn.Module):
         scores = self.attention(fmap).view(b, self.steps, self.num_parts, h, w)
         return scores, self.whole_head(fmap.mean((2, 3)))
 
-    def classify_parts(self, glimpse: Tensor) -> Tensor:
-        """``glimpse (B, K, k, C, g, g)`` -> per-part logits ``(B, K, num_classes)``."""
+    def classify_parts(self, glimpse: Tensor, location: Tensor) -> Tensor:
+        """``glimpse (B, K, k, C, g, g)`` at ``location (B, K, 2)`` -> per-part logits
+        ``(B, K, num_classes)``."""
         b, k = glimpse.shape[:2]
         g = glimpse.shape[-1]
         x = glimpse[:, :, :1] if self._finest_only else glimpse
-        feats = self.part_trunk(x.reshape(b * k, -1, g, g)).mean((2, 3)).view(b, k, -1)
+        feats = self.part_trunk(x.reshape(b * k, -1, g, g))
+        feats = F.adaptive_avg_pool2d(feats, self._part_pool).reshape(b, k, -1)
+        feats = torch.cat([feats, location.to(feats)], -1)
         return torch.stack([head(feats[:, j]) for j, head in enumerate(self.part_heads)], 1)
 
 
 def combine_logits(whole: Tensor, parts: list[Tensor]) -> Tensor:
-    """The prediction: mean of the whole-image logits ``(B, C)`` and all part logits
-    (each ``(B, K, C)``) seen so far."""
-    total, count = whole, 1
+    """The prediction from the whole image ``(B, C)`` and every part seen so far (each
+    ``(B, K, C)``): the sum of the branches' log-probabilities (a product of experts, so
+    an uninformative branch leaves the prediction unchanged)."""
+    total = whole.log_softmax(-1)
     for p in parts:
-        total = total + p.sum(1)
-        count += p.shape[1]
-    return total / count
+        total = total + p.log_softmax(-1).sum(1)
+    return total
 
 
 def greedy_rewards(
@@ -216,37 +240,36 @@ def greedy_rewards(
     ``labels`` ``(B,)``. With ``c_{s-1}`` the confidence (softmax probability) of the true
     class under :func:`combine_logits` of the whole image and every part of steps before
     ``s`` (``c_0``: the whole image alone), and ``c_{s,k}`` the same with part ``k`` of
-    step ``s`` added:
+    step ``s`` added (``softmax(log p_whole + sum log p_parts)``):
 
     - ``"delta"``: ``r_{s,k} = c_{s,k} - c_{s-1}``, the gain in the correct class's
       confidence that part ``k`` brings;
     - ``"indicator"``: ``r_{s,k} = 1`` if adding part ``k`` makes the prediction correct
-      and raises the confidence (``c_{s,k} > c_{s-1}``), else 0.
+      and raises the confidence (``c_{s,k} > c_{s-1} + 1e-6``), else 0.
 
     Liu et al. (2016) pay each step at once (greedily) for improving the classification
     instead of one reward at the end; both modes do that. Returns a detached tensor.
     """
     with torch.no_grad():
         steps = parts.shape[0]
-        total, count = whole.float(), 1
+        total = combine_logits(whole.float(), [])
         rows = torch.arange(len(labels), device=labels.device)
         prev = total.softmax(-1)[rows, labels]  # c_0 (B,)
         out = []
         for s in range(steps):
-            p = parts[s].float()  # (B, K, C)
-            with_k = (total[:, None] + p) / (count + 1)  # (B, K, C)
-            probs = with_k.softmax(-1)
+            p = parts[s].float().log_softmax(-1)  # (B, K, C)
+            probs = (total[:, None] + p).softmax(-1)  # with part k added: (B, K, C)
             conf = probs.gather(2, labels[:, None, None].expand(-1, p.shape[1], 1))[..., 0]
             if mode == "delta":
                 r = conf - prev[:, None]
             elif mode == "indicator":
                 right = probs.argmax(-1) == labels[:, None]
-                r = (right & (conf > prev[:, None])).float()
+                r = (right & (conf > prev[:, None] + 1e-6)).float()  # rounding is no gain
             else:
                 raise ValueError(f"unknown reward mode {mode!r}; valid: delta, indicator")
             out.append(r)
-            total, count = total + p.sum(1), count + p.shape[1]
-            prev = (total / count).softmax(-1)[rows, labels]
+            total = total + p.sum(1)
+            prev = total.softmax(-1)[rows, labels]
         return torch.stack(out)
 
 
@@ -333,7 +356,7 @@ def collect_parts_rollout(
         logps.append(dist.log_prob(cell))
         ents.append(dist.entropy())
         locs.append(loc)
-        part_logits.append(net.classify_parts(obs["glimpse"]))
+        part_logits.append(net.classify_parts(obs["glimpse"], obs["location"]))
     pred = combine_logits(whole, part_logits).argmax(-1)
     _, reward, terminated, _, _ = venv.step({"location": locs[-1], "label": pred.detach()})
     if not bool(terminated.all()):

@@ -17,12 +17,13 @@ Importing this package registers the tasks below under the ``Glimpse/`` namespac
 | ``Glimpse/ClutteredMNIST60-v0`` | 60x60, 4 clutter patches 8x8 | 8 | 12 | 3 |
 | ``Glimpse/ClutteredMNIST100-v0`` | 100x100, 8 clutter patches 8x8 | 8 | 12 | 4 |
 | ``Glimpse/MultiMNIST-v0`` | 2 digits on 100x100, left to right; 25x25 context | 8 each | 12 | 4 |
-| ``Glimpse/TwoDigitParts-v0`` | 2 digits, 8 clutter, 100 classes; K=2 parts | 2 | 28 | 1 |
+| ``Glimpse/TwoDigitParts-v0`` | 2 digits, 8 clutter, 100 classes; K=2 parts | 2 | 28 | 2 |
 
 The defaults are those of Mnih et al. (2014) (scale factor 2); MultiMNIST follows Ba et
 al. (2015) with a reward per correct digit. TwoDigitParts is the part-localization task of
 FCAN (Liu et al. 2016): one step names both part locations at once from the 25x25 whole
-image, the next classifies from the two 28x28 full-resolution part crops.
+image, the next classifies from the two part crops (28x28 at full resolution, 56x56 at
+half).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "Glimpse/TwoDigitParts-v0": {
         "source": "twodigit100",
         "glimpse_size": 28,
-        "num_scales": 1,
+        "num_scales": 2,
         "num_glimpses": 2,
         "num_classes": 100,
         "num_parts": 2,

@@ -1,0 +1,412 @@
+"""Training the FCAN-style part-localization agent (:mod:`agents.parts`; Liu et al. 2016):
+the library side of ``scripts/train_parts.py``.
+
+Datasets: ``proxy`` (:class:`glimpse.data.TwoDigitMNIST`, ``twodigit100``: two digits on a
+cluttered 100x100 canvas, 100 classes, the task ``Glimpse/TwoDigitParts-v0``) and ``cub``
+(CUB-200-2011 through :class:`glimpse.data.CUB200`, resized to ``image_size`` squared and
+held in memory; a validation split is drawn from the official training split).
+
+Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
+``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (final test
+metrics, including the part-hit rates of :mod:`glimpse.parts_metrics`).
+
+TensorBoard tags; the global step is the number of training episodes (images) seen:
+
+- ``losses/{total,classification,whole,parts,policy,entropy}``,
+  ``train/{accuracy,reward,greedy_reward}``, ``charts/{entropy_max,lr,images_per_s}``
+  every ``log_every`` batches;
+- ``eval/{accuracy,error,part_hit,part_hit/<k>}`` (validation split) after every epoch,
+  plus ``eval/digits_covered`` on the proxy;
+- ``eval/parts/video`` and ``eval/parts/steps/<global step>``: the chosen parts of the
+  first ``playback`` validation images, one part per frame
+  (:func:`glimpse.viz.log_trajectories`);
+- ``hparams``: the config as a text table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_parts
+from agents.reinforce import ReinforceConfig
+from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from glimpse.evaluation import evaluate
+from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
+from glimpse.training import (
+    Run,
+    RunConfig,
+    batches_per_epoch,
+    checkpoint_state,
+    lr_scheduler,
+    progress,
+    restore_checkpoint_state,
+)
+
+__all__ = ["PartsTrainConfig", "build_parts_envs", "evaluate_parts", "load_cub", "train_parts"]
+
+PROXY_TASK = "Glimpse/TwoDigitParts-v0"
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "proxy": {
+        "glimpse_size": TASKS[PROXY_TASK]["glimpse_size"],
+        "context_size": TASKS[PROXY_TASK]["context_size"],
+        "num_scales": TASKS[PROXY_TASK]["num_scales"],
+        "backbone": "small",
+    },
+    "cub": {"glimpse_size": 224, "num_scales": 1, "context_size": 224, "backbone": "resnet50"},
+}
+
+
+@dataclass
+class PartsTrainConfig(RunConfig):
+    """Training the FCAN part-localization agent (Liu et al. 2016) with REINFORCE and a
+    greedy reward."""
+
+    dataset: Literal["proxy", "cub"] = "proxy"
+    """proxy: two cluttered digits on 100x100, 100 classes (MNIST under data_root);
+    cub: CUB-200-2011 (data_root holds CUB_200_2011/)."""
+    num_parts: int = 2
+    """K: parts chosen at once at each step."""
+    steps: int = 1
+    """Part-selection steps S (the env's num_glimpses is S + 1)."""
+    glimpse_size: int | None = None
+    """Side g of each part crop in image pixels (default: 28 proxy, 224 cub)."""
+    num_scales: int | None = None
+    """Scales per part crop (default: 2 proxy, 1 cub)."""
+    scale_factor: float = 2.0
+    """Each scale covers this many times the previous one's side."""
+    context_size: int | None = None
+    """Side of the low-resolution whole-image view the attention reads (default: 25
+    proxy, 224 cub)."""
+    image_size: int = 448
+    """cub: images are resized to image_size x image_size (the crops' resolution)."""
+    cub_val_fraction: float = 0.1
+    """cub: fraction of the official training split held out for validation."""
+    backbone: Literal["small", "resnet18", "resnet50"] | None = None
+    """Feature and part networks (default: small proxy, resnet50 cub)."""
+    pretrained: bool = False
+    """ImageNet weights for the ResNet backbones (downloaded by torchvision; needs internet)."""
+    reward: Literal["delta", "indicator"] = "delta"
+    """Greedy reward: the gain in the true class's confidence a part brings (delta), or 1
+    when the part makes the prediction right and raises that confidence (indicator)."""
+    lr: float = 2e-3
+    """Adam learning rate."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over all training batches."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    epochs: int = 10
+    """Passes over the training split."""
+    batch_size: int = 64
+    """Episodes per gradient step (the vector env's num_envs)."""
+    policy_coef: float = 1.0
+    """Weight of the REINFORCE term."""
+    entropy_coef: float = 0.0
+    """Weight of the attention-entropy bonus."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (0 disables)."""
+    hit_radius: float = 0.25
+    """cub: a part hits within hit_radius * (longer box side) of a visible annotated part."""
+    playback: int = 8
+    """Validation images whose chosen parts are logged at each evaluation."""
+    train_limit: int = 0
+    """Train on only the first this many images of the training split (0: all of it)."""
+    eval_limit: int = 0
+    """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
+
+    def resolved(self) -> PartsTrainConfig:
+        """A copy with the dataset's defaults filled in and the run name chosen."""
+        d = _DEFAULTS[self.dataset]
+        out = replace(
+            self,
+            glimpse_size=self.glimpse_size or d["glimpse_size"],
+            context_size=self.context_size or d["context_size"],
+            num_scales=self.num_scales or d["num_scales"],
+            backbone=self.backbone or d["backbone"],
+            run_name=self.run_name or f"parts-{self.dataset}-s{self.seed}-{int(time.time())}",
+        )
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "num_parts"):
+            if getattr(out, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
+        if out.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {out.steps}")
+        for name in ("train_limit", "eval_limit"):
+            if getattr(out, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
+        if not 0 < out.cub_val_fraction < 1:
+            raise ValueError(f"cub_val_fraction must be in (0, 1), got {out.cub_val_fraction}")
+        return out
+
+    def mdp(self, num_classes: int) -> MDPConfig:
+        """The env's MDP parameters for this run (parts mode)."""
+        return MDPConfig(
+            glimpse_size=self.glimpse_size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+            num_glimpses=self.steps + 1,
+            num_classes=num_classes,
+            num_parts=self.num_parts,
+            context_size=self.context_size,
+        )
+
+
+# ------------------------------------------------------------------------------- data
+def load_cub(
+    root: str | None, train: bool, image_size: int, device: torch.device | str = "cpu"
+) -> tuple[ImageSource, Tensor]:
+    """CUB-200-2011 split resized to ``image_size`` squared, held as one uint8 tensor:
+    ``(ImageSource(images (N, 3, S, S), labels, boxes (N, 4)), parts (N, 15, 3))``, boxes
+    and parts in the resized image's pixels."""
+    from glimpse.data import CUB200
+    from glimpse.data.transforms import Compose, Resize, ToTensor
+
+    ds = CUB200(
+        root,
+        train=train,
+        target_type=("label", "box", "parts"),
+        transform=Compose([Resize((image_size, image_size)), ToTensor()]),
+    )
+    images = torch.empty(len(ds), 3, image_size, image_size, dtype=torch.uint8)
+    boxes, parts = torch.empty(len(ds), 4), torch.empty(len(ds), ds.parts.shape[1], 3)
+    for i in progress(range(len(ds)), total=len(ds), desc="loading CUB", leave=False):
+        image, (_, box, part) = ds[i]
+        images[i] = (image * 255).round().to(torch.uint8)
+        boxes[i], parts[i] = box, part
+    return ImageSource(images, ds.targets.clone(), boxes).to(device), parts.to(device)
+
+
+def _subset(src: ImageSource, idx: Tensor) -> ImageSource:
+    boxes = None if src.boxes is None else src.boxes[idx]
+    return ImageSource(src.images[idx], src.labels[idx], boxes)
+
+
+def _sources(
+    cfg: PartsTrainConfig, device: torch.device
+) -> tuple[dict[str, ImageSource], dict[str, Tensor | None], int]:
+    """Train/val/test sources, CUB part annotations per split (``None`` for the proxy),
+    and the number of classes."""
+    if cfg.dataset == "proxy":
+        kw: dict[str, Any] = {"val_size": cfg.val_size}
+        if cfg.download:
+            kw["download"] = True
+        limit = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
+        sources = {
+            s: ImageSource.from_any(
+                "twodigit100", s, cfg.data_root, device, {**kw, "limit": limit[s] or None}
+            )
+            for s in ("train", "val", "test")
+        }
+        parts: dict[str, Tensor | None] = dict.fromkeys(sources)
+        num_classes = 100
+    else:
+        train, train_parts = load_cub(cfg.data_root, True, cfg.image_size, device)
+        test, test_parts = load_cub(cfg.data_root, False, cfg.image_size, device)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        n_val = max(1, round(cfg.cub_val_fraction * len(train)))
+        val_idx, train_idx = order[:n_val].to(device), order[n_val:].to(device)
+        sources = {
+            "train": _subset(train, train_idx),
+            "val": _subset(train, val_idx),
+            "test": test,
+        }
+        parts = {"train": train_parts[train_idx], "val": train_parts[val_idx], "test": test_parts}
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        num_classes = max(num_classes, 2)
+    limits = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
+    for split, n in limits.items():
+        if n and n < len(sources[split]):
+            idx = torch.arange(n, device=device)
+            sources[split] = _subset(sources[split], idx)
+            if parts[split] is not None:
+                parts[split] = parts[split][idx]
+    return sources, parts, num_classes
+
+
+def build_parts_envs(
+    cfg: PartsTrainConfig, device: torch.device
+) -> tuple[GlimpseVectorEnv, dict[str, GlimpseVectorEnv], dict[str, Tensor | None]]:
+    """The training env (shuffled), ordered evaluation envs (val, test) and the CUB part
+    annotations of each split."""
+    sources, parts, num_classes = _sources(cfg, device)
+    mdp = cfg.mdp(num_classes)
+    train_env = GlimpseVectorEnv(sources["train"], cfg.batch_size, mdp, device=device)
+    evals = {
+        s: GlimpseVectorEnv(
+            sources[s], min(cfg.eval_batch_size, len(sources[s])), mdp, device=device, shuffle=False
+        )
+        for s in ("val", "test")
+    }
+    return train_env, evals, parts
+
+
+# ------------------------------------------------------------------------- evaluation
+def evaluate_parts(
+    net: PartsNet,
+    venv: GlimpseVectorEnv,
+    cfg: PartsTrainConfig,
+    parts: Tensor | None = None,
+    desc: str = "eval",
+) -> tuple[dict[str, float], Tensor]:
+    """Accuracy (shared :func:`glimpse.evaluation.evaluate`) and part-hit rates of ``net``
+    on every image of ``venv``'s split; also returns the chosen locations ``(N, S*K, 2)``.
+
+    Part hits: CUB (``parts`` given) by :func:`glimpse.parts_metrics.part_hits` with
+    ``cfg.hit_radius``; the proxy by :func:`glimpse.parts_metrics.digit_hits` (plus
+    ``digits_covered``: both digits hold a chosen part)."""
+    chosen: list[Tensor] = []
+
+    def run(idx: Tensor) -> Tensor:
+        preds, ro = predict_parts(net, venv, idx)
+        locs = ro.locations[:, : idx.numel()]  # (S, n, K, 2)
+        chosen.append(locs.permute(1, 0, 2, 3).reshape(idx.numel(), -1, 2).cpu())
+        return preds
+
+    metrics = evaluate(run, venv.source.labels, venv.num_envs, desc)
+    locations = torch.cat(chosen)
+    image_hw = tuple(venv.source.image_shape[1:])
+    boxes = venv.source.boxes
+    if parts is not None and boxes is not None:
+        hits = part_hits(locations, parts.cpu(), boxes.cpu(), image_hw, cfg.hit_radius)
+        metrics.update(hit_summary(hits))
+    elif boxes is not None and boxes.ndim == 3:
+        metrics.update(hit_summary(digit_hits(locations, boxes.cpu(), image_hw)))
+        covered = digits_covered(locations, boxes.cpu(), image_hw)
+        metrics["digits_covered"] = covered.float().mean().item()
+    return metrics, locations
+
+
+def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, step: int) -> None:
+    """Log the chosen parts of the first ``n`` images of ``venv``'s split, one per frame."""
+    from glimpse.viz import log_trajectories, render_batch
+
+    if n <= 0 or not run.enabled:
+        return
+    n = min(n, venv.num_envs, len(venv.source))
+    preds, ro = predict_parts(net, venv, torch.arange(n))
+    mdp = venv.config
+    locs = ro.locations[:, :n].permute(1, 0, 2, 3).reshape(n, -1, 2).cpu()
+    frames = render_batch(
+        venv.core.images[:n].cpu(),
+        locs,
+        mdp.glimpse_size,
+        mdp.num_scales,
+        mdp.scale_factor,
+        labels=venv.core.labels[:n, 0].cpu(),
+        predictions=preds.cpu(),
+        show_path=False,
+    )
+    log_trajectories(run.writer, "eval/parts", frames, step)
+
+
+# --------------------------------------------------------------------------- training
+def train_parts(cfg: PartsTrainConfig) -> dict[str, float]:
+    """Train the parts agent; return the test metrics (also in ``metrics.json``)."""
+    cfg = cfg.resolved()
+    device = cfg.setup()
+    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
+    try:
+        return _train(cfg, device, run)
+    finally:
+        run.close()
+
+
+def _eval_scalars(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"eval/{k}": v for k, v in metrics.items() if k != "n"}
+
+
+def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, float]:
+    train_env, evals, parts = build_parts_envs(cfg, device)
+    train_env.reset(seed=cfg.seed)
+    space = train_env.single_observation_space
+    net = PartsNet(
+        space["context"].shape,
+        space["glimpse"].shape,
+        train_env.config.num_classes,
+        steps=cfg.steps,
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+    ).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = batches_per_epoch(len(train_env.source), cfg.batch_size, cfg.max_batches_per_epoch)
+    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
+    rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
+    start_epoch, global_step, best = 0, 0, -1.0
+    state = run.resume_state(device)
+    if state is not None:
+        restore_checkpoint_state(state, net, opt, sched)
+        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
+        train_env.stream.load_state_dict(state["stream"])
+    else:
+        run.log_hparams()
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        running = 0.0
+        for it in bar:
+            t0 = time.perf_counter()
+            ro = collect_parts_rollout(net, train_env)
+            loss, metrics = parts_loss(ro, rcfg, cfg.reward)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            global_step += cfg.batch_size
+            acc = metrics["train/accuracy"]
+            running = 0.9 * running + 0.1 * acc if it else acc
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
+            if it % cfg.log_every == 0 or it == per_epoch - 1:
+                metrics["charts/lr"] = opt.param_groups[0]["lr"]
+                metrics["charts/images_per_s"] = cfg.batch_size / (time.perf_counter() - t0)
+                run.log_scalars(metrics, global_step)
+        net.eval()
+        val, _ = evaluate_parts(net, evals["val"], cfg, parts["val"], desc="val")
+        run.log_scalars(_eval_scalars(val), global_step)
+        log_parts_playback(run, net, evals["val"], cfg.playback, global_step)
+        if run.enabled:
+            run.writer.flush()
+        improved = val["accuracy"] > best
+        best = max(best, val["accuracy"])
+        ckpt = checkpoint_state(
+            net,
+            opt,
+            sched,
+            epoch=epoch + 1,
+            global_step=global_step,
+            best=best,
+            stream=train_env.stream.state_dict(),
+        )
+        if improved:
+            run.save_checkpoint(ckpt, "best")
+        run.save_checkpoint(ckpt, "last")
+        hit = f", part hit {val['part_hit']:.3f}" if "part_hit" in val else ""
+        print(
+            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}){hit}",
+            flush=True,
+        )
+    best_state = run.load_checkpoint("best", device)
+    if best_state is not None:
+        net.load_state_dict(best_state["model"])
+    net.eval()
+    test, _ = evaluate_parts(net, evals["test"], cfg, parts["test"], desc="test")
+    result = {
+        "test_accuracy": test["accuracy"],
+        "test_error": test["error"],
+        "val_best_accuracy": best,
+        "epochs": cfg.epochs,
+        "episodes_seen": global_step,
+        "train_seconds_this_session": time.time() - t_start,
+    }
+    result.update({f"test_{k}": v for k, v in test.items() if k.startswith(("part_hit", "digits"))})
+    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
+    run.write_json("metrics.json", result)
+    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
+    return result
