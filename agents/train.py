@@ -100,7 +100,8 @@ class HardTrainConfig(RunConfig):
     epochs: int = 30
     """Passes over the training split."""
     batch_size: int = 128
-    """Episodes per gradient step (the vector env's ``num_envs``)."""
+    """Episodes per gradient step and process (the vector env's ``num_envs``); under
+    torchrun the global batch is this times the number of processes."""
     entropy_coef: float = 0.0
     """Weight of the location-entropy bonus."""
     baseline_coef: float = 1.0

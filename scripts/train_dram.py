@@ -4,6 +4,11 @@ Defaults: MultiMNIST (two digits on a 100x100 canvas, read left to right), 8 gli
 12x12 at 4 scales per digit, a 25x25 context view. Example::
 
     python scripts/train_dram.py --data-root ../shared/data --epochs 50
+
+Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
+``glimpse/distributed.py``)::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_dram.py --data-root ../shared/data
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ Defaults: 28x28 MNIST, 6 glimpses of 8x8, 1 scale. Examples::
     python scripts/train_ram.py --data-root ../shared/data
     python scripts/train_ram.py --task cluttered60 --epochs 100
     python scripts/train_ram.py --run-name my-run --resume
+
+Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
+``glimpse/distributed.py``)::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_ram.py --data-root ../shared/data
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ transformer front end (``--module stn``), or plain (``--module none``). Examples
     python scripts/train_soft.py --module stn --dataset cluttered60 --stn-mode attention
     python scripts/train_soft.py --module se --module-kwargs '{"reduction": 8}'
     python scripts/train_soft.py --run-name my-run --resume
+
+Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
+``glimpse/distributed.py``)::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_soft.py --data-root ../shared/data
 """
 
 from __future__ import annotations

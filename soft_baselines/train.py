@@ -111,7 +111,8 @@ class SoftTrainConfig(RunConfig):
     epochs: int = 20
     """Passes over the training split."""
     batch_size: int = 128
-    """Images per gradient step."""
+    """Images per gradient step and process (under torchrun the global batch is this
+    times the number of processes)."""
     optimizer: Literal["adam", "sgd"] = "adam"
     """Adam, or SGD with momentum."""
     lr: float = 1e-3

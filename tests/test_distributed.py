@@ -286,9 +286,21 @@ def _soft_cfg(data_root, root: Path, name: str, **kw):
 
 
 def _soft_then_digest(cfg, then=None) -> dict:
+    import soft_baselines.train as soft_train
     from glimpse.training import load_checkpoint
-    from soft_baselines.train import train_soft
 
+    # this forked rank only: evaluate on 300 images (the test is about resuming, not scores)
+    load = soft_train.load_splits
+
+    def small_eval_splits(*args):
+        splits = load(*args)
+        for k in ("val", "test"):
+            src = splits[k]
+            splits[k] = type(src)(src.images[:300], src.labels[:300])
+        return splits
+
+    soft_train.load_splits = small_eval_splits
+    train_soft = soft_train.train_soft
     result = train_soft(cfg)
     if then is not None:
         result = train_soft(then)
@@ -381,10 +393,10 @@ def _check_global_batch(ranks: list[list[dict]], single: list[dict], keys, tol) 
 def test_torchrun_train_soft_two_ranks_match_one_process(data_root, tmp_path, monkeypatch):
     """``train_soft.py`` under torchrun (2 x batch 16, SGD so a summed instead of averaged
     gradient would show) against one process with batch 32: the same images per step,
-    equal weights on both ranks, losses within 3e-3 of the single process (BatchNorm
-    statistics are per rank: 16 vs 32 images; measured ~1e-3), rank 0 alone writes."""
+    equal weights on both ranks, losses close to the single process's (BatchNorm
+    statistics are per rank: 16 vs 32 images), rank 0 alone writes."""
     common = ["--data-root", str(data_root), "--device", "cpu", "--threads", "1"]
-    common += ["--widths", "8", "16", "--epochs", "1", "--max-batches-per-epoch", "4"]
+    common += ["--widths", "4", "8", "--epochs", "1", "--max-batches-per-epoch", "4"]
     common += ["--val-size", "500", "--eval-batch-size", "5000", "--optimizer", "sgd"]
     common += ["--lr", "0.1", "--run-name", "soft", "--runs-root", "runs"]
     debug = tmp_path / "dbg"
@@ -396,7 +408,10 @@ def test_torchrun_train_soft_two_ranks_match_one_process(data_root, tmp_path, mo
     _script_main("train_soft", [*common, "--batch-size", "32", "--runs-root", str(single_dir)])
     single = _records(single_dir / "dbg", 0)
     assert all(r["world_size"] == 1 for r in single)
-    _check_global_batch(ranks, single, ["loss"], 3e-3)
+    # step 1 (same weights): per-rank BatchNorm statistics only (measured ~3e-4); later
+    # steps drift up to ~3e-3, while a summed gradient (a 2x step) moves them by ~2e-2
+    _check_global_batch([ranks[0][:1], ranks[1][:1]], single[:1], ["loss"], 2e-3)
+    _check_global_batch(ranks, single, ["loss"], 1e-2)
 
 
 def test_torchrun_train_ram_two_ranks_match_one_process(data_root, tmp_path, monkeypatch):
@@ -418,4 +433,4 @@ def test_torchrun_train_ram_two_ranks_match_one_process(data_root, tmp_path, mon
     single = _records(single_dir / "dbg", 0)
     keys = ["losses/classification", "losses/baseline", "train/accuracy", "train/reward"]
     _check_global_batch([ranks[0][:1], ranks[1][:1]], single[:1], keys, 1e-4)
-    _check_global_batch(ranks, single, keys[:2], 2e-2)
+    _check_global_batch(ranks, single, keys[:2], 5e-3)  # measured ~1e-3 after 2 steps
