@@ -327,7 +327,8 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
             opt.step()
             sched.step()
             global_step += cfg.batch_size * world
-            distributed.debug_record(global_step, policy, train_env.indices, **metrics)
+            if distributed.debugging():  # tests: per-step, per-rank weights and batch
+                distributed.debug_record(global_step, policy, train_env.indices, **metrics)
             running = (
                 0.9 * running + 0.1 * metrics["train/accuracy"]
                 if it

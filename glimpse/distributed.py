@@ -94,6 +94,7 @@ __all__ = [
     "broadcast_parameters",
     "collective_call",
     "debug_record",
+    "debugging",
     "evaluate_sharded",
     "gather_rank_states",
     "init",
@@ -502,6 +503,11 @@ def parameter_digest(module: nn.Module) -> str:
     for p in module.parameters():
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def debugging() -> bool:
+    """Whether ``$GLIMPSE_DDP_DEBUG`` is set (:func:`debug_record` writes records)."""
+    return bool(os.environ.get(DEBUG_ENV))
 
 
 def debug_record(

@@ -389,7 +389,8 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
             scaler.update()
             sched.step()
             global_step += cfg.batch_size * world
-            distributed.debug_record(global_step, model, idx, loss=loss.item())
+            if distributed.debugging():  # tests: per-step, per-rank weights and batch
+                distributed.debug_record(global_step, model, idx, loss=loss.item())
             seen += y.shape[0]
             loss_sum += loss.detach() * y.shape[0]
             right_sum += (logits.detach().argmax(1) == y).sum()
