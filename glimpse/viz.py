@@ -574,7 +574,8 @@ def log_trajectories(
         Frame ``t`` as a PNG image, one tag per evaluation, so that tag's step slider
         plays the trajectory back step by step. The zero-padded global step keeps the
         tags sorted. TensorBoard keeps 10 images per tag by default; start it with
-        ``--samples_per_plugin images=0`` (keep all) to see more than 10 steps.
+        ``--samples_per_plugin images=100`` (keep up to 100 per tag; note that
+        ``images=0`` keeps none in TensorBoard 2.21) to see more than 10 steps.
 
     Nothing is flushed; the writer flushes on its own schedule or on ``writer.flush()``.
 
