@@ -34,7 +34,7 @@ from torch import Tensor
 
 from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_parts
 from agents.reinforce import ReinforceConfig
-from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse.evaluation import evaluate
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
 from glimpse.training import (
@@ -53,9 +53,9 @@ PROXY_TASK = "Glimpse/TwoDigitParts-v0"
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "proxy": {
-        "glimpse_size": TASKS[PROXY_TASK]["glimpse_size"],
-        "context_size": TASKS[PROXY_TASK]["context_size"],
-        "num_scales": TASKS[PROXY_TASK]["num_scales"],
+        "glimpse_size": PART_TASKS[PROXY_TASK]["glimpse_size"],
+        "context_size": PART_TASKS[PROXY_TASK]["context_size"],
+        "num_scales": PART_TASKS[PROXY_TASK]["num_scales"],
         "backbone": "small",
     },
     "cub": {"glimpse_size": 224, "num_scales": 1, "context_size": 224, "backbone": "resnet50"},

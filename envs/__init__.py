@@ -39,6 +39,7 @@ from envs.spaces import ActionCodec
 from envs.vector import GlimpseVectorEnv
 
 __all__ = [
+    "PART_TASKS",
     "TASKS",
     "ActionCodec",
     "ActionError",
@@ -84,6 +85,10 @@ TASKS: dict[str, dict[str, Any]] = {
         "num_targets": 2,
         "context_size": 25,
     },
+}
+"""Registered task ids and their default keyword arguments (one location per step)."""
+
+PART_TASKS: dict[str, dict[str, Any]] = {
     "Glimpse/TwoDigitParts-v0": {
         "source": "twodigit100",
         "glimpse_size": 28,
@@ -94,7 +99,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "context_size": 25,
     },
 }
-"""Registered task ids and their default keyword arguments."""
+"""Registered part-localization tasks (parts mode, ``num_parts = K``; FCAN, Liu et al. 2016)."""
 
 _ENV_KEYS = {"source", "split", "data_root", "dataset_kwargs", "device", "render_mode"}
 
@@ -115,7 +120,7 @@ def make_vector_env(num_envs: int = 64, **kwargs: Any) -> GlimpseVectorEnv:
     return GlimpseVectorEnv(num_envs=num_envs, config=config, **env_kwargs)
 
 
-for _id, _kwargs in TASKS.items():
+for _id, _kwargs in {**TASKS, **PART_TASKS}.items():
     if _id not in gym.registry:
         gym.register(
             id=_id,

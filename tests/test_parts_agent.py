@@ -22,7 +22,7 @@ from agents.parts import (
     predict_parts,
 )
 from agents.parts_train import PartsTrainConfig, build_parts_envs, evaluate_parts, train_parts
-from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
 from tests.cub_fixture import make_tiny_cub
 
@@ -219,7 +219,7 @@ def test_cub_run_resumes(tmp_path):
 def test_parts_agent_learns_the_two_digit_proxy(data_root):
     """Chance is 1%; a few hundred updates on a subset already beat 4% on held-out images."""
     torch.manual_seed(0)
-    kw = {k: v for k, v in TASKS["Glimpse/TwoDigitParts-v0"].items() if k != "source"}
+    kw = {k: v for k, v in PART_TASKS["Glimpse/TwoDigitParts-v0"].items() if k != "source"}
     cfg = MDPConfig(**kw)
     src = ImageSource.from_any("twodigit100", "train", data_root, "cpu", {"limit": 12000})
     held = ImageSource.from_any("twodigit100", "val", data_root, "cpu", {"limit": 500})
