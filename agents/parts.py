@@ -233,6 +233,7 @@ def greedy_rewards(
     parts: Tensor,
     labels: Tensor,
     mode: Literal["delta", "indicator"] = "delta",
+    scope: Literal["part", "step"] = "part",
 ) -> Tensor:
     """FCAN's greedy reward for every part of every step: ``(S, B, K)``.
 
@@ -247,9 +248,17 @@ def greedy_rewards(
     - ``"indicator"``: ``r_{s,k} = 1`` if adding part ``k`` makes the prediction correct
       and raises the confidence (``c_{s,k} > c_{s-1} + 1e-6``), else 0.
 
+    With ``scope="step"`` every part of step ``s`` gets the step's joint reward instead:
+    ``c_{s,k}`` is replaced by ``c_s``, the confidence with *all* ``K`` parts of the step
+    added (and the indicator by "the prediction with all of them is right"). That pays
+    parts for being complementary; ``"part"`` pays each for its own gain.
+
     Liu et al. (2016) pay each step at once (greedily) for improving the classification
-    instead of one reward at the end; both modes do that. Returns a detached tensor.
+    instead of one reward at the end; every variant here does that. Returns a detached
+    tensor.
     """
+    if scope not in ("part", "step"):
+        raise ValueError(f"unknown reward scope {scope!r}; valid: part, step")
     with torch.no_grad():
         steps = parts.shape[0]
         total = combine_logits(whole.float(), [])
@@ -258,7 +267,10 @@ def greedy_rewards(
         out = []
         for s in range(steps):
             p = parts[s].float().log_softmax(-1)  # (B, K, C)
-            probs = (total[:, None] + p).softmax(-1)  # with part k added: (B, K, C)
+            if scope == "part":
+                probs = (total[:, None] + p).softmax(-1)  # with part k added: (B, K, C)
+            else:  # every part of the step added, shared by the K parts
+                probs = (total + p.sum(1)).softmax(-1)[:, None].expand_as(p)
             conf = probs.gather(2, labels[:, None, None].expand(-1, p.shape[1], 1))[..., 0]
             if mode == "delta":
                 r = conf - prev[:, None]
@@ -377,6 +389,7 @@ def parts_loss(
     ro: PartsRollout,
     cfg: ReinforceConfig | None = None,
     reward: Literal["delta", "indicator"] = "delta",
+    scope: Literal["part", "step"] = "part",
 ) -> tuple[Tensor, dict[str, float]]:
     """Hybrid FCAN loss: cross-entropy of the combined prediction, of the whole image and
     of every part crop (backpropagation), plus REINFORCE on the part locations with the
@@ -391,7 +404,7 @@ def parts_loss(
         ro.part_logits.reshape(-1, c), labels[None, :, None].expand(s, b, k).reshape(-1)
     )
     ce = ce_combined + ce_whole + ce_parts
-    r = greedy_rewards(ro.whole_logits.detach(), ro.part_logits.detach(), labels, reward)
+    r = greedy_rewards(ro.whole_logits.detach(), ro.part_logits.detach(), labels, reward, scope)
     advantage = r - r.mean(1, keepdim=True)  # baseline: the batch mean per (step, part)
     policy_loss = -(advantage * ro.log_probs).sum((0, 2)).mean()
     entropy = ro.entropies.mean()

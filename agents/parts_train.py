@@ -94,6 +94,9 @@ class PartsTrainConfig(RunConfig):
     reward: Literal["delta", "indicator"] = "delta"
     """Greedy reward: the gain in the true class's confidence a part brings (delta), or 1
     when the part makes the prediction right and raises that confidence (indicator)."""
+    reward_scope: Literal["part", "step"] = "part"
+    """part: each part is paid its own confidence gain; step: every part of a step is paid
+    the gain of all the step's parts together (rewards complementary parts)."""
     lr: float = 2e-3
     """Adam learning rate."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
@@ -351,7 +354,7 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
         for it in bar:
             t0 = time.perf_counter()
             ro = collect_parts_rollout(net, train_env)
-            loss, metrics = parts_loss(ro, rcfg, cfg.reward)
+            loss, metrics = parts_loss(ro, rcfg, cfg.reward, cfg.reward_scope)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -50,8 +50,15 @@ def test_greedy_reward_matches_a_hand_computed_example():
     assert ind[1, 0].tolist() == [0.0, 0.0]  # right, but the confidence does not rise
     combined = combine_logits(whole, [step1]).softmax(-1)
     assert math.isclose(combined[0, 0].item(), c1, rel_tol=1e-5)
+    # Step scope: both parts of step 1 share the joint gain c1 - c0; with both the
+    # prediction is right (0.06 > 0.036 > 0.008).
+    joint = greedy_rewards(whole, parts, labels, "delta", "step")
+    torch.testing.assert_close(joint[0, 0], torch.full((2,), c1 - 0.5))
+    assert greedy_rewards(whole, parts, labels, "indicator", "step")[0, 0].tolist() == [1, 1]
     with pytest.raises(ValueError, match="reward mode"):
         greedy_rewards(whole, parts, labels, "bogus")
+    with pytest.raises(ValueError, match="reward scope"):
+        greedy_rewards(whole, parts, labels, "delta", "bogus")
 
 
 def test_cell_locations_are_cell_centres_row_major():
