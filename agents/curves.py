@@ -82,17 +82,19 @@ def read_curve(run_dir: str | Path, name: str | None = None, tag: str = "eval/ac
     return Curve(name or run_dir.name, algo, steps, seconds, values)
 
 
-def accuracy_table(curves: list[Curve], budgets: list[int]) -> str:
+def accuracy_table(curves: list[Curve], budgets: list[int], slack: float = 0.005) -> str:
     """Markdown: each run's validation accuracy at the last evaluation within each budget
     of env steps, and its wall time there (blank where the run had not been evaluated
-    yet, or stopped before the budget)."""
+    yet, or stopped before the budget). Evaluations up to ``slack`` (a fraction) past a
+    budget count as within it: SB3 evaluates at the first vector step past its interval."""
     head = "| run | algorithm | " + " | ".join(f"≤ {b:,} steps" for b in budgets) + " |"
     rows = [head, "|---|---|" + "---|" * len(budgets)]
     for c in curves:
         cells = []
         for b in budgets:
-            within = np.nonzero(c.env_steps <= b)[0]
-            if within.size == 0 or c.env_steps.max() < b:
+            limit = b * (1 + slack)
+            within = np.nonzero(c.env_steps <= limit)[0]
+            if within.size == 0 or c.env_steps.max() < b * (1 - slack):
                 cells.append("")  # not evaluated yet, or the run stopped short of b
                 continue
             i = within[-1]
