@@ -352,7 +352,10 @@ class GlimpseEvalCallback(BaseCallback):
         self.run.log_scalars(values, self.num_timesteps)
 
     def _on_training_end(self) -> None:
-        if self.last_eval != self.num_timesteps:
+        # A final evaluation, unless the last one is less than a rollout old (SB3 finishes
+        # the rollout that crosses the budget, a few steps past the last evaluation).
+        rollout = self.training_env.num_envs * self.model.n_steps
+        if self.last_eval < 0 or self.num_timesteps - self.last_eval >= rollout:
             self.evaluate()
         if self._bar is not None:
             self._bar.close()
