@@ -22,7 +22,8 @@ summed over all episodes)** -- not episodes as in the REINFORCE trainer (there
 
 - ``losses/{total,classification,policy,value,entropy}`` (ppo-hybrid; sb3 logs
   ``losses/{total,policy,value,entropy}``), ``train/{accuracy,reward}``,
-  ``charts/{clip_fraction,approx_kl,std,lr,env_steps_per_s}``;
+  ``charts/{clip_fraction,approx_kl,lr,env_steps_per_s}`` (ppo-hybrid also
+  ``charts/{std,value,advantage_abs,optimizer_steps}``, sb3 ``charts/explained_variance``);
 - ``eval/{accuracy,error}`` (validation) and ``charts/elapsed_s`` (wall seconds of
   training so far, evaluation included, summed over resumed sessions) at every evaluation;
 - ``eval/trajectories/...``: glimpse playback of the first ``playback`` validation images
