@@ -192,7 +192,14 @@ def test_failed_download_raises_dataset_not_found(tmp_path, monkeypatch):
 
 
 def test_registry_names():
-    assert DATASETS == ("mnist", "translated60", "cluttered60", "cluttered100", "multimnist")
+    assert DATASETS == (
+        "mnist",
+        "translated60",
+        "cluttered60",
+        "cluttered100",
+        "multimnist",
+        "twodigit100",
+    )
 
 
 def test_unknown_name_lists_valid_names():
