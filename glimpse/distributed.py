@@ -195,12 +195,16 @@ def shutdown() -> None:
 def session(
     device: torch.device | str = "cpu", timeout_s: float | None = None
 ) -> Iterator[torch.device]:
-    """``with session(device) as device:`` -- :func:`init` on entry, :func:`shutdown` on exit."""
+    """``with session(device) as device:`` -- :func:`init` on entry; on exit the process
+    group is destroyed if this session created it (sessions nest: a trainer called inside
+    a caller's session leaves the caller's group up)."""
+    created = launched() and not active()
     dev = init(device, timeout_s)
     try:
         yield dev
     finally:
-        shutdown()
+        if created:
+            shutdown()
 
 
 def barrier() -> None:

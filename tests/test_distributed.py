@@ -242,6 +242,18 @@ def _collectives() -> dict:
         return out
 
 
+def _nested_sessions() -> tuple[bool, bool, bool]:
+    with distributed.session("cpu"):
+        with distributed.session("cpu"):  # e.g. a trainer called by a driver script
+            inner = distributed.active()
+        after_inner = distributed.active()
+    return inner, after_inner, distributed.active()
+
+
+def test_nested_sessions_leave_the_outer_group_up(tmp_path):
+    assert _run_ranks(_nested_sessions, tmp=tmp_path) == [(True, True, False)] * 2
+
+
 def test_collectives_on_two_forked_ranks(tmp_path):
     res = _run_ranks(_collectives, tmp=tmp_path)
     for r, out in enumerate(res):
