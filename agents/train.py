@@ -192,29 +192,16 @@ def evaluate_policy(
 def log_playback(
     run: Run, policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int, step: int, cfg: HardTrainConfig
 ) -> None:
-    """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split."""
-    from glimpse.viz import log_trajectories, render_batch
+    """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split (rendered
+    by :func:`glimpse.playback.render_episodes`, the same frames ``scripts/playback.py``
+    exports)."""
+    from glimpse.playback import render_episodes
+    from glimpse.viz import log_trajectories
 
     if n <= 0 or not run.enabled:
         return
     n = min(n, venv.num_envs, len(venv.source))
-    preds, ro = predict(policy, venv, torch.arange(n))
-    mdp = venv.config
-    fixations = ro.locations[: mdp.max_steps, :n].transpose(0, 1).cpu()  # (n, S, 2)
-    labels = venv.core.labels[:n].cpu()
-    frames = render_batch(
-        venv.core.images[:n].cpu(),
-        fixations,
-        mdp.glimpse_size,
-        mdp.num_scales,
-        mdp.scale_factor,
-        labels=labels[:, 0]
-        if labels.shape[1] == 1
-        else [" ".join(map(str, r)) for r in labels.tolist()],
-        predictions=preds[:, 0].cpu()
-        if preds.shape[1] == 1
-        else [" ".join(map(str, r)) for r in preds.cpu().tolist()],
-    )
+    frames = render_episodes(policy, venv, torch.arange(n))
     log_trajectories(run.writer, "eval/trajectories", frames, step)
 
 
