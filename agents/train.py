@@ -35,8 +35,9 @@ import torch
 
 from agents.policy import GlimpsePolicy
 from agents.reinforce import ReinforceConfig, collect_rollout, predict, reinforce_loss
-from envs import TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from envs import PROXY_TASKS, TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
+from glimpse.data import get_dataset
 from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
@@ -58,16 +59,29 @@ TASK_IDS = {
     "cluttered60": "Glimpse/ClutteredMNIST60-v0",
     "cluttered100": "Glimpse/ClutteredMNIST100-v0",
     "multimnist": "Glimpse/MultiMNIST-v0",
+    "twodigit100": "Glimpse/TwoDigit100-v0",
 }
 """Dataset name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits."""
+
+_GENERATED = ("translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100")
+"""Generated datasets: they take ``limit`` (the first ``n`` images, generated alone)."""
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    """The registered defaults of dataset ``task`` (:data:`TASK_IDS`)."""
+    task_id = TASK_IDS[task]
+    return TASKS[task_id] if task_id in TASKS else PROXY_TASKS[task_id]
 
 
 @dataclass
 class HardTrainConfig(RunConfig):
     """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
 
-    task: Literal["mnist", "translated60", "cluttered60", "cluttered100", "multimnist"] = "mnist"
-    """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST."""
+    task: Literal[
+        "mnist", "translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100"
+    ] = "mnist"
+    """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST,
+    or twodigit100 (two cluttered digits on 100x100 as one of 100 classes: the FCAN proxy)."""
     agent: Literal["ram", "dram"] = "ram"
     """The agent: RAM (Mnih et al. 2014) or DRAM (Ba et al. 2015)."""
     num_glimpses: int | None = None
@@ -114,10 +128,12 @@ class HardTrainConfig(RunConfig):
     """Validation images whose glimpse trajectories are logged at each evaluation."""
     train_limit: int = 0
     """Train on only the first this many images of the training split (0: all of it)."""
+    eval_limit: int = 0
+    """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
 
     def resolved(self) -> HardTrainConfig:
         """A copy with the task's defaults filled in and the run name chosen."""
-        defaults = TASKS[TASK_IDS[self.task]]
+        defaults = task_defaults(self.task)
         out = replace(
             self,
             num_glimpses=self.num_glimpses or defaults["num_glimpses"],
@@ -130,19 +146,26 @@ class HardTrainConfig(RunConfig):
         for name in ("epochs", "batch_size", "eval_batch_size", "mc_samples", "log_every"):
             if getattr(out, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
-        if out.train_limit < 0:
-            raise ValueError(f"train_limit must be >= 0 (0: all), got {out.train_limit}")
+        for name in ("train_limit", "eval_limit"):
+            if getattr(out, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
         return out
 
-    def mdp(self, num_targets: int = 1) -> MDPConfig:
-        """The env's MDP parameters for this run."""
+    def task_num_classes(self) -> int:
+        """Classes of the task's dataset as registered (10 unless the task says otherwise;
+        :func:`build_envs` takes them from the dataset itself)."""
+        return int(task_defaults(self.task).get("num_classes", 10))
+
+    def mdp(self, num_targets: int = 1, num_classes: int | None = None) -> MDPConfig:
+        """The env's MDP parameters for this run (``num_classes``: the dataset's; default
+        :meth:`task_num_classes`)."""
         return MDPConfig(
             context_size=self.context_size if self.agent == "dram" else 0,
             glimpse_size=self.glimpse_size,
             num_scales=self.num_scales,
             scale_factor=self.scale_factor,
             num_glimpses=self.num_glimpses,
-            num_classes=10,
+            num_classes=num_classes or self.task_num_classes(),
             num_targets=num_targets,
         )
 
@@ -151,19 +174,24 @@ def build_envs(
     cfg: HardTrainConfig, device: torch.device
 ) -> tuple[GlimpseVectorEnv, dict[str, GlimpseVectorEnv]]:
     """The training env (shuffled train split, its first ``cfg.train_limit`` images if
-    set) and ordered evaluation envs (val, test)."""
+    set) and ordered evaluation envs (val, test; their first ``cfg.eval_limit`` images if
+    set). The number of classes is the dataset's (``len(dataset.classes)``)."""
     kw: dict[str, Any] = {"val_size": cfg.val_size}
     if cfg.download:
         kw["download"] = True
-    sources = {
-        split: ImageSource.from_any(cfg.task, split, cfg.data_root, device, kw)
-        for split in ("train", "val", "test")
-    }
-    if cfg.train_limit:
-        src, n = sources["train"], cfg.train_limit
-        boxes = None if src.boxes is None else src.boxes[:n]
-        sources["train"] = ImageSource(src.images[:n], src.labels[:n], boxes)
-    mdp = cfg.mdp(sources["train"].num_targets)
+    limits = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
+    sources: dict[str, ImageSource] = {}
+    num_classes = 0
+    for split, n in limits.items():
+        lim = {"limit": n} if n and cfg.task in _GENERATED else {}
+        ds = get_dataset(cfg.task, split, cfg.data_root, **kw, **lim)
+        num_classes = max(num_classes, len(ds.classes))
+        src = ImageSource.from_any(ds, device=device)
+        if n and n < len(src):  # MNIST takes no limit: the first n of the split
+            boxes = None if src.boxes is None else src.boxes[:n]
+            src = ImageSource(src.images[:n], src.labels[:n], boxes)
+        sources[split] = src
+    mdp = cfg.mdp(sources["train"].num_targets, num_classes)
     train_env = GlimpseVectorEnv(sources["train"], cfg.batch_size, mdp, device=device)
     n_eval = cfg.eval_batch_size * cfg.mc_samples
     evals = {
@@ -206,14 +234,18 @@ def log_playback(
 
 
 def build_ram(
-    cfg: HardTrainConfig, glimpse_shape: tuple[int, int, int, int], num_targets: int
+    cfg: HardTrainConfig,
+    glimpse_shape: tuple[int, int, int, int],
+    num_targets: int,
+    num_classes: int | None = None,
 ) -> GlimpsePolicy:
-    """RAM sized from the config and the env's glimpse shape."""
+    """RAM sized from the config, the env's glimpse shape and its number of classes
+    (default: the task's, :meth:`HardTrainConfig.task_num_classes`)."""
     from agents.ram import RAM
 
     return RAM(
         glimpse_shape,
-        num_classes=10,
+        num_classes=num_classes or cfg.task_num_classes(),
         hidden=cfg.hidden,
         core=cfg.core,
         std=cfg.std,
@@ -223,16 +255,20 @@ def build_ram(
 
 
 def build_dram(
-    cfg: HardTrainConfig, glimpse_shape: tuple[int, int, int, int], num_targets: int
+    cfg: HardTrainConfig,
+    glimpse_shape: tuple[int, int, int, int],
+    num_targets: int,
+    num_classes: int | None = None,
 ) -> GlimpsePolicy:
-    """DRAM sized from the config, the env's glimpse shape and its context view."""
+    """DRAM sized from the config, the env's glimpse shape, its context view and number of
+    classes (default: the task's)."""
     from agents.dram import DRAM
 
     context_shape = (glimpse_shape[1], cfg.context_size, cfg.context_size)
     return DRAM(
         glimpse_shape,
         context_shape,
-        num_classes=10,
+        num_classes=num_classes or cfg.task_num_classes(),
         hidden=cfg.hidden,
         std=cfg.std,
         learn_std=cfg.learn_std,
@@ -240,11 +276,11 @@ def build_dram(
     )
 
 
-POLICIES: dict[str, Callable[[HardTrainConfig, tuple[int, int, int, int], int], GlimpsePolicy]] = {
+POLICIES: dict[str, Callable[..., GlimpsePolicy]] = {
     "ram": build_ram,
     "dram": build_dram,
 }
-"""Agent name -> ``build(cfg, glimpse_shape, num_targets)``."""
+"""Agent name -> ``build(cfg, glimpse_shape, num_targets, num_classes=None)``."""
 
 
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
@@ -278,7 +314,8 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         train_env.stream.shard(distributed.rank(), world)
     train_env.reset(seed=cfg.seed)
     glimpse_shape = train_env.single_observation_space["glimpse"].shape
-    policy = build_policy(cfg, glimpse_shape, train_env.config.num_targets).to(device)
+    mdp = train_env.config
+    policy = build_policy(cfg, glimpse_shape, mdp.num_targets, mdp.num_classes).to(device)
     distributed.broadcast_parameters(policy)
     distributed.seed_rank(cfg.seed)  # own location noise per rank
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -55,7 +55,7 @@ from torch import Tensor
 
 from envs.source import ImageSource, IndexStream
 from glimpse import distributed
-from glimpse.data import DATASETS
+from glimpse.data import DATASETS, get_dataset
 from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
@@ -74,6 +74,7 @@ from soft_baselines.registry import get_entry, list_modules
 __all__ = [
     "SOFT_DATASETS",
     "SoftTrainConfig",
+    "Splits",
     "build_model",
     "evaluate_model",
     "load_splits",
@@ -83,8 +84,15 @@ __all__ = [
     "valid_modules",
 ]
 
-SOFT_DATASETS: tuple[str, ...] = ("mnist", "translated60", "cluttered60", "cluttered100")
-"""Single-label datasets the soft trainer accepts (a subset of :data:`glimpse.data.DATASETS`)."""
+SOFT_DATASETS: tuple[str, ...] = (
+    "mnist",
+    "translated60",
+    "cluttered60",
+    "cluttered100",
+    "twodigit100",
+)
+"""Single-label datasets the soft trainer accepts (a subset of :data:`glimpse.data.DATASETS`);
+``twodigit100`` has 100 classes (two digits, ``10 * left + right``), the others 10."""
 
 
 def valid_modules() -> list[str]:
@@ -99,7 +107,8 @@ class SoftTrainConfig(RunConfig):
     module: str = "none"
     """A registered attention block (se, cbam, ...), stn (STN front end) or none (plain CNN)."""
     dataset: str = "mnist"
-    """Dataset: mnist (28x28), translated60, cluttered60 (60x60) or cluttered100 (100x100)."""
+    """Dataset: mnist (28x28), translated60, cluttered60 (60x60), cluttered100 (100x100) or
+    twodigit100 (two cluttered digits on 100x100, 100 classes: the FCAN proxy)."""
     insert_after: tuple[str, ...] = ("stage2", "stage3")
     """Backbone stages after which the attention block is inserted ('stage1'..'stageK')."""
     module_kwargs: str = "{}"
@@ -130,6 +139,10 @@ class SoftTrainConfig(RunConfig):
     sync_bn: bool = False
     """Under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
     instead of per rank."""
+    train_limit: int = 0
+    """Train on only the first this many images of the training split (0: all of it)."""
+    eval_limit: int = 0
+    """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
 
     def resolved(self) -> SoftTrainConfig:
         """A checked copy with the run name chosen. Raises ``ValueError`` on bad input."""
@@ -159,7 +172,13 @@ class SoftTrainConfig(RunConfig):
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_batches_per_epoch", "log_images", "val_size"):
+        for name in (
+            "max_batches_per_epoch",
+            "log_images",
+            "val_size",
+            "train_limit",
+            "eval_limit",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -185,24 +204,42 @@ class SoftTrainConfig(RunConfig):
         return kwargs
 
 
-def load_splits(cfg: SoftTrainConfig, device: torch.device) -> dict[str, ImageSource]:
+class Splits(dict[str, ImageSource]):
+    """``{"train", "val", "test"} -> ImageSource`` plus the dataset's :attr:`num_classes`."""
+
+    num_classes: int = 10
+
+
+def load_splits(cfg: SoftTrainConfig, device: torch.device) -> Splits:
     """The ``train``, ``val`` and ``test`` splits of ``cfg.dataset``, each held whole as a
-    ``uint8`` tensor on ``device``."""
+    ``uint8`` tensor on ``device`` (the first ``cfg.train_limit`` / ``cfg.eval_limit``
+    images if set), and the dataset's number of classes (``len(dataset.classes)``)."""
     kw: dict[str, Any] = {"val_size": cfg.val_size}
     if cfg.download:
         kw["download"] = True
-    return {
-        split: ImageSource.from_any(cfg.dataset, split, cfg.data_root, device, kw)
-        for split in ("train", "val", "test")
-    }
+    limits = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
+    splits = Splits()
+    for split, n in limits.items():
+        lim = {"limit": n} if n and cfg.dataset != "mnist" else {}  # generated sets take it
+        ds = get_dataset(cfg.dataset, split, cfg.data_root, **kw, **lim)
+        splits.num_classes = max(splits.num_classes, len(ds.classes))
+        src = ImageSource.from_any(ds, device=device)
+        if n and n < len(src):  # MNIST: the first n of the split
+            src = ImageSource(src.images[:n], src.labels[:n])
+        splits[split] = src
+    return splits
 
 
-def build_model(cfg: SoftTrainConfig, image_shape: tuple[int, int, int]) -> SmallCNN:
-    """The SmallCNN for images of shape ``(C, H, W)``: with ``cfg.module`` inserted after
-    ``cfg.insert_after``, behind an STN front end, or plain (``insert_after`` is then unused)."""
+def build_model(
+    cfg: SoftTrainConfig, image_shape: tuple[int, int, int], num_classes: int = 10
+) -> SmallCNN:
+    """The SmallCNN for images of shape ``(C, H, W)`` and ``num_classes`` classes: with
+    ``cfg.module`` inserted after ``cfg.insert_after``, behind an STN front end, or plain
+    (``insert_after`` is then unused)."""
     c, h, w = image_shape
     kwargs = cfg.module_kwargs_dict()
-    common = {"in_channels": c, "num_classes": 10, "input_size": (h, w), "widths": cfg.widths}
+    common = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w)}
+    common["widths"] = cfg.widths
     try:
         if cfg.module == "stn":
             return SmallCNN(**common, insert_after=(), stn={**kwargs, "mode": cfg.stn_mode})
@@ -332,7 +369,8 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
     with distributed.local_main_first():  # one process per node generates the datasets
         splits = load_splits(cfg, device)
     train = splits["train"]
-    model = build_model(cfg, train.image_shape).to(device)
+    num_classes = getattr(splits, "num_classes", 10)
+    model = build_model(cfg, train.image_shape, num_classes).to(device)
     params = count_parameters(model)
     if cfg.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -457,6 +495,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         "test_error": test["error"],
         "val_best_accuracy": best,
         "params": params,
+        "num_classes": num_classes,
         "epochs": cfg.epochs,
         "images_seen": global_step,
         "train_seconds": train_seconds,
