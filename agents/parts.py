@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from agents.reinforce import ReinforceConfig
 from envs import GlimpseVectorEnv
+from glimpse import distributed
 
 __all__ = [
     "PartsNet",
@@ -390,10 +391,16 @@ def parts_loss(
     cfg: ReinforceConfig | None = None,
     reward: Literal["delta", "indicator"] = "delta",
     scope: Literal["part", "step"] = "part",
+    sync_baseline: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """Hybrid FCAN loss: cross-entropy of the combined prediction, of the whole image and
     of every part crop (backpropagation), plus REINFORCE on the part locations with the
-    greedy reward and a batch-mean baseline per step and part."""
+    greedy reward and a batch-mean baseline per step and part.
+
+    The baseline is the one batch-global statistic of the loss: with ``sync_baseline``
+    (data-parallel training, :mod:`glimpse.distributed`; every rank must call it) it is
+    the mean over all ranks' equal batches, so the rank-averaged gradient is exactly that
+    of the global batch. A no-op without a process group."""
     cfg = cfg or ReinforceConfig()
     labels = ro.labels
     s, b, k, c = ro.part_logits.shape
@@ -405,7 +412,10 @@ def parts_loss(
     )
     ce = ce_combined + ce_whole + ce_parts
     r = greedy_rewards(ro.whole_logits.detach(), ro.part_logits.detach(), labels, reward, scope)
-    advantage = r - r.mean(1, keepdim=True)  # baseline: the batch mean per (step, part)
+    baseline = r.mean(1, keepdim=True)  # the batch mean per (step, part)
+    if sync_baseline:
+        baseline = distributed.all_reduce(baseline, "mean")
+    advantage = r - baseline
     policy_loss = -(advantage * ro.log_probs).sum((0, 2)).mean()
     entropy = ro.entropies.mean()
     loss = ce + cfg.policy_coef * policy_loss - cfg.entropy_coef * entropy

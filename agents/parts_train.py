@@ -21,6 +21,19 @@ TensorBoard tags; the global step is the number of training episodes (images) se
   first ``playback`` validation images, one part per frame
   (:func:`glimpse.viz.log_trajectories`);
 - ``hparams``: the config as a text table.
+
+Data-parallel (``torchrun``, :mod:`glimpse.distributed`), as :mod:`agents.train`:
+``batch_size`` episodes per rank and step, so the global batch (and the global step's
+increment) is ``batch_size x world_size``; each rank plays its own shard of the training
+images with its own part sampling, the REINFORCE baseline (the batch mean of the greedy
+reward per step and part) is averaged over ranks and the gradients too (one all-reduce,
+before clipping), so an update equals that of the global batch; BatchNorm statistics are
+per rank, rank 0's are copied to every rank before each evaluation; logged training
+scalars are rank means (``charts/entropy_max`` the maximum); evaluation is sharded with
+exact accuracy and part-hit rates; rank 0 alone writes the run folder; ``--resume``
+restores every rank (same number of processes). Launch::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_parts.py --threads 1
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from torch import Tensor
 from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_parts
 from agents.reinforce import ReinforceConfig
 from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from glimpse import distributed
 from glimpse.evaluation import evaluate
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
 from glimpse.training import (
@@ -45,9 +59,18 @@ from glimpse.training import (
     lr_scheduler,
     progress,
     restore_checkpoint_state,
+    rng_state,
+    set_rng_state,
 )
 
-__all__ = ["PartsTrainConfig", "build_parts_envs", "evaluate_parts", "load_cub", "train_parts"]
+__all__ = [
+    "PartsTrainConfig",
+    "build_parts_envs",
+    "build_parts_net",
+    "evaluate_parts",
+    "load_cub",
+    "train_parts",
+]
 
 PROXY_TASK = "Glimpse/TwoDigitParts-v0"
 
@@ -106,7 +129,8 @@ class PartsTrainConfig(RunConfig):
     epochs: int = 10
     """Passes over the training split."""
     batch_size: int = 64
-    """Episodes per gradient step (the vector env's num_envs)."""
+    """Episodes per gradient step and process (the vector env's num_envs); under torchrun
+    the global batch is this times the number of processes."""
     policy_coef: float = 1.0
     """Weight of the REINFORCE term."""
     entropy_coef: float = 0.0
@@ -247,6 +271,19 @@ def build_parts_envs(
     return train_env, evals, parts
 
 
+def build_parts_net(cfg: PartsTrainConfig, venv: GlimpseVectorEnv) -> PartsNet:
+    """The parts agent sized from the config and ``venv``'s views and classes."""
+    space = venv.single_observation_space
+    return PartsNet(
+        space["context"].shape,
+        space["glimpse"].shape,
+        venv.config.num_classes,
+        steps=cfg.steps,
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+    )
+
+
 # ------------------------------------------------------------------------- evaluation
 def evaluate_parts(
     net: PartsNet,
@@ -260,7 +297,11 @@ def evaluate_parts(
 
     Part hits: CUB (``parts`` given) by :func:`glimpse.parts_metrics.part_hits` with
     ``cfg.hit_radius``; the proxy by :func:`glimpse.parts_metrics.digit_hits` (plus
-    ``digits_covered``: both digits hold a chosen part)."""
+    ``digits_covered``: both digits hold a chosen part).
+
+    Under ``torchrun`` every rank must call it: each plays its slice of the split
+    (:func:`glimpse.distributed.evaluate_sharded`), the predictions and chosen locations
+    are gathered, so every rank gets the metrics of a single-process evaluation."""
     chosen: list[Tensor] = []
 
     def run(idx: Tensor) -> Tensor:
@@ -269,8 +310,10 @@ def evaluate_parts(
         chosen.append(locs.permute(1, 0, 2, 3).reshape(idx.numel(), -1, 2).cpu())
         return preds
 
-    metrics = evaluate(run, venv.source.labels, venv.num_envs, desc)
-    locations = torch.cat(chosen)
+    metrics = distributed.evaluate_sharded(run, venv.source.labels, venv.num_envs, desc, evaluate)
+    per_image = venv.config.num_parts * (venv.config.num_glimpses - 1)  # S * K parts
+    mine = torch.cat(chosen) if chosen else torch.zeros(0, per_image, 2)
+    locations = distributed.all_gather_cat(mine)  # rank order = the split's order
     image_hw = tuple(venv.source.image_shape[1:])
     boxes = venv.source.boxes
     if parts is not None and boxes is not None:
@@ -310,12 +353,31 @@ def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, 
 def train_parts(cfg: PartsTrainConfig) -> dict[str, float]:
     """Train the parts agent; return the test metrics (also in ``metrics.json``)."""
     cfg = cfg.resolved()
-    device = cfg.setup()
-    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
-    try:
-        return _train(cfg, device, run)
-    finally:
-        run.close()
+    with distributed.session(cfg.setup()) as device:
+        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
+        run = distributed.collective_call(
+            lambda: Run(
+                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
+            )
+        )
+        try:
+            return _train(cfg, device, run)
+        finally:
+            run.close()
+
+
+def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
+    state = run.load_checkpoint(name, "cpu")
+    return None if state is None else state["model"]
+
+
+def _reduced(metrics: dict[str, float]) -> dict[str, float]:
+    """Training scalars over ranks: means, and the maximum of ``charts/entropy_max``."""
+    out = distributed.mean_metrics(metrics)
+    if "charts/entropy_max" in metrics and distributed.world_size() > 1:
+        top = distributed.all_gather_cat(torch.tensor([metrics["charts/entropy_max"]]))
+        out["charts/entropy_max"] = float(top.max())
+    return out
 
 
 def _eval_scalars(metrics: dict[str, float]) -> dict[str, float]:
@@ -323,27 +385,29 @@ def _eval_scalars(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, float]:
-    train_env, evals, parts = build_parts_envs(cfg, device)
+    world = distributed.world_size()
+    with distributed.local_main_first():  # one process per node generates the datasets
+        train_env, evals, parts = build_parts_envs(cfg, device)
+    if world > 1:
+        train_env.stream.shard(distributed.rank(), world)
     train_env.reset(seed=cfg.seed)
-    space = train_env.single_observation_space
-    net = PartsNet(
-        space["context"].shape,
-        space["glimpse"].shape,
-        train_env.config.num_classes,
-        steps=cfg.steps,
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-    ).to(device)
+    net = build_parts_net(cfg, train_env).to(device)
+    distributed.broadcast_parameters(net)
+    distributed.seed_rank(cfg.seed)  # own part sampling per rank
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = batches_per_epoch(len(train_env.source), cfg.batch_size, cfg.max_batches_per_epoch)
+    per_epoch = batches_per_epoch(
+        train_env.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+    )
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
     start_epoch, global_step, best = 0, 0, -1.0
-    state = run.resume_state(device)
+    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
     if state is not None:
         restore_checkpoint_state(state, net, opt, sched)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        train_env.stream.load_state_dict(state["stream"])
+        mine = distributed.rank_state(state)
+        set_rng_state(mine["rng"])
+        train_env.stream.load_state_dict(mine["stream"])
     else:
         run.log_hparams()
     t_start = time.time()
@@ -354,22 +418,29 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
         for it in bar:
             t0 = time.perf_counter()
             ro = collect_parts_rollout(net, train_env)
-            loss, metrics = parts_loss(ro, rcfg, cfg.reward, cfg.reward_scope)
+            loss, metrics = parts_loss(
+                ro, rcfg, cfg.reward, cfg.reward_scope, sync_baseline=world > 1
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.allreduce_gradients(net.parameters())
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            global_step += cfg.batch_size
+            global_step += cfg.batch_size * world
+            if distributed.debugging():  # tests: per-step, per-rank weights and batch
+                distributed.debug_record(global_step, net, ro.indices, **metrics)
             acc = metrics["train/accuracy"]
             running = 0.9 * running + 0.1 * acc if it else acc
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
             if it % cfg.log_every == 0 or it == per_epoch - 1:
+                metrics = _reduced(metrics)
                 metrics["charts/lr"] = opt.param_groups[0]["lr"]
-                metrics["charts/images_per_s"] = cfg.batch_size / (time.perf_counter() - t0)
+                metrics["charts/images_per_s"] = cfg.batch_size * world / (time.perf_counter() - t0)
                 run.log_scalars(metrics, global_step)
+        distributed.broadcast_buffers(net)  # rank 0's BatchNorm statistics everywhere
         net.eval()
         val, _ = evaluate_parts(net, evals["val"], cfg, parts["val"], desc="val")
         run.log_scalars(_eval_scalars(val), global_step)
@@ -378,6 +449,7 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
             run.writer.flush()
         improved = val["accuracy"] > best
         best = max(best, val["accuracy"])
+        stream_state = train_env.stream.state_dict()
         ckpt = checkpoint_state(
             net,
             opt,
@@ -385,19 +457,21 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
             epoch=epoch + 1,
             global_step=global_step,
             best=best,
-            stream=train_env.stream.state_dict(),
+            stream=stream_state,
+            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream_state}),
         )
         if improved:
             run.save_checkpoint(ckpt, "best")
         run.save_checkpoint(ckpt, "last")
         hit = f", part hit {val['part_hit']:.3f}" if "part_hit" in val else ""
-        print(
-            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}){hit}",
-            flush=True,
-        )
-    best_state = run.load_checkpoint("best", device)
-    if best_state is not None:
-        net.load_state_dict(best_state["model"])
+        if distributed.is_main():
+            print(
+                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}){hit}",
+                flush=True,
+            )
+    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    if best_model is not None:
+        net.load_state_dict(best_model)
     net.eval()
     test, _ = evaluate_parts(net, evals["test"], cfg, parts["test"], desc="test")
     result = {
@@ -407,9 +481,11 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
         "epochs": cfg.epochs,
         "episodes_seen": global_step,
         "train_seconds_this_session": time.time() - t_start,
+        "world_size": world,
     }
     result.update({f"test_{k}": v for k, v in test.items() if k.startswith(("part_hit", "digits"))})
     run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
     run.write_json("metrics.json", result)
-    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
+    if distributed.is_main():
+        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
     return result
