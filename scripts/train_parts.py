@@ -10,6 +10,11 @@ Examples::
     python scripts/train_parts.py --dataset cub --data-root /data --pretrained --epochs 30
 
     python scripts/train_parts.py --run-name my-run --resume
+
+Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
+``glimpse/distributed.py``)::
+
+    torchrun --standalone --nproc_per_node 2 scripts/train_parts.py --data-root ../shared/data
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Defaults: 28x28 MNIST, 6 glimpses of 8x8, 1 scale. Examples::
 
     python scripts/train_ram.py --data-root ../shared/data
     python scripts/train_ram.py --task cluttered60 --epochs 100
+    # the 100-class two-digit proxy of the parts agent (issue 7): 8 glimpses 12x12, 4 scales
+    python scripts/train_ram.py --task twodigit100 --data-root ../shared/data
     python scripts/train_ram.py --run-name my-run --resume
 
 Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see

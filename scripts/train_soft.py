@@ -6,6 +6,8 @@ transformer front end (``--module stn``), or plain (``--module none``). Examples
     python scripts/train_soft.py --module none --data-root ../shared/data
     python scripts/train_soft.py --module stn --dataset cluttered60 --stn-mode attention
     python scripts/train_soft.py --module se --module-kwargs '{"reduction": 8}'
+    # plain CNN on the 100-class two-digit proxy of the parts agent (issue 7)
+    python scripts/train_soft.py --dataset twodigit100 --module none --data-root ../shared/data
     python scripts/train_soft.py --run-name my-run --resume
 
 Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see

@@ -547,3 +547,50 @@ def test_torchrun_train_parts_two_ranks_match_one_process(data_root, tmp_path, m
     _script_main("train_parts", [*common, "--batch-size", "32", "--runs-root", str(single_dir)])
     single = _records(single_dir / "dbg", 0)
     _check_global_batch(ranks, single, ["losses/whole"], 1e-2)
+
+
+def _parts_grads(sync: bool, half: int | None = None) -> list[torch.Tensor]:
+    """Gradients of :func:`agents.parts.parts_loss` on a fixed 8-episode batch (``half``:
+    this rank's 4 episodes, gradients averaged over ranks) w.r.t. two shared parameters."""
+    from agents.parts import PartsRollout, parts_loss
+
+    gen = torch.Generator().manual_seed(7)
+    s, b, k, c = 1, 8, 2, 5
+    whole, parts = torch.randn(b, c, generator=gen), torch.randn(s, b, k, c, generator=gen)
+    logp = -torch.rand(s, b, k, generator=gen)
+    labels = torch.randint(0, c, (b,), generator=gen)
+    theta, phi = torch.nn.Parameter(torch.zeros(c)), torch.nn.Parameter(torch.ones(()))
+    sl = slice(None) if half is None else slice(4 * half, 4 * half + 4)
+    ro = PartsRollout(
+        whole[sl] + theta,
+        parts[:, sl] + theta,
+        logp[:, sl] * phi,
+        torch.ones(s, 4 if half is not None else b, k),
+        torch.zeros(s, 4 if half is not None else b, k, 2),
+        labels[sl],
+        torch.zeros(4 if half is not None else b),
+        torch.arange(b)[sl],
+    )
+    loss, _ = parts_loss(ro, sync_baseline=sync)
+    loss.backward()
+    distributed.allreduce_gradients([theta, phi])
+    return [theta.grad.clone(), phi.grad.clone()]
+
+
+def _parts_grads_on_ranks(sync: bool) -> list[torch.Tensor]:
+    with distributed.session("cpu"):
+        return _parts_grads(sync, distributed.rank())
+
+
+def test_parts_loss_rank_averaged_gradient_is_the_global_batch_gradient(tmp_path):
+    """FCAN's baseline (the batch mean of the greedy reward) is batch-global: with
+    ``sync_baseline`` it is averaged over ranks and the rank-averaged gradient equals the
+    global batch's; with per-rank baselines the REINFORCE gradient differs."""
+    full = _parts_grads(False)
+    synced = _run_ranks(_parts_grads_on_ranks, True, tmp=tmp_path)
+    local = _run_ranks(_parts_grads_on_ranks, False, tmp=tmp_path)
+    for got in synced:
+        for g, ref in zip(got, full, strict=True):
+            torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(local[0][0], full[0], atol=1e-6)  # cross-entropy: no baseline
+    assert not torch.allclose(local[0][1], full[1], atol=1e-4)  # REINFORCE: baseline matters
