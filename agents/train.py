@@ -92,6 +92,10 @@ class HardTrainConfig(RunConfig):
     """Scales ``k`` per glimpse (default: the task's: 1, 3 or 4)."""
     scale_factor: float = 2.0
     """Each scale covers ``scale_factor`` times the previous one's side."""
+    init_location: Literal["center", "random"] = "center"
+    """Where the first glimpse of every episode is taken (training and evaluation): the
+    image centre, or uniformly at random in [-1, 1]^2 (as some RAM reimplementations do;
+    measured in docs/RESULTS.md)."""
     context_size: int = 25
     """DRAM only: side of the coarse whole-image view that initialises its upper LSTM."""
     std: float = 0.15
@@ -167,6 +171,7 @@ class HardTrainConfig(RunConfig):
             num_glimpses=self.num_glimpses,
             num_classes=num_classes or self.task_num_classes(),
             num_targets=num_targets,
+            init_location=self.init_location,
         )
 
 
@@ -207,6 +212,8 @@ def evaluate_policy(
     """Accuracy of ``policy`` on every image of ``venv``'s split (shared evaluation; under
     ``torchrun`` every rank must call it: each plays its slice of the split)."""
     gen = torch.Generator(device=venv.device).manual_seed(cfg.seed + 12345)
+    if venv.config.init_location == "random":
+        venv.reset(seed=cfg.seed + 54321)  # the same first fixations at every evaluation
 
     def run(idx: torch.Tensor) -> torch.Tensor:
         preds, _ = predict(policy, venv, idx, cfg.mc_samples, gen if cfg.mc_samples > 1 else None)

@@ -1,0 +1,65 @@
+"""``HardTrainConfig.init_location``: random first fixations in training and evaluation,
+with evaluation reproducible (the same first fixations at every call)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.reinforce import predict
+from agents.train import POLICIES, HardTrainConfig, build_envs, evaluate_policy
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _setup(data_root, init_location: str):
+    cfg = HardTrainConfig(
+        init_location=init_location,
+        data_root=str(data_root),
+        train_limit=512,
+        val_size=500,
+        eval_batch_size=250,
+        batch_size=64,
+        device="cpu",
+    ).resolved()
+    train_env, evals = build_envs(cfg, torch.device("cpu"))
+    torch.manual_seed(0)
+    policy = POLICIES["ram"](cfg, train_env.single_observation_space["glimpse"].shape, 1)
+    return cfg, train_env, evals, policy.eval()
+
+
+def test_random_first_fixations_and_reproducible_evaluation(data_root, monkeypatch):
+    import agents.train as train_module
+
+    starts: list[torch.Tensor] = []
+
+    def recording_predict(*args, **kw):
+        preds, ro = predict(*args, **kw)
+        starts.append(ro.locations[0].clone())
+        return preds, ro
+
+    monkeypatch.setattr(train_module, "predict", recording_predict)
+    cfg, train_env, evals, policy = _setup(data_root, "random")
+    assert train_env.config.init_location == "random"
+    obs, _ = train_env.reset(seed=0)
+    first = obs["location"]
+    assert first.shape == (64, 2) and first.abs().max() <= 1
+    assert first.std(0).min() > 0.3  # spread over the image, not the centre
+    a = evaluate_policy(policy, evals["val"], cfg)
+    b = evaluate_policy(policy, evals["val"], cfg)
+    assert a == b
+    n = len(starts) // 2  # evaluation batches per call
+    assert n == 2 and starts[0].std(0).min() > 0.3  # random, and the same at every call
+    assert all(torch.equal(x, y) for x, y in zip(starts[:n], starts[n:], strict=True))
+
+
+def test_centre_is_the_default(data_root):
+    _, train_env, _, _ = _setup(data_root, "center")
+    obs, _ = train_env.reset(seed=0)
+    assert HardTrainConfig().init_location == "center"
+    assert torch.equal(obs["location"], torch.zeros(64, 2))
+
+
+def test_bad_init_location_is_a_clear_error(data_root):
+    with pytest.raises(ValueError, match="init_location"):
+        _setup(data_root, "corner")
