@@ -313,10 +313,13 @@ def _soft_then_digest(cfg, then=None) -> dict:
 
     soft_train.load_splits = small_eval_splits
     train_soft = soft_train.train_soft
-    result = train_soft(cfg)
-    if then is not None:
-        result = train_soft(then)
-        cfg = then
+    # one process group for both calls (nested sessions keep it): re-creating it at once on
+    # the same port can race with the other rank's teardown of the previous one
+    with distributed.session("cpu"):
+        result = train_soft(cfg)
+        if then is not None:
+            result = train_soft(then)
+            cfg = then
     state = load_checkpoint(Path(cfg.runs_root) / cfg.run_name / "last.pt")
     return {"result": result, "stream": state["rank_states"][int(os.environ["RANK"])]["stream"]}
 
