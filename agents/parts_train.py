@@ -58,9 +58,7 @@ from glimpse.training import (
     checkpoint_state,
     lr_scheduler,
     progress,
-    restore_checkpoint_state,
     rng_state,
-    set_rng_state,
 )
 
 __all__ = [
@@ -366,11 +364,6 @@ def train_parts(cfg: PartsTrainConfig) -> dict[str, float]:
             run.close()
 
 
-def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
-    state = run.load_checkpoint(name, "cpu")
-    return None if state is None else state["model"]
-
-
 def _reduced(metrics: dict[str, float]) -> dict[str, float]:
     """Training scalars over ranks: means, and the maximum of ``charts/entropy_max``."""
     out = distributed.mean_metrics(metrics)
@@ -401,15 +394,9 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
     start_epoch, global_step, best = 0, 0, -1.0
-    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
+    state = distributed.resume_run(run, net, opt, sched, train_env.stream)
     if state is not None:
-        restore_checkpoint_state(state, net, opt, sched)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        mine = distributed.rank_state(state)
-        set_rng_state(mine["rng"])
-        train_env.stream.load_state_dict(mine["stream"])
-    else:
-        run.log_hparams()
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
@@ -469,7 +456,7 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
                 f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}){hit}",
                 flush=True,
             )
-    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    best_model = distributed.best_model_state(run)
     if best_model is not None:
         net.load_state_dict(best_model)
     net.eval()

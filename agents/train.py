@@ -46,9 +46,7 @@ from glimpse.training import (
     checkpoint_state,
     lr_scheduler,
     progress,
-    restore_checkpoint_state,
     rng_state,
-    set_rng_state,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -308,11 +306,6 @@ def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
             run.close()
 
 
-def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
-    state = run.load_checkpoint(name, "cpu")
-    return None if state is None else state["model"]
-
-
 def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     world = distributed.world_size()
     with distributed.local_main_first():  # one process per node generates the datasets
@@ -332,15 +325,9 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
     start_epoch, global_step, best = 0, 0, -1.0
-    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
+    state = distributed.resume_run(run, policy, opt, sched, train_env.stream)
     if state is not None:
-        restore_checkpoint_state(state, policy, opt, sched)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        mine = distributed.rank_state(state)
-        set_rng_state(mine["rng"])
-        train_env.stream.load_state_dict(mine["stream"])
-    else:
-        run.log_hparams()
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         policy.train()
@@ -400,7 +387,7 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
                 f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})",
                 flush=True,
             )
-    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    best_model = distributed.best_model_state(run)
     if best_model is not None:
         policy.load_state_dict(best_model)
     policy.eval()

@@ -89,6 +89,7 @@ __all__ = [
     "all_reduce",
     "allreduce_gradients",
     "barrier",
+    "best_model_state",
     "broadcast_buffers",
     "broadcast_object",
     "broadcast_parameters",
@@ -108,6 +109,7 @@ __all__ = [
     "rank",
     "rank_state",
     "reduce_counts",
+    "resume_run",
     "seed_rank",
     "session",
     "shard_range",
@@ -531,3 +533,34 @@ def debug_record(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def resume_run(run: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, stream: Any):
+    """Resume every rank from ``run``'s last checkpoint, if any: rank 0 reads it, every rank
+    gets it (:func:`main_then_broadcast`), and restores the model, optimiser and schedule,
+    then its own RNG and data-stream state (:func:`rank_state`). Returns the checkpoint
+    (for trainer-specific fields), or ``None`` for a fresh run, whose hyperparameters are
+    then logged once. ``run`` is a :class:`glimpse.training.Run`, ``stream`` an
+    :class:`envs.source.IndexStream`."""
+    from glimpse.training import restore_checkpoint_state, set_rng_state
+
+    state = main_then_broadcast(lambda: run.resume_state("cpu"))
+    if state is None:
+        run.log_hparams()
+        return None
+    restore_checkpoint_state(state, model, optimizer, scheduler)
+    mine = rank_state(state)
+    set_rng_state(mine["rng"])
+    stream.load_state_dict(mine["stream"])
+    return state
+
+
+def best_model_state(run: Any) -> dict[str, Any] | None:
+    """The weights of ``run``'s ``best`` checkpoint (rank 0 reads, every rank gets them), or
+    ``None`` when there is none."""
+
+    def load() -> dict[str, Any] | None:
+        state = run.load_checkpoint("best", "cpu")
+        return None if state is None else state["model"]
+
+    return main_then_broadcast(load)

@@ -64,9 +64,7 @@ from glimpse.training import (
     checkpoint_state,
     lr_scheduler,
     progress,
-    restore_checkpoint_state,
     rng_state,
-    set_rng_state,
 )
 from soft_baselines.backbones import SmallCNN, count_parameters
 from soft_baselines.registry import get_entry, list_modules
@@ -359,11 +357,6 @@ def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
             run.close()
 
 
-def _load_model_state(run: Run, name: str) -> dict[str, Any] | None:
-    state = run.load_checkpoint(name, "cpu")
-    return None if state is None else state["model"]
-
-
 def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
     world = distributed.world_size()
     with distributed.local_main_first():  # one process per node generates the datasets
@@ -391,17 +384,11 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     start_epoch, global_step, best, train_seconds = 0, 0, -1.0, 0.0
-    state = distributed.main_then_broadcast(lambda: run.resume_state("cpu"))
+    state = distributed.resume_run(run, model, opt, sched, stream)
     if state is not None:
-        restore_checkpoint_state(state, model, opt, sched)
         scaler.load_state_dict(state["scaler"])
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
         train_seconds = state["train_seconds"]
-        mine = distributed.rank_state(state)
-        set_rng_state(mine["rng"])
-        stream.load_state_dict(mine["stream"])
-    else:
-        run.log_hparams()
     if distributed.is_main():
         print(
             f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}"
@@ -484,7 +471,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
                 f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}), "
                 f"{time.perf_counter() - t_epoch:.1f} s"
             )
-    best_model = distributed.main_then_broadcast(lambda: _load_model_state(run, "best"))
+    best_model = distributed.best_model_state(run)
     if best_model is not None:
         model.load_state_dict(best_model)
     test = evaluate_model(model, splits["test"], cfg.eval_batch_size, amp, desc="test")
