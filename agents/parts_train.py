@@ -54,9 +54,7 @@ from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_
 from glimpse.training import (
     Run,
     RunConfig,
-    batches_per_epoch,
     checkpoint_state,
-    lr_scheduler,
     progress,
     rng_state,
 )
@@ -385,18 +383,11 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
         train_env.stream.shard(distributed.rank(), world)
     train_env.reset(seed=cfg.seed)
     net = build_parts_net(cfg, train_env).to(device)
-    distributed.broadcast_parameters(net)
-    distributed.seed_rank(cfg.seed)  # own part sampling per rank
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = batches_per_epoch(
-        train_env.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+    # same weights on every rank, own sampling noise per rank, Adam + schedule, resume
+    opt, sched, per_epoch, start_epoch, global_step, best = distributed.start_training(
+        net, cfg, run, train_env.stream
     )
-    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
-    start_epoch, global_step, best = 0, 0, -1.0
-    state = distributed.resume_run(run, net, opt, sched, train_env.stream)
-    if state is not None:
-        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()

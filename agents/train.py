@@ -42,9 +42,7 @@ from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
-    batches_per_epoch,
     checkpoint_state,
-    lr_scheduler,
     progress,
     rng_state,
 )
@@ -316,18 +314,11 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     glimpse_shape = train_env.single_observation_space["glimpse"].shape
     mdp = train_env.config
     policy = build_policy(cfg, glimpse_shape, mdp.num_targets, mdp.num_classes).to(device)
-    distributed.broadcast_parameters(policy)
-    distributed.seed_rank(cfg.seed)  # own location noise per rank
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = batches_per_epoch(
-        train_env.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+    # same weights on every rank, own sampling noise per rank, Adam + schedule, resume
+    opt, sched, per_epoch, start_epoch, global_step, best = distributed.start_training(
+        policy, cfg, run, train_env.stream
     )
-    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
     rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
-    start_epoch, global_step, best = 0, 0, -1.0
-    state = distributed.resume_run(run, policy, opt, sched, train_env.stream)
-    if state is not None:
-        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         policy.train()

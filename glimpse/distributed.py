@@ -114,6 +114,7 @@ __all__ = [
     "session",
     "shard_range",
     "shutdown",
+    "start_training",
     "unwrap",
     "world_size",
     "wrap_ddp",
@@ -564,3 +565,24 @@ def best_model_state(run: Any) -> dict[str, Any] | None:
         return None if state is None else state["model"]
 
     return main_then_broadcast(load)
+
+
+def start_training(model: torch.nn.Module, cfg: Any, run: Any, stream: Any) -> tuple[Any, ...]:
+    """The shared start of the REINFORCE-style trainers: identical weights on every rank
+    (:func:`broadcast_parameters`), own sampling noise per rank (:func:`seed_rank`), Adam
+    with ``cfg.lr``/``cfg.weight_decay``, the per-batch ``cfg.lr_schedule`` over
+    ``cfg.epochs`` epochs of this rank's shard of ``stream``, and :func:`resume_run`.
+
+    Returns ``(optimizer, scheduler, batches_per_epoch, start_epoch, global_step, best)``.
+    """
+    from glimpse.training import batches_per_epoch, lr_scheduler
+
+    broadcast_parameters(model)
+    seed_rank(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = batches_per_epoch(stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch)
+    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
+    state = resume_run(run, model, opt, sched, stream)
+    if state is None:
+        return opt, sched, per_epoch, 0, 0, -1.0
+    return opt, sched, per_epoch, state["epoch"], state["global_step"], state["best"]
