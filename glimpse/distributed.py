@@ -186,10 +186,18 @@ def init(device: torch.device | str = "cpu", timeout_s: float | None = None) -> 
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group if :func:`init` created it (no-op otherwise)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group if :func:`init` created it (no-op otherwise).
+
+    With ``wait`` every rank first meets at a barrier, so no rank tears down its gloo
+    connections while another still has work in flight on them (a rank whose peer vanished
+    mid-teardown can abort with "terminate called without an active exception"). Pass
+    ``wait=False`` when leaving because of an error: the other ranks may never arrive.
+    """
     global _owned
     if _owned and active():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _owned = False
 
@@ -199,15 +207,19 @@ def session(
     device: torch.device | str = "cpu", timeout_s: float | None = None
 ) -> Iterator[torch.device]:
     """``with session(device) as device:`` -- :func:`init` on entry; on exit the process
-    group is destroyed if this session created it (sessions nest: a trainer called inside
-    a caller's session leaves the caller's group up)."""
+    group is destroyed if this session created it, after a barrier when the body finished
+    normally (sessions nest: a trainer called inside a caller's session leaves the caller's
+    group up)."""
     created = launched() and not active()
     dev = init(device, timeout_s)
     try:
         yield dev
-    finally:
+    except BaseException:
         if created:
-            shutdown()
+            shutdown(wait=False)
+        raise
+    if created:
+        shutdown()
 
 
 def barrier() -> None:
