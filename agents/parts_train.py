@@ -54,9 +54,7 @@ from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_
 from glimpse.training import (
     Run,
     RunConfig,
-    checkpoint_state,
     progress,
-    rng_state,
 )
 
 __all__ = [
@@ -423,24 +421,17 @@ def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, f
         val, _ = evaluate_parts(net, evals["val"], cfg, parts["val"], desc="val")
         run.log_scalars(_eval_scalars(val), global_step)
         log_parts_playback(run, net, evals["val"], cfg.playback, global_step)
-        if run.enabled:
-            run.writer.flush()
-        improved = val["accuracy"] > best
-        best = max(best, val["accuracy"])
-        stream_state = train_env.stream.state_dict()
-        ckpt = checkpoint_state(
+        best = distributed.end_epoch(
+            run,
             net,
             opt,
             sched,
+            train_env.stream,
             epoch=epoch + 1,
             global_step=global_step,
             best=best,
-            stream=stream_state,
-            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream_state}),
+            accuracy=val["accuracy"],
         )
-        if improved:
-            run.save_checkpoint(ckpt, "best")
-        run.save_checkpoint(ckpt, "last")
         hit = f", part hit {val['part_hit']:.3f}" if "part_hit" in val else ""
         if distributed.is_main():
             print(

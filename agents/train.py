@@ -42,9 +42,7 @@ from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
-    checkpoint_state,
     progress,
-    rng_state,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -355,24 +353,17 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         val = evaluate_policy(policy, evals["val"], cfg, desc="val")
         run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
         log_playback(run, policy, evals["val"], cfg.playback, global_step, cfg)
-        if run.enabled:
-            run.writer.flush()
-        improved = val["accuracy"] > best
-        best = max(best, val["accuracy"])
-        stream_state = train_env.stream.state_dict()
-        ckpt = checkpoint_state(
+        best = distributed.end_epoch(
+            run,
             policy,
             opt,
             sched,
+            train_env.stream,
             epoch=epoch + 1,
             global_step=global_step,
             best=best,
-            stream=stream_state,
-            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream_state}),
+            accuracy=val["accuracy"],
         )
-        if improved:
-            run.save_checkpoint(ckpt, "best")
-        run.save_checkpoint(ckpt, "last")
         if distributed.is_main():
             print(
                 f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})",

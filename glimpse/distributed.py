@@ -96,6 +96,7 @@ __all__ = [
     "collective_call",
     "debug_record",
     "debugging",
+    "end_epoch",
     "evaluate_sharded",
     "gather_rank_states",
     "init",
@@ -598,3 +599,43 @@ def start_training(model: torch.nn.Module, cfg: Any, run: Any, stream: Any) -> t
     if state is None:
         return opt, sched, per_epoch, 0, 0, -1.0
     return opt, sched, per_epoch, state["epoch"], state["global_step"], state["best"]
+
+
+def end_epoch(
+    run: Any,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    stream: Any,
+    *,
+    epoch: int,
+    global_step: int,
+    best: float,
+    accuracy: float,
+) -> float:
+    """The shared end of a REINFORCE-style trainer's epoch (counterpart of
+    :func:`start_training`): flush the logs, then save ``last`` (and ``best`` when
+    ``accuracy`` beats ``best``) with every rank's RNG and data-stream state
+    (:func:`gather_rank_states`) so that ``--resume`` continues exactly. ``epoch`` counts
+    finished epochs. Returns the new best accuracy."""
+    from glimpse.training import checkpoint_state, rng_state
+
+    if run.enabled:
+        run.writer.flush()
+    improved = accuracy > best
+    best = max(best, accuracy)
+    stream_state = stream.state_dict()
+    ckpt = checkpoint_state(
+        model,
+        optimizer,
+        scheduler,
+        epoch=epoch,
+        global_step=global_step,
+        best=best,
+        stream=stream_state,
+        **gather_rank_states({"rng": rng_state(), "stream": stream_state}),
+    )
+    if improved:
+        run.save_checkpoint(ckpt, "best")
+    run.save_checkpoint(ckpt, "last")
+    return best
