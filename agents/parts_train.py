@@ -347,17 +347,8 @@ def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, 
 def train_parts(cfg: PartsTrainConfig) -> dict[str, float]:
     """Train the parts agent; return the test metrics (also in ``metrics.json``)."""
     cfg = cfg.resolved()
-    with distributed.session(cfg.setup()) as device:
-        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
-        run = distributed.collective_call(
-            lambda: Run(
-                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
-            )
-        )
-        try:
-            return _train(cfg, device, run)
-        finally:
-            run.close()
+    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
+        return _train(cfg, device, run)
 
 
 def _reduced(metrics: dict[str, float]) -> dict[str, float]:

@@ -289,17 +289,8 @@ def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
     to ``metrics.json`` in the run folder)."""
     cfg = cfg.resolved()
     build_policy = POLICIES[cfg.agent]
-    with distributed.session(cfg.setup()) as device:
-        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
-        run = distributed.collective_call(
-            lambda: Run(
-                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
-            )
-        )
-        try:
-            return _train(cfg, build_policy, device, run)
-        finally:
-            run.close()
+    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
+        return _train(cfg, build_policy, device, run)
 
 
 def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:

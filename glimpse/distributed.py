@@ -7,8 +7,8 @@ the process group; launched plainly, every helper is a no-op for a world of one 
 
 A trainer adopts it in a few lines::
 
-    with distributed.session(cfg.setup()) as device:      # NCCL on CUDA, gloo on CPU
-        run = distributed.collective_call(lambda: Run(..., enabled=distributed.is_main()))
+    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
+        # NCCL on CUDA, gloo on CPU; rank 0's cfg on every rank; the Run writes on rank 0
         model = build(...).to(device)
         distributed.broadcast_parameters(model)             # identical initial weights
         distributed.seed_rank(cfg.seed)                      # own sampling noise per rank
@@ -116,6 +116,7 @@ __all__ = [
     "shard_range",
     "shutdown",
     "start_training",
+    "training_run",
     "unwrap",
     "world_size",
     "wrap_ddp",
@@ -201,6 +202,25 @@ def shutdown(wait: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
     _owned = False
+
+
+@contextmanager
+def training_run(cfg: Any) -> Iterator[tuple[Any, Any]]:
+    """``with training_run(cfg) as (cfg, run):`` inside a :func:`session`: rank 0's config on
+    every rank (one run name, even when it was generated from the time), and its
+    :class:`glimpse.training.Run` (``cfg.run_name`` under ``cfg.runs_root``, resumed when
+    ``cfg.resume``), which writes on rank 0 only and is closed on exit. A failure to open
+    the run on any rank raises on every rank (:func:`collective_call`)."""
+    from glimpse.training import Run
+
+    cfg = broadcast_object(cfg)
+    run = collective_call(
+        lambda: Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=is_main())
+    )
+    try:
+        yield cfg, run
+    finally:
+        run.close()
 
 
 @contextmanager

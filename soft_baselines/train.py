@@ -343,18 +343,10 @@ def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
             f"--amp is CUDA-only; training in float32 on {device}", UserWarning, stacklevel=2
         )
     with distributed.session(device) as device:
-        cfg = distributed.broadcast_object(cfg)  # one run name on every rank
         if cfg.sync_bn and distributed.world_size() > 1 and device.type != "cuda":
             raise ValueError(f"--sync-bn needs CUDA (SyncBatchNorm); this job runs on {device}")
-        run = distributed.collective_call(
-            lambda: Run(
-                cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=distributed.is_main()
-            )
-        )
-        try:
+        with distributed.training_run(cfg) as (cfg, run):
             return _train(cfg, device, run)
-        finally:
-            run.close()
 
 
 def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
