@@ -73,6 +73,7 @@ __all__ = [
     "NotHereMethod",
     "SoftMethod",
     "all_methods",
+    "merge_comparisons",
     "run_comparison",
     "write_outputs",
 ]
@@ -148,6 +149,9 @@ class CompareConfig:
     """'auto' (CUDA if available), 'cpu' or 'cuda[:N]'."""
     data_root: str | None = None
     """Folder holding MNIST/raw (and CUB_200_2011/) (default: $GLIMPSE_DATA, else ./data)."""
+    merge: tuple[str, ...] | None = None
+    """Train nothing: combine these finished comparison folders (their results.json, same
+    budgets) into one table and one pair of plots in --out."""
 
     def resolved(self, known: Sequence[str] | None = None) -> CompareConfig:
         """A checked copy with ``--quick`` applied and the defaults filled in; ``known``:
@@ -806,6 +810,52 @@ def write_outputs(rows: Sequence[dict[str, Any]], out: Path, cc: CompareConfig) 
     _write_json(out / "results.json", {"config": config, "rows": list(rows)})
     _plot(rows, "pixels_per_image", "pixels seen per image", False, out / "accuracy_vs_pixels.png")
     _plot(rows, "flops_per_image", "FLOPs per image (counted)", True, out / "accuracy_vs_flops.png")
+
+
+_MERGE_FREE = {"datasets", "methods", "out", "merge", "threads", "device", "data_root", "quick"}
+"""Config fields that may differ between merged comparisons (what ran, where, how fast)."""
+
+
+def merge_comparisons(folders: Sequence[str | Path], out: str | Path) -> list[dict[str, Any]]:
+    """One table and one pair of plots in ``out`` from several finished comparisons (e.g.
+    datasets run in separate processes or on separate machines): the rows of each folder's
+    ``results.json``, in the order given. The budgets must agree (every config field but
+    the datasets, methods, and where and how it ran), a (dataset, method) pair may appear
+    only once, and ``out`` must not be one of the folders. Returns the merged rows."""
+    if not folders:
+        raise ValueError("merge needs at least one comparison folder")
+    out = Path(out)
+    configs, rows, seen = [], [], {}
+    for folder in map(Path, folders):
+        if folder.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is one of the merged folders: its results would be lost")
+        path = folder / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no results.json in {folder}: finish `scripts/compare.py --out {folder}` first"
+            )
+        data = json.loads(path.read_text())
+        ref = configs[0][1] if configs else data["config"]
+        keys = (set(ref) | set(data["config"])) - _MERGE_FREE
+        diff = sorted(k for k in keys if ref.get(k) != data["config"].get(k))
+        if diff:
+            first = configs[0][0] if configs else folder
+            detail = ", ".join(f"{k}: {ref.get(k)!r} vs {data['config'].get(k)!r}" for k in diff)
+            raise ValueError(f"{first} and {folder} were run with other budgets ({detail})")
+        configs.append((folder, data["config"]))
+        for r in data["rows"]:
+            pair = (r["dataset"], r["method"])
+            if pair in seen:
+                raise ValueError(f"{pair[1]} on {pair[0]} is in both {seen[pair]} and {folder}")
+            seen[pair] = folder
+            rows.append(r)
+    known = {f.name for f in fields(CompareConfig)}
+    cc = CompareConfig(**{k: v for k, v in configs[0][1].items() if k in known})
+    cc.datasets = tuple(dict.fromkeys(d for _, c in configs for d in c["datasets"]))
+    cc.methods = tuple(dict.fromkeys(m for _, c in configs for m in c["methods"]))
+    cc.out, cc.merge = str(out), tuple(map(str, folders))
+    write_outputs(rows, out, cc)
+    return rows
 
 
 def format_summary(rows: Sequence[dict[str, Any]]) -> str:

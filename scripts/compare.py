@@ -10,19 +10,22 @@ Examples::
     python scripts/compare.py --quick                       # smoke comparison, a few CPU minutes
     python scripts/compare.py --datasets mnist cluttered60 --seeds 0 1 2
     python scripts/compare.py --methods ram soft-none soft-stn soft-se --datasets mnist
+    python scripts/compare.py --merge runs/compare-a runs/compare-b --out runs/compare-ab
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from glimpse.compare import CompareConfig, format_summary, run_comparison
+from glimpse.compare import CompareConfig, format_summary, merge_comparisons, run_comparison
 from glimpse.training import parse_config
 
 
 def main(args: list[str] | None = None) -> list[dict[str, Any]]:
     cfg = parse_config(CompareConfig, args, description=__doc__)
-    rows = run_comparison(cfg)
+    if cfg.merge and not cfg.out:
+        raise SystemExit("--merge needs --out (the folder for the combined table)")
+    rows = merge_comparisons(cfg.merge, cfg.out) if cfg.merge else run_comparison(cfg)
     print(format_summary(rows))
     return rows
 

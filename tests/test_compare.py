@@ -23,6 +23,7 @@ from glimpse.compare import (
     Method,
     SoftMethod,
     all_methods,
+    merge_comparisons,
     run_comparison,
 )
 from glimpse.flops import count_flops
@@ -273,3 +274,43 @@ def test_script_runs_the_comparison(compared, capsys) -> None:
     rows = main(args)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert "soft-none" in capsys.readouterr().out
+
+
+def test_merge_combines_comparisons_with_the_same_budgets(tmp_path: Path) -> None:
+    from scripts.compare import main
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run_comparison(_fake_cc(a), {"fake": FakeMethod()})
+    # another dataset, run with other threads (how it ran may differ, the budget may not)
+    run_comparison(
+        replace(_fake_cc(b), datasets=("translated60",), threads=2), {"fake": FakeMethod()}
+    )
+    run_comparison(replace(_fake_cc(c), soft_epochs=3), {"fake": FakeMethod()})
+    ab = tmp_path / "ab"
+    rows = main(["--merge", str(a), str(b), "--out", str(ab)])
+    assert [(r["dataset"], r["method"]) for r in rows] == [
+        ("mnist", "fake"),
+        ("translated60", "fake"),
+    ]
+    md = (ab / "results.md").read_text()
+    assert (
+        "| mnist | fake | soft | 60.00 ± 10.00 |" in md
+        and "| translated60 | fake | soft | 60.00 ± 10.00 |" in md
+    )
+    saved = json.loads((ab / "results.json").read_text())
+    assert saved["config"]["datasets"] == ["mnist", "translated60"]
+    assert saved["config"]["merge"] == [str(a), str(b)]
+    assert (ab / "results.csv").read_text().count("\n") == 3  # header + 2 rows
+    for png in ("accuracy_vs_pixels.png", "accuracy_vs_flops.png"):
+        assert (ab / png).stat().st_size > 0
+    with pytest.raises(ValueError, match=r"other budgets \(soft_epochs: 20 vs 3\)"):
+        merge_comparisons([a, c], tmp_path / "x")
+    with pytest.raises(ValueError, match="fake on mnist is in both"):
+        merge_comparisons([a, a], tmp_path / "x")
+    with pytest.raises(ValueError, match="one of the merged folders"):
+        merge_comparisons([a, b], b)
+    with pytest.raises(FileNotFoundError, match=r"no results\.json in"):
+        merge_comparisons([a, tmp_path / "nothing"], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="--merge needs --out"):
+        main(["--merge", str(a)])
