@@ -297,9 +297,24 @@ def _soft_cfg(data_root, root: Path, name: str, **kw):
     return SoftTrainConfig(**(base | kw))
 
 
+def _train_then_state(train, cfg, then=None) -> dict:
+    """``train(cfg)``, then ``train(then)`` if given (a resume); the result and this rank's
+    data-stream state from the final ``last.pt``."""
+    from glimpse.training import load_checkpoint
+
+    # one process group for both calls (nested sessions keep it): re-creating it at once on
+    # the same port can race with the other rank's teardown of the previous one
+    with distributed.session("cpu"):
+        result = train(cfg)
+        if then is not None:
+            result = train(then)
+            cfg = then
+    state = load_checkpoint(Path(cfg.runs_root) / cfg.run_name / "last.pt")
+    return {"result": result, "stream": state["rank_states"][int(os.environ["RANK"])]["stream"]}
+
+
 def _soft_then_digest(cfg, then=None) -> dict:
     import soft_baselines.train as soft_train
-    from glimpse.training import load_checkpoint
 
     # this forked rank only: evaluate on 300 images (the test is about resuming, not scores)
     load = soft_train.load_splits
@@ -312,16 +327,7 @@ def _soft_then_digest(cfg, then=None) -> dict:
         return splits
 
     soft_train.load_splits = small_eval_splits
-    train_soft = soft_train.train_soft
-    # one process group for both calls (nested sessions keep it): re-creating it at once on
-    # the same port can race with the other rank's teardown of the previous one
-    with distributed.session("cpu"):
-        result = train_soft(cfg)
-        if then is not None:
-            result = train_soft(then)
-            cfg = then
-    state = load_checkpoint(Path(cfg.runs_root) / cfg.run_name / "last.pt")
-    return {"result": result, "stream": state["rank_states"][int(os.environ["RANK"])]["stream"]}
+    return _train_then_state(soft_train.train_soft, cfg, then)
 
 
 def test_soft_trainer_resumes_every_rank_bitwise(data_root, tmp_path):
@@ -477,17 +483,8 @@ def _parts_cfg(data_root: Path, root: Path, name: str, **kw):
 
 def _parts_then_state(cfg, then=None) -> dict:
     from agents.parts_train import train_parts
-    from glimpse.training import load_checkpoint
 
-    # one process group for both calls (nested sessions keep it): re-creating it at once on
-    # the same port can race with the other rank's teardown of the previous one
-    with distributed.session("cpu"):
-        result = train_parts(cfg)
-        if then is not None:
-            result = train_parts(then)
-            cfg = then
-    state = load_checkpoint(Path(cfg.runs_root) / cfg.run_name / "last.pt")
-    return {"result": result, "stream": state["rank_states"][int(os.environ["RANK"])]["stream"]}
+    return _train_then_state(train_parts, cfg, then)
 
 
 def test_parts_trainer_resumes_every_rank_bitwise(data_root, tmp_path):
