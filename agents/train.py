@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -42,6 +43,7 @@ from glimpse.evaluation import evaluate
 from glimpse.training import (
     Run,
     RunConfig,
+    load_weights,
     progress,
 )
 
@@ -128,6 +130,10 @@ class HardTrainConfig(RunConfig):
     """Train on only the first this many images of the training split (0: all of it)."""
     eval_limit: int = 0
     """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
+    init_from: str | None = None
+    """Warm start: begin from the weights of this checkpoint (a ``.pt`` file or a run
+    folder, whose ``best.pt`` is used) with a fresh optimiser and schedule; the agent's
+    architecture must match. Ignored when ``--resume`` finds a checkpoint."""
 
     def resolved(self) -> HardTrainConfig:
         """A copy with the task's defaults filled in and the run name chosen."""
@@ -147,6 +153,10 @@ class HardTrainConfig(RunConfig):
         for name in ("train_limit", "eval_limit"):
             if getattr(out, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
+        if out.init_from and not Path(out.init_from).exists():  # fail before building data
+            raise FileNotFoundError(
+                f"--init-from {out.init_from}: no such checkpoint or run folder"
+            )
         return out
 
     def task_num_classes(self) -> int:
@@ -303,6 +313,8 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     glimpse_shape = train_env.single_observation_space["glimpse"].shape
     mdp = train_env.config
     policy = build_policy(cfg, glimpse_shape, mdp.num_targets, mdp.num_classes).to(device)
+    if cfg.init_from:  # rank 0's weights are broadcast below; a resumed checkpoint wins
+        load_weights(policy, cfg.init_from, device)
     # same weights on every rank, own sampling noise per rank, Adam + schedule, resume
     opt, sched, per_epoch, start_epoch, global_step, best = distributed.start_training(
         policy, cfg, run, train_env.stream

@@ -18,7 +18,8 @@ import dataclasses
 import json
 import os
 import random
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,19 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def cli_main(main: Callable[[], Any]) -> None:
+    """Run a script's ``main`` and turn the errors a user can fix (a bad value, a missing
+    file, an existing run folder: ``ValueError``, ``FileNotFoundError``,
+    ``FileExistsError``) into one line ``error: <message>`` on stderr and exit status 1,
+    instead of a traceback. Set ``GLIMPSE_TRACEBACK=1`` to see the traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        if os.environ.get("GLIMPSE_TRACEBACK"):
+            raise
+        sys.exit(f"error: {err}")
 
 
 def seed_everything(seed: int) -> None:
@@ -324,6 +338,44 @@ def load_checkpoint(
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt or foreign file: say which, not torch's internals
         raise ValueError(f"could not load checkpoint {path}: {err}") from None
+
+
+def load_weights(
+    model: torch.nn.Module, source: str | os.PathLike[str], map_location: torch.device | str = "cpu"
+) -> Path:
+    """Warm start: load the weights of a checkpoint into ``model`` (nothing else: the
+    optimizer, schedule and counters start afresh). ``source`` is a ``.pt`` file written by
+    :meth:`Run.save_checkpoint` or a run folder, whose ``best.pt`` is used. Returns the file
+    read.
+
+    Raises:
+        FileNotFoundError: no such file, or a run folder without ``best.pt``.
+        ValueError: the checkpoint's weights do not fit ``model`` (the differing parameter
+            names and shapes are listed), or the file is not a checkpoint.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.pt"
+    state = load_checkpoint(path, map_location)
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path} is not a training checkpoint (it has no 'model' weights)")
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in own if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in own]
+    problems += [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if problems:
+        shown = "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "")
+        raise ValueError(
+            f"the weights in {path} do not fit this model ({len(problems)} differences: "
+            f"{shown}); build the model with the checkpoint's config"
+        )
+    model.load_state_dict(weights)
+    return path
 
 
 def rng_state() -> dict[str, Any]:

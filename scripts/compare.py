@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from glimpse.compare import CompareConfig, format_summary, merge_comparisons, run_comparison
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> list[dict[str, Any]]:
@@ -31,4 +31,4 @@ def main(args: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

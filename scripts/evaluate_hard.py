@@ -11,7 +11,7 @@ run's best (or last) checkpoint on a split with other values and writes the metr
 from __future__ import annotations
 
 from agents.evaluate import EvalConfig, evaluate_run
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> dict[str, float]:
@@ -26,4 +26,4 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -13,7 +13,7 @@ checkpoint and writes the episodes. Examples::
 from __future__ import annotations
 
 from glimpse.playback import PlaybackConfig, playback
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> None:
@@ -22,4 +22,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -10,7 +10,7 @@ fixed env-step budgets; REINFORCE runs (stepped by episodes) are converted to en
 from __future__ import annotations
 
 from agents.curves import CurvesConfig, run_curves
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> str:
@@ -18,4 +18,4 @@ def main(args: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

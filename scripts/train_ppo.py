@@ -12,7 +12,7 @@ with an LSTM policy over the glimpse features extractor. Examples::
 from __future__ import annotations
 
 from agents.ppo_train import PPOTrainConfig, train_ppo
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> dict[str, float]:
@@ -21,4 +21,4 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -17,7 +17,7 @@ Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
 from __future__ import annotations
 
 from agents.train import HardTrainConfig, train_reinforce
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> dict[str, float]:
@@ -26,4 +26,4 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glimpse.training import parse_config
+from glimpse.training import cli_main, parse_config
 from soft_baselines.train import SoftTrainConfig, train_soft
 
 
@@ -30,4 +30,4 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -214,7 +214,8 @@ def trainer_runs(data_root, tmp_path_factory):
 
     - ``full``: 2 epochs in one go (seed 0), with trajectory playback;
     - ``resumed``: 1 epoch, then ``--resume`` for the second (seed 0);
-    - ``seed1``: 1 epoch with seed 1.
+    - ``seed1``: 1 epoch with seed 1;
+    - ``warm``: 1 epoch warm-started from ``full`` (``init_from``) with a zero learning rate.
     """
     from agents.train import HardTrainConfig, train_reinforce
 
@@ -238,6 +239,8 @@ def trainer_runs(data_root, tmp_path_factory):
         train_reinforce(HardTrainConfig(epochs=1, run_name="resumed", **base))
         train_reinforce(HardTrainConfig(epochs=2, run_name="resumed", resume=True, **base))
         train_reinforce(HardTrainConfig(epochs=1, run_name="seed1", seed=1, **base))
+        warm = {"run_name": "warm", "init_from": str(root / "full"), "lr": 0.0}
+        train_reinforce(HardTrainConfig(epochs=1, **warm, **base))
     finally:
         torch.set_num_threads(threads)
     return root
@@ -252,6 +255,32 @@ def test_trainer_resume_gives_the_same_next_losses(trainer_runs):
     a = torch.load(trainer_runs / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(trainer_runs / "resumed" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warm_start_begins_from_the_checkpoint_weights(trainer_runs):
+    best = torch.load(trainer_runs / "full" / "best.pt", weights_only=True)["model"]
+    warm = torch.load(trainer_runs / "warm" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(best[k], warm[k]) for k in best)  # lr 0: nothing moved
+    # ... and the training losses are those of the trained weights, not of a fresh start
+    fresh, started = _scalars(trainer_runs / "full"), _scalars(trainer_runs / "warm")
+    assert started[32] != fresh[32]
+    assert json.loads((trainer_runs / "warm" / "config.json").read_text())["init_from"]
+
+
+def test_warm_start_refuses_a_missing_or_mismatched_checkpoint(trainer_runs, data_root):
+    from agents.train import HardTrainConfig, train_reinforce
+
+    with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere"):
+        HardTrainConfig(init_from=str(trainer_runs / "nowhere")).resolved()
+    cfg = HardTrainConfig(
+        init_from=str(trainer_runs / "full"),
+        hidden=32,  # the checkpoint's core has 256 units
+        **{"epochs": 1, "max_batches_per_epoch": 1, "batch_size": 8, "playback": 0},
+        **{"data_root": str(data_root), "runs_root": str(trainer_runs), "run_name": "bad"},
+        **{"device": "cpu", "val_size": 500, "eval_limit": 100},
+    )
+    with pytest.raises(ValueError, match=r"do not fit this model .*\(256, .*\(32, "):
+        train_reinforce(cfg)
 
 
 def test_same_seed_same_losses_other_seed_differs(trainer_runs):

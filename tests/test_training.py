@@ -12,7 +12,9 @@ from glimpse.io import atomic_write
 from glimpse.training import (
     Run,
     RunExistsError,
+    cli_main,
     load_checkpoint,
+    load_weights,
     parse_config,
     resolve_device,
 )
@@ -115,3 +117,41 @@ def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
     assert second["episodes_seen"] == 2 * 3 * 32
     with pytest.raises(FileNotFoundError, match=r"last\.pt"):
         train_reinforce(HardTrainConfig(epochs=1, resume=True, **(base | {"run_name": "none"})))
+
+
+def test_load_weights_from_a_file_or_run_folder(tmp_path):
+    torch.manual_seed(0)
+    src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    run = Run("r", _Cfg(), root=tmp_path)
+    run.save_checkpoint({"model": src.state_dict(), "epoch": 1}, "best")
+    assert load_weights(dst, tmp_path / "r") == tmp_path / "r" / "best.pt"
+    assert torch.equal(dst.weight, src.weight) and torch.equal(dst.bias, src.bias)
+    with pytest.raises(ValueError, match=r"2 differences: weight: checkpoint \(2, 3\) vs model "):
+        load_weights(torch.nn.Linear(4, 5), tmp_path / "r" / "best.pt")
+    with pytest.raises(ValueError, match="missing extra"):
+        load_weights(torch.nn.ParameterDict({"extra": torch.nn.Parameter(torch.ones(1))}), run.dir)
+    run.save_checkpoint({"epoch": 1}, "last")
+    with pytest.raises(ValueError, match="no 'model' weights"):
+        load_weights(dst, run.checkpoint_path("last"))
+    with pytest.raises(FileNotFoundError, match=r"best\.pt"):
+        load_weights(dst, tmp_path)
+
+
+def test_cli_main_turns_user_errors_into_one_line(monkeypatch, capsys):
+    def bad_value() -> None:
+        raise ValueError("epochs must be >= 1, got 0")
+
+    monkeypatch.delenv("GLIMPSE_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(bad_value)
+    assert exit_info.value.code == "error: epochs must be >= 1, got 0"  # stderr, status 1
+    monkeypatch.setenv("GLIMPSE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="epochs"):
+        cli_main(bad_value)
+
+    def bug() -> None:
+        raise TypeError("a bug, not a user error")
+
+    monkeypatch.delenv("GLIMPSE_TRACEBACK")
+    with pytest.raises(TypeError):  # programming errors keep their traceback
+        cli_main(bug)
