@@ -53,6 +53,7 @@ All paths agree with the loop reference (``tests/retina_reference.py``; tested).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -369,6 +370,28 @@ def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _pyramid_geometry(
+    g: int, k: int, s: float, h: int, w: int, p: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Constants of :func:`foveate_pyramid`'s sampling grid, float64, computed once per
+    configuration: the top-left corner of cell ``u`` of scale ``i`` as a table index is
+    ``lo_i + p + u * c_i`` (``lo_i`` the box corner of :func:`patch_boxes`), mapped to
+    ``align_corners=True`` grid coordinates ``2 * j / (size - 1) - 1``. Expanding
+    ``lo_i = (loc + 1) / 2 * (W, H) - side_i / 2`` gives ``loc * scale + shift_i + offsets_iu``
+    with ``scale`` ``(2,)``, ``shift`` ``(k, 2)`` and ``offsets`` ``(k, 2, g)``."""
+    geo = torch.float64
+    hp, wp = h + p + 1, w + p + 1
+    size = torch.tensor([float(w), float(h)], dtype=geo)
+    norm = torch.tensor([2.0 / (wp - 1), 2.0 / (hp - 1)], dtype=geo)
+    half = torch.tensor(_scale_sizes(g, k, s), dtype=geo)[:, None] / 2  # (k, 1)
+    scale = 0.5 * size * norm
+    shift = (0.5 * size - half + p) * norm - 1.0
+    cells = torch.tensor([s**i for i in range(k)], dtype=geo)[:, None, None]  # (k, 1, 1)
+    offsets = cells * norm[None, :, None] * torch.arange(g, dtype=geo)  # (k, 2, g)
+    return scale.to(device), shift.to(device), offsets.to(device)
+
+
 def foveate_pyramid(
     pyramid: BoxPyramid,
     loc: Tensor,
@@ -394,17 +417,14 @@ def foveate_pyramid(
             f"needs {[scale_factor**i for i in range(k)]}"
         )
     table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
-    p = pyramid.cells[-1] - 1
     hp, wp = table.shape[-2:]
-    # Top-left corner of cell (v, u) of scale i, as a table index: lo_i + p + (u, v) * c_i,
-    # mapped to align_corners=True grid coordinates 2 * j / (size - 1) - 1, in float64.
-    geo = torch.float64
-    lo = patch_boxes(loc.to(geo), h, w, g, k, scale_factor)[..., :2]  # (B, k, 2)
-    norm = torch.tensor([2.0 / (wp - 1), 2.0 / (hp - 1)], device=loc.device, dtype=geo)
-    start = (lo + p) * norm - 1.0  # (B, k, 2)
-    step = torch.tensor(cells, device=loc.device, dtype=geo)[:, None] * norm  # (k, 2)
-    u = torch.arange(g, device=loc.device, dtype=geo)
-    edges = (start[..., None] + step[..., None] * u).to(table.dtype)  # (B, k, 2, g)
+    scale, shift, offsets = _pyramid_geometry(
+        g, k, scale_factor, h, w, pyramid.cells[-1] - 1, loc.device
+    )
+    # grid coordinate of cell u of scale i along an axis: loc * scale + shift_i + offsets_iu
+    # (float64, then the table's dtype), as a (B, k, 2, g) array of cell edges.
+    start = torch.addcmul(shift, loc.to(torch.float64)[:, None, :], scale)  # (B, k, 2)
+    edges = (start[..., None] + offsets).to(table.dtype)  # (B, k, 2, g)
     gx = edges[:, :, 0, None, :, None].expand(b, k, g, g, 1)
     gy = edges[:, :, 1, :, None, None].expand(b, k, g, g, 1)
     grid = torch.cat([gx, gy], dim=-1).view(b * k, g, g, 2)
