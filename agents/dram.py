@@ -37,8 +37,11 @@ class DRAM(GlimpsePolicy):
         num_classes: classes per object.
         hidden: size of each LSTM layer and of the glimpse feature.
         std, learn_std, location_bound: the location policy (:class:`GlimpsePolicy`).
-        detach_location: emit locations from a detached ``r^(2)`` (REINFORCE then trains
-            only the emission network; the rest learns from classification).
+        detach_location: feed ``r^(2)`` a detached ``r^(1)`` state, so REINFORCE trains
+            the location pathway (context network, ``r^(2)``, emission network) and
+            classification trains the glimpse network, ``r^(1)`` and the classifier, with
+            no gradient crossing between them. ``False``: the paper's joint gradient
+            (REINFORCE also reaches ``r^(1)`` and the glimpse network).
 
     State: ``(B, 4 * hidden)`` holding ``h1, c1, h2, c2``.
     """
@@ -110,9 +113,8 @@ class DRAM(GlimpsePolicy):
         h1, c1, h2, c2 = state.split(self.hidden, dim=1)
         g = self.what(glimpse.flatten(1)) * self.where(obs["location"])
         h1, c1 = self.rnn1(g, (h1, c1))
-        h2, c2 = self.rnn2(h1, (h2, c2))
-        emit_in = h2.detach() if self.detach_location else h2
-        mean = torch.tanh(self.emission(emit_in)) * self.location_bound
+        h2, c2 = self.rnn2(h1.detach() if self.detach_location else h1, (h2, c2))
+        mean = torch.tanh(self.emission(h2)) * self.location_bound
         logits = self.classifier(h1)
         value = self.baseline(h2.detach()).squeeze(1)
         return torch.cat([h1, c1, h2, c2], 1), mean, logits, value

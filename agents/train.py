@@ -103,8 +103,10 @@ class HardTrainConfig(RunConfig):
     hidden: int = 256
     """Core state size."""
     detach_location: bool = True
-    """Train only the location head by REINFORCE, the core by classification alone
-    (--no-detach-location: the paper's joint gradient, which learns much slower here)."""
+    """Keep REINFORCE and classification gradients apart: REINFORCE trains only the
+    location pathway (RAM: the location head; DRAM: context network, upper LSTM, emission),
+    classification the rest (--no-detach-location: the paper's joint gradient, which
+    learns much slower here)."""
     lr: float = 1e-3
     """Adam learning rate."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
