@@ -327,7 +327,6 @@ class GlimpseMDP:
             raise ActionError(f"location must be floating point, got dtype {location.dtype}")
         if label.is_floating_point() or label.dtype == torch.bool:
             raise ActionError(f"label must be an integer class index, got dtype {label.dtype}")
-        loc_a = location[active]
         flat = location.reshape(b, -1)
         finite = torch.isfinite(flat).all(1) | ~active
         if not finite.all():
@@ -337,8 +336,7 @@ class GlimpseMDP:
         bound = cfg.location_bound
         if cfg.clip_actions:
             location = location.clamp(-bound, bound)
-        elif loc_a.numel() and loc_a.abs().max() > bound + 1e-6:
-            out = (flat.abs() > bound + 1e-6).any(1) & active
+        elif (out := (flat.abs() > bound + 1e-6).any(1) & active).any():
             raise ActionError(
                 f"location must lie in [-{bound:g}, {bound:g}]^2"
                 f"{' (relative move)' if cfg.relative else ''}, got {_describe_bad(location, out)}"
