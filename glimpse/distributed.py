@@ -195,6 +195,8 @@ def shutdown(wait: bool = True) -> None:
     connections while another still has work in flight on them (a rank whose peer vanished
     mid-teardown can abort with "terminate called without an active exception"). Pass
     ``wait=False`` when leaving because of an error: the other ranks may never arrive.
+    The scripts then also skip interpreter finalisation, where gloo can still abort a rank
+    (:func:`glimpse.training.exit_after_torchrun`).
     """
     global _owned
     if _owned and active():

@@ -155,3 +155,35 @@ def test_cli_main_turns_user_errors_into_one_line(monkeypatch, capsys):
     monkeypatch.delenv("GLIMPSE_TRACEBACK")
     with pytest.raises(TypeError):  # programming errors keep their traceback
         cli_main(bug)
+
+
+@pytest.mark.parametrize("torchrun", [False, True])
+def test_cli_main_skips_finalisation_only_in_a_finished_torchrun_worker(tmp_path, torchrun):
+    """Under torchrun (RANK/WORLD_SIZE set, no process group left) a script's process ends
+    right after ``main`` with status 0 and its output flushed, without running atexit
+    handlers (interpreter finalisation is where gloo occasionally aborts a rank); a plain
+    run finalises as usual."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "from glimpse.training import cli_main\n"
+        "atexit.register(lambda: print('finalised', flush=True))\n"
+        "cli_main(lambda: print('main done', end='') or sys.stderr.write('err line'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    if torchrun:
+        env.update(RANK="0", WORLD_SIZE="1")
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("main done")  # buffered output survives os._exit
+    assert proc.stderr.endswith("err line")
+    assert ("finalised" in proc.stdout) is (not torchrun)
