@@ -101,7 +101,7 @@ def exit_after_torchrun() -> None:
 
     Why: with gloo, a worker occasionally aborts *after* its last line of Python, during
     interpreter finalisation ("terminate called without an active exception", SIGABRT, no
-    Python frame; 2 of 15 two-rank ``train_parts.py`` runs on a loaded 2-core machine,
+    Python frame; 3 of 15 two-rank ``train_parts.py`` runs on a loaded 2-core machine,
     torch 2.14.1), although every collective and every file write had completed. torchrun
     then reports the run as failed and SIGTERMs the other rank, possibly mid-write. All
     files here are closed before this point (runs close their writers and write
