@@ -151,7 +151,7 @@ class PartsTrainConfig(RunConfig):
         "context_size": (">=", 1),
         "image_size": (">=", 1),
         "cub_val_fraction": ("()", 0, 1),
-        "lr": (">", 0),
+        "lr": (">=", 0),
         "weight_decay": (">=", 0),
         "epochs": (">=", 1),
         "batch_size": (">=", 1),

@@ -147,7 +147,7 @@ class HardTrainConfig(RunConfig):
         "context_size": (">=", 1),
         "std": (">", 0),
         "hidden": (">=", 1),
-        "lr": (">", 0),
+        "lr": (">=", 0),
         "weight_decay": (">=", 0),
         "epochs": (">=", 1),
         "batch_size": (">=", 1),

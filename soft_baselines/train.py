@@ -148,7 +148,7 @@ class SoftTrainConfig(RunConfig):
         "widths": (">=", 1),
         "epochs": (">=", 1),
         "batch_size": (">=", 1),
-        "lr": (">", 0),
+        "lr": (">=", 0),
         "momentum": ("[)", 0, 1),
         "weight_decay": (">=", 0),
         "log_images": (">=", 0),

@@ -251,7 +251,7 @@ def test_opening_a_run_writes_nothing_until_it_has_something(tmp_path):
     "edit, message",
     [
         (lambda d: d | {"hidden": "big"}, r"field 'hidden' is 'big', expected int"),
-        (lambda d: d | {"lr": -1}, r"--lr must be > 0, got -1.0"),
+        (lambda d: d | {"lr": -1}, r"--lr must be >= 0, got -1.0"),
         (lambda d: d | {"task": "imagenet"}, r"field 'task' is 'imagenet', expected one of"),
         (lambda d: d | {"hiddden": 3}, r"unknown field 'hiddden'"),
         (lambda d: d | {"num_glimpses": 0}, r"--num-glimpses must be >= 1, got 0"),
