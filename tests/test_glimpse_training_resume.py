@@ -441,3 +441,15 @@ def test_compare_rejects_bad_seeds_and_a_file_as_out(tmp_path):
 def test_machine_fields_are_what_a_resume_may_take_from_the_new_machine():
     assert {"data_root", "device", "threads", "runs_root", "resume"} <= MACHINE_FIELDS
     assert "lr" not in MACHINE_FIELDS and "epochs" not in MACHINE_FIELDS
+
+
+def test_read_json_names_a_truncated_file(tmp_path):
+    from glimpse.io import read_json
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"test_accuracy": 0.9')
+    with pytest.raises(ValueError, match=r"metrics\.json is not valid JSON") as info:
+        read_json(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        read_json(tmp_path / "nothing.json")
