@@ -451,5 +451,5 @@ def test_read_json_names_a_truncated_file(tmp_path):
     with pytest.raises(ValueError, match=r"metrics\.json is not valid JSON") as info:
         read_json(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(FileNotFoundError, match="nothing.json"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.json"):
         read_json(tmp_path / "nothing.json")
