@@ -18,6 +18,9 @@ Scores against the boxes the translated and cluttered datasets record
 - :func:`pointing_hits`: whether the map's maximum lies inside a box (the pointing game of
   Zhang et al. 2016, *Top-down Neural Attention by Excitation Backprop*).
 
+:func:`grad_cam` gives every CNN (with or without an attention block) a common baseline
+map in the same form.
+
 Locations are ``(x, y)`` in ``[-1, 1]`` as everywhere in Glimpse (:func:`glimpse.retina.
 loc_to_pixel`); the glimpse boxes come from :func:`glimpse.retina.patch_boxes`, the same
 geometry the retina reads.
@@ -36,6 +39,7 @@ __all__ = [
     "box_coverage",
     "fixations_in_boxes",
     "footprint_map",
+    "grad_cam",
     "mass_in_boxes",
     "pointing_hits",
 ]
@@ -165,3 +169,55 @@ def fixations_in_boxes(locations: Tensor, boxes: Tensor, height: int, width: int
     b, t, _ = locations.shape
     pix = loc_to_pixel(locations.reshape(b * t, 2), height, width).reshape(b, t, 2)
     return _points_in_boxes(pix.to(boxes.dtype), boxes)
+
+
+def grad_cam(
+    model: torch.nn.Module,
+    layer: torch.nn.Module,
+    images: Tensor,
+    targets: Tensor | None = None,
+) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, *Grad-CAM: Visual Explanations from Deep Networks
+    via Gradient-based Localization*, arXiv:1610.02391) as an attention distribution.
+
+    ``model(images)`` returns logits ``(B, num_classes)``; ``layer`` is one of its modules
+    (e.g. the last conv stage) whose output ``A (B, C, h, w)`` is explained. The channel
+    weights are the spatial means of ``d logit_target / dA``; the map is
+    ``relu(sum_c weight_c A_c)``, upsampled bilinearly (``align_corners=False``) to the
+    image's ``H x W`` and normalised to sum to one (a map that is zero everywhere becomes
+    uniform: the model points nowhere). ``targets (B,)``: the classes to explain (default:
+    the predicted ones). The model's parameters get no gradient; its mode is left as is.
+    Returns ``(B, H, W)``.
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
+    store: dict[str, Tensor] = {}
+
+    def keep(_module: torch.nn.Module, _inputs: object, output: Tensor) -> None:
+        if not isinstance(output, Tensor) or output.ndim != 4:
+            raise ValueError("grad_cam's layer must output a (B, C, h, w) tensor")
+        output.retain_grad()
+        store["a"] = output
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            if "a" not in store:
+                raise ValueError("grad_cam's layer was not called by model(images)")
+            if targets is None:
+                targets = logits.argmax(dim=1)
+            score = logits.gather(1, targets.reshape(-1, 1).to(logits.device)).sum()
+            (grads,) = torch.autograd.grad(score, store["a"])
+    finally:
+        handle.remove()
+    acts = store["a"].detach()
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
+    cam = torch.nn.functional.interpolate(
+        cam, size=images.shape[-2:], mode="bilinear", align_corners=False
+    )[:, 0]
+    total = cam.sum(dim=(-2, -1), keepdim=True)
+    uniform = torch.full_like(cam, 1.0 / (cam.shape[-1] * cam.shape[-2]))
+    return torch.where(total > 0, cam / total.clamp_min(1e-30), uniform)

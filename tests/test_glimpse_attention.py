@@ -10,6 +10,7 @@ from glimpse.attention import (
     box_coverage,
     fixations_in_boxes,
     footprint_map,
+    grad_cam,
     mass_in_boxes,
     pointing_hits,
 )
@@ -107,3 +108,48 @@ def test_footprint_of_the_fixations_lies_on_the_box_they_hit():
     loc = pixel_to_loc(torch.tensor([[8.0, 8.0], [16.0, 12.0]]), h, w)[None]
     assert fixations_in_boxes(loc, box, h, w).all()
     assert mass_in_boxes(footprint_map(loc, h, w, 8), box).item() == pytest.approx(1.0)
+
+
+class _GapNet(torch.nn.Module):
+    """features = conv(image); logits = W @ GAP(features): Grad-CAM has a closed form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Conv2d(1, 3, 3, padding=1, bias=False)
+        self.head = torch.nn.Linear(3, 4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_grad_cam_equals_its_closed_form_for_a_gap_network():
+    torch.manual_seed(0)
+    net = _GapNet().double()
+    images = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    targets = torch.tensor([1, 3])
+    got = grad_cam(net, net.features, images, targets)
+    acts = net.features(images).detach()
+    weights = net.head.weight[targets].detach() / (6 * 6)  # d logit / dA, spatially constant
+    want = torch.relu((weights[:, :, None, None] * acts).sum(1))  # same size: no resampling
+    want = want / want.sum(dim=(1, 2), keepdim=True)
+    assert torch.allclose(got, want, atol=1e-12)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_grad_cam_points_at_the_evidence_and_defaults_to_the_prediction():
+    net = _GapNet()
+    with torch.no_grad():
+        net.features.weight.zero_()
+        net.features.weight[0, 0, 1, 1] = 1.0  # channel 0 = the image itself
+        net.head.weight.zero_()
+        net.head.weight[2, 0] = 1.0  # class 2 = mean brightness
+    images = torch.zeros(1, 1, 16, 16)
+    images[0, 0, 3:6, 10:13] = 1.0  # a blob
+    cam = grad_cam(net, net.features, images)  # predicted: class 2
+    box = torch.tensor([[10.0, 3.0, 13.0, 6.0]])
+    assert mass_in_boxes(cam, box).item() == pytest.approx(1.0)
+    assert pointing_hits(cam, box).item()
+    flat = grad_cam(net, net.features, images, torch.tensor([0]))  # no evidence: uniform
+    assert torch.allclose(flat, torch.full_like(flat, 1 / 256))
+    with pytest.raises(ValueError, match="was not called"):
+        grad_cam(net, torch.nn.Conv2d(1, 1, 1), images)
