@@ -35,6 +35,10 @@ class CBAM(nn.Module):
         min_hidden: floor on the MLP hidden width (see ``soft_baselines.se.bottleneck_width``).
         spatial: ``False`` keeps only the channel attention (the paper's ablation).
 
+    The two convolutions that feed a batch normalisation have no bias: BN subtracts the
+    batch mean, so such a bias gets a zero gradient in training mode and does nothing in
+    evaluation mode beyond shifting BN's running mean.
+
     Initialisation: PyTorch defaults. Both attention maps are sigmoid gates, so at init the
     block multiplies its input by roughly ``0.5 * 0.5``; like SE it is meant for the
     residual branch of a network, where that is harmless.
@@ -105,6 +109,10 @@ class BAM(nn.Module):
     the channel branch normalises pooled ``(B, C)`` descriptors, so training mode needs a
     batch of at least 2 (PyTorch raises ``ValueError`` otherwise).
 
+    The two convolutions that feed a batch normalisation have no bias: BN subtracts the
+    batch mean, so such a bias gets a zero gradient in training mode and does nothing in
+    evaluation mode beyond shifting BN's running mean.
+
     Initialisation: PyTorch defaults. The residual form ``1 + sigmoid(.)`` means the block
     starts as roughly ``1.5 * x`` (never below the identity), not as the identity.
     """
@@ -119,7 +127,7 @@ class BAM(nn.Module):
         self.channel_branch = nn.Sequential(
             nn.Conv2d(channels, hidden, 1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
+            nn.Conv2d(hidden, channels, 1, bias=False),  # BN follows: a bias would cancel
             nn.BatchNorm2d(channels),
         )
         self.spatial_branch = nn.Sequential(
@@ -129,7 +137,7 @@ class BAM(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 1),
+            nn.Conv2d(hidden, 1, 1, bias=False),
             nn.BatchNorm2d(1),
         )
 
