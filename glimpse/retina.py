@@ -204,12 +204,12 @@ def foveate(
 
     Args:
         images: ``(B, C, H, W)`` floating-point images, any ``H``, ``W``, ``C``.
-        loc: ``(B, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` (values outside are
-            allowed; the patch then reads zeros).
+        loc: ``(B, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` (finite values outside
+            are allowed; the patch then reads zeros; NaN or inf raise ``ValueError``).
         glimpse_size: ``g``, the side of every output patch.
         num_scales: ``k``, the number of patches.
-        scale_factor: ``s``; patch ``i`` covers ``g * s**i`` pixels per side. Any real
-            ``s >= 1`` (see the module docstring for the exact area-average definition).
+        scale_factor: ``s``; patch ``i`` covers ``g * s**i`` pixels per side. Any finite
+            real ``s >= 1`` (see the module docstring for the exact area-average definition).
 
     Returns:
         ``(B, k, C, g, g)`` glimpses on the device and in the dtype of ``images``.
