@@ -7,6 +7,7 @@ dataset uses small in-memory ``(images, labels)`` sources.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import gymnasium as gym
@@ -504,8 +505,21 @@ BAD_ACTIONS = [
     (
         "loc-shape",
         {"location": np.zeros(3, np.float32), "label": 0},
-        ValueError,
-        r"action\['location'\] must have shape \(2,\), got \(3,\)",
+        ActionError,
+        r"action\['location'\] must be 2 numbers \(x, y\), shape \(2,\), got "
+        r"array\(\[0., 0., 0.\], dtype=float32\) of shape \(3,\)$",
+    ),
+    (
+        "loc-string",
+        {"location": "center", "label": 0},
+        ActionError,
+        r"action\['location'\] must be 2 numbers \(x, y\), shape \(2,\), got 'center'",
+    ),
+    (
+        "loc-ragged",
+        {"location": [0.0, [0.5, 0.5]], "label": 0},
+        ActionError,
+        r"must be 2 numbers \(x, y\), shape \(2,\), got \[0.0, \[0.5, 0.5\]\]$",
     ),
     (
         "loc-dtype",
@@ -518,19 +532,51 @@ BAD_ACTIONS = [
     (
         "label-float",
         action(label=0) | {"label": 2.0},
-        ValueError,
-        r"action\['label'\] must be one integer class index, got array\(2.\)",
+        ActionError,
+        r"action\['label'\] must be one integer class index in \[0, 10\), got 2.0$",
     ),
     (
         "label-shape",
         action() | {"label": np.array([1, 2])},
-        ValueError,
-        r"one integer class index, got array\(\[1, 2\]\)",
+        ActionError,
+        r"one integer class index in \[0, 10\), got array\(\[1, 2\]\)",
+    ),
+    (
+        "label-string",
+        action() | {"label": "3"},
+        ActionError,
+        r"one integer class index in \[0, 10\), got '3'",
+    ),
+    (
+        "label-huge-uint64",
+        action() | {"label": np.uint64(2**64 - 1)},
+        ActionError,
+        r"class index in \[0, 10\), got 18446744073709551615$",
+    ),
+    (
+        # Scored as class 0 before: the action space has a label, so it is required.
+        "label-missing",
+        {"location": np.zeros(2, np.float32)},
+        ActionError,
+        r"action must be a dict with 'location': \(2,\) floats, 'label': an int in "
+        r"\[0, 10\); 'label' missing \(keys \['location'\]\)$",
+    ),
+    (
+        "unknown-key",
+        action() | {"lable": 3},
+        ActionError,
+        r"action must be a dict with .*; got unknown key\(s\) \['lable'\]$",
     ),
     ("stop-disabled", action(stop=1), ActionError, "early_stop=False"),
-    ("stop-shape", action(stop=np.array([0, 1])), ValueError, r"action\['stop'\] must be one 0/1"),
-    ("not-a-dict", np.zeros(2, np.float32), ValueError, "action must be a dict with 'location'"),
-    ("no-location", {"label": 1}, ValueError, "action must be a dict with 'location'"),
+    ("stop-shape", action(stop=np.array([0, 1])), ActionError, r"action\['stop'\] must be one 0/1"),
+    ("stop-string", action(stop="yes"), ActionError, r"action\['stop'\] must be one 0/1 .* 'yes'$"),
+    (
+        "not-a-dict",
+        np.zeros(2, np.float32),
+        ActionError,
+        r"action must be a dict with 'location'.*; got ndarray array\(\[0., 0.\]",
+    ),
+    ("no-location", {"label": 1}, ActionError, r"'location' missing \(keys \['label'\]\)$"),
 ]
 
 
@@ -620,6 +666,25 @@ def test_vector_env_bad_actions_raise_and_leave_the_env_unchanged():
             "integer class index",
         ),
         (ok["location"], ValueError, "actions must be a dict"),
+        # Scored as class 0 on a classifying step before (the next step classifies).
+        (
+            {"location": ok["location"]},
+            ActionError,
+            r"actions must be a dict with 'location': \(3, 2\) floats, 'label': \(3,\) ints "
+            r"in \[0, 10\); 'label' missing \(keys \['location'\]\)$",
+        ),
+        (ok | {"lable": ok["label"]}, ActionError, r"unknown key\(s\) \['lable'\]$"),
+        (
+            {"location": "center", "label": ok["label"]},
+            ActionError,
+            r"actions\['location'\] must be a tensor or array of numbers, got 'center'$",
+        ),
+        (ok | {"stop": torch.zeros(2, dtype=torch.bool)}, ActionError, r"\(3,\), got \(2,\)"),
+        (
+            {"location": ok["location"], "label": np.array([0, 2**64 - 1, 0], np.uint64)},
+            ActionError,
+            "got 18446744073709551615 at index 1",
+        ),
     ]
     for bad, error, match in cases:
         before = core_state(venv)
@@ -640,6 +705,11 @@ def test_vector_env_rejects_bad_construction_and_reset_arguments():
         GlimpseVectorEnv(source, 2, render_mode="rgb_array", render_index=2)
     with pytest.raises(ValueError, match="num_targets=2 but the dataset has 1"):
         GlimpseVectorEnv(source, 2, MDPConfig(num_targets=2))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=rf"num_envs must be a positive int, got {bad!r}$"):
+            GlimpseVectorEnv(source, bad)
+        with pytest.raises(ValueError, match=rf"num_envs must be a positive int, got {bad!r}$"):
+            envs.make_vector_env(num_envs=bad, source=source)
     venv = GlimpseVectorEnv(source, 2)
     with pytest.raises(ValueError, match=r"unknown reset options \['index'\]"):
         venv.reset(options={"index": 0})
@@ -647,6 +717,37 @@ def test_vector_env_rejects_bad_construction_and_reset_arguments():
         ValueError, match=r"indices must be 2 dataset indices in \[0, 7\), got \[0, 7\]"
     ):
         venv.reset(options={"indices": [0, 7]})
+
+
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, np.int64(3), [0, -1]])
+def test_vector_env_reset_seed_follows_the_single_env_rule(seed):
+    """An int >= 0 or None, with Gymnasium's own message, and nothing changes on refusal."""
+    source = tiny_source()
+    env, venv = GlimpseEnv(source), GlimpseVectorEnv(source, 2)
+    venv.reset(seed=0)
+    before, stream = core_state(venv), venv.stream.state_dict()
+    with pytest.raises(gym.error.Error) as single:
+        env.reset(seed=seed[-1] if isinstance(seed, list) else seed)
+    with pytest.raises(gym.error.Error, match=f"^{re.escape(str(single.value))}$"):
+        venv.reset(seed=seed)
+    assert_state_equal(before, core_state(venv))
+    assert torch.equal(venv.stream.state_dict()["order"], stream["order"])
+    assert venv.stream.state_dict()["pos"] == stream["pos"]
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    source = tiny_source()
+    makers = [
+        lambda: envs.make_vector_env(2, source=source, device="cuda"),
+        lambda: GlimpseVectorEnv(source, 2, device=torch.device("cuda")),
+        lambda: GlimpseEnv(source, device="cuda"),
+    ]
+    for make in makers:
+        with pytest.raises(
+            ValueError, match=r"^device 'cuda' requested but CUDA is not available; use 'cpu'$"
+        ):
+            make()
 
 
 # ------------------------------------------------------------------ rendering
