@@ -23,18 +23,25 @@ def _as_tensor(value: Any) -> Tensor | None:
     """``None`` stays ``None``; tensors pass through; anything else goes via numpy."""
     if value is None or isinstance(value, Tensor):
         return value
-    return torch.as_tensor(np.asarray(value))
+    array = np.asarray(value)
+    if not array.dtype.isnative:  # e.g. big-endian floats: torch reads native order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    return torch.as_tensor(array)
 
 
 def _action_tensor(actions: dict[str, Any], key: str) -> Tensor | None:
     """``actions[key]`` as a tensor (``None`` if absent); ActionError if it is not numeric."""
-    value = actions.get(key)
+    if key not in actions:
+        return None
+    value = actions[key]
     try:
-        return _as_tensor(value)
+        if value is not None:
+            return _as_tensor(value)
     except (TypeError, ValueError, RuntimeError):  # strings, ragged lists, objects
-        raise ActionError(
-            f"actions[{key!r}] must be a tensor or array of numbers, got {describe(value)}"
-        ) from None
+        pass
+    raise ActionError(
+        f"actions[{key!r}] must be a tensor or array of numbers, got {describe(value)}"
+    )
 
 
 class GlimpseVectorEnv(VectorEnv):

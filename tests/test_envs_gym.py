@@ -7,6 +7,7 @@ dataset uses small in-memory ``(images, labels)`` sources.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 
@@ -15,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import envs
 from envs import ActionError, GlimpseEnv, GlimpseVectorEnv, MDPConfig
@@ -842,3 +846,154 @@ def test_vector_reset_with_bad_options_does_not_reseed():
     _, info = venv.reset()
     _, twin_info = twin.reset()
     assert torch.equal(info["index"], twin_info["index"])
+
+
+# ------------------------------------------------------------------ property: any action
+
+# Whatever an agent or a newcomer sends to ``step``, each call either succeeds or raises
+# ActionError (a ValueError, the env's documented error) with a one-line message naming the
+# key at fault, and a rejected action leaves the env exactly as it was.
+
+PROPERTY_CONFIGS = {
+    "plain": {},
+    "early-stop-relative": {"early_stop": True, "relative": True, "max_step": 0.5},
+    "parts": {"num_parts": 2, "context_size": 4},
+}
+PROPERTY_SOURCE = tiny_source(n=5, h=12, w=12)
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.complex_numbers(allow_nan=True),
+    st.text(max_size=4),
+    st.binary(max_size=3),
+)
+_arrays = hnp.arrays(
+    dtype=st.one_of(hnp.scalar_dtypes(), hnp.unicode_string_dtypes(max_len=3)),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+)
+_nested = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4), max_leaves=8)
+
+
+def _to_torch(value: np.ndarray):
+    """The array as a torch tensor where torch has its dtype, else the array itself."""
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except (TypeError, ValueError):  # strings, objects, non-native byte order
+        return value
+
+
+_anything = st.one_of(
+    _scalars,
+    _nested,
+    _arrays,
+    _arrays.map(_to_torch),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
+
+
+@st.composite
+def _actions(draw, cfg: MDPConfig, batch: int | None):
+    """``(action, culprit, must_fail)``: a valid action with at most one thing broken, the
+    word a rejection must name (``None`` where nothing was broken), and whether it must be
+    rejected (a missing or unknown key, or no dict at all; a replaced value may be valid)."""
+    lead = () if batch is None else (batch,)
+    bound = cfg.location_bound
+    loc = draw(
+        hnp.arrays(np.float32, (*lead, *cfg.loc_shape), elements=st.floats(-bound, bound, width=32))
+    )
+    labels = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, cfg.num_classes - 1)))
+    action = {"location": loc, "label": labels if lead else np.int64(labels)}
+    if cfg.early_stop and draw(st.booleans()):
+        action["stop"] = (
+            draw(hnp.arrays(np.bool_, lead)) if lead else np.int64(draw(st.integers(0, 1)))
+        )
+    if batch is not None and draw(st.booleans()):
+        action = {k: torch.from_numpy(np.asarray(v)) for k, v in action.items()}
+    how = draw(
+        st.sampled_from(["valid", "replace", "replace", "replace", "drop", "extra", "other"])
+    )
+    if how == "replace":
+        key = draw(st.sampled_from(["location", "label", "stop"]))
+        action[key] = draw(_anything)
+        return action, key, False
+    if how == "drop":
+        key = draw(st.sampled_from(["location", "label"]))
+        del action[key]
+        return action, key, True
+    if how == "extra":
+        key = draw(st.one_of(st.text(max_size=4), st.integers(), st.none()))
+        if key in action or key == "stop":
+            return action, None, False
+        action[key] = draw(_scalars)
+        return action, repr(key), True
+    if how == "other":
+        return draw(_anything), "action", True
+    return action, None, False
+
+
+@functools.cache
+def _property_env(name: str, vector: bool) -> GlimpseEnv | GlimpseVectorEnv:
+    """One env per configuration for all examples (each example starts with a seeded reset)."""
+    kwargs = {"glimpse_size": 4, "num_glimpses": 2, **PROPERTY_CONFIGS[name]}
+    if vector:
+        return GlimpseVectorEnv(PROPERTY_SOURCE, 3, MDPConfig(**kwargs), array_type="numpy")
+    return GlimpseEnv(PROPERTY_SOURCE, **kwargs)
+
+
+def _check_rejection(err: Exception, culprit: str | None) -> None:
+    message = str(err)
+    assert isinstance(err, ActionError), f"{type(err).__name__}: {message}"
+    assert message and "\n" not in message and len(message) < 400, repr(message)
+    if culprit is not None:
+        assert culprit in message, f"{culprit!r} not named in {message!r}"
+
+
+@pytest.mark.parametrize("name", list(PROPERTY_CONFIGS))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), steps_before=st.integers(0, 1))
+def test_property_single_env_any_action_steps_or_is_rejected_cleanly(name, data, steps_before):
+    env = _property_env(name, vector=False)
+    env.reset(seed=0)
+    for _ in range(steps_before):  # a move (no stop), so the episode is still running
+        env.step({"location": np.zeros(env.config.loc_shape, np.float32), "label": 0})
+    action, culprit, must_fail = data.draw(_actions(env.config, None))
+    before, index = core_state(env), env.index
+    glimpse = env.unwrapped.core.observe()["glimpse"]
+    try:
+        obs, *_ = env.step(action)
+    except Exception as err:
+        _check_rejection(err, culprit)
+        assert_state_equal(before, core_state(env))
+        assert env.index == index
+        assert torch.equal(env.unwrapped.core.observe()["glimpse"], glimpse)
+    else:
+        assert not must_fail, f"accepted {action!r}"
+        assert env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("name", list(PROPERTY_CONFIGS))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), steps_before=st.integers(0, 2))
+def test_property_vector_env_any_action_steps_or_is_rejected_cleanly(name, data, steps_before):
+    venv = _property_env(name, vector=True)
+    venv.reset(seed=0)
+    for _ in range(steps_before):  # 2 steps: every sub-env resets on the next step
+        venv.step(venv.action_space.sample())
+    action, culprit, must_fail = data.draw(_actions(venv.config, 3))
+    before, stream = core_state(venv), venv.stream.state_dict()
+    indices, needs_reset = venv.indices.clone(), venv._needs_reset.clone()
+    glimpse = venv.core.observe()["glimpse"]
+    try:
+        obs, *_ = venv.step(action)
+    except Exception as err:
+        _check_rejection(err, culprit)
+        assert_state_equal(before, core_state(venv))
+        assert torch.equal(venv.indices, indices) and torch.equal(venv._needs_reset, needs_reset)
+        assert venv.stream.state_dict()["pos"] == stream["pos"]
+        assert torch.equal(venv.core.observe()["glimpse"], glimpse)
+    else:
+        assert not must_fail, f"accepted {action!r}"
+        assert venv.observation_space.contains(obs)
