@@ -167,7 +167,7 @@ class GlimpseEnv(gym.Env):
                 f"action['location'] must be {want}, shape {cfg.loc_shape}, got {describe(raw)}"
                 + ("" if location is None else f" of shape {location.shape}")
             )
-        if not np.issubdtype(location.dtype, np.floating):
+        if location.dtype.kind != "f":
             raise ActionError(
                 f"action['location'] must be floating point, got {location.dtype}: {describe(raw)}"
             )
@@ -176,7 +176,7 @@ class GlimpseEnv(gym.Env):
         if (
             label is None
             or label.shape not in ((), (1,))
-            or not np.issubdtype(label.dtype, np.integer)
+            or label.dtype.kind not in "iu"  # not np.integer: timedelta64 is one
         ):
             raise ActionError(
                 f"action['label'] must be one integer class index in [0, {cfg.num_classes}), "
@@ -189,11 +189,7 @@ class GlimpseEnv(gym.Env):
             )
         raw = action.get("stop", 0)
         stop = _as_array(raw)
-        if (
-            stop is None
-            or stop.shape not in ((), (1,))
-            or not (stop.dtype == np.bool_ or np.issubdtype(stop.dtype, np.integer))
-        ):
+        if stop is None or stop.shape not in ((), (1,)) or stop.dtype.kind not in "biu":
             raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")
         if not -(2**63) <= int(stop.reshape(())) < 2**63:
             raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")

@@ -552,6 +552,13 @@ BAD_ACTIONS = [
         r"one integer class index in \[0, 10\), got '3'",
     ),
     (
+        # numpy counts timedelta64 as an integer type; int() of NaT was a TypeError.
+        "label-timedelta",
+        action() | {"label": np.array("NaT", "timedelta64[Y]")},
+        ActionError,
+        r"one integer class index in \[0, 10\), got array\('NaT', dtype='timedelta64\[Y\]'\)$",
+    ),
+    (
         "label-huge-uint64",
         action() | {"label": np.uint64(2**64 - 1)},
         ActionError,
