@@ -321,8 +321,6 @@ class GlimpseMDP:
             raise ActionError(f"location must have shape ({want}), got {tuple(location.shape)}")
         if label.shape != (b,):
             raise ActionError(f"label must have shape ({b},), got {tuple(label.shape)}")
-        if stop.shape != (b,):
-            raise ActionError(f"stop must have shape ({b},), got {tuple(stop.shape)}")
         if not location.is_floating_point():
             raise ActionError(f"location must be floating point, got dtype {location.dtype}")
         if label.is_floating_point() or label.dtype == torch.bool:
@@ -342,12 +340,15 @@ class GlimpseMDP:
                 f"{' (relative move)' if cfg.relative else ''}, got {_describe_bad(location, out)}"
                 "; build the env with clip_actions=True to clip instead"
             )
-        bad = ((label < 0) | (label >= cfg.num_classes)) & active
+        # torch has no comparisons for uint16/32/64; as int64, uint64 >= 2**63 is negative.
+        wide = label.dtype in (torch.uint16, torch.uint32, torch.uint64)
+        lab = label.long() if wide else label
+        bad = ((lab < 0) | (lab >= cfg.num_classes)) & active
         if bad.any():
             idx = int(bad.nonzero()[0, 0])
+            value = int(lab[idx]) + (2**64 if wide and int(lab[idx]) < 0 else 0)
             raise ActionError(
-                f"label must be a class index in [0, {cfg.num_classes}), "
-                f"got {int(label[idx])} at index {idx}"
+                f"label must be a class index in [0, {cfg.num_classes}), got {value} at index {idx}"
             )
         if stop.any() and not cfg.early_stop:
             raise ActionError("stop was requested but the MDP was built with early_stop=False")
@@ -387,6 +388,8 @@ class GlimpseMDP:
             stop = torch.zeros(b, dtype=torch.bool, device=dev)
         else:
             stop = torch.as_tensor(stop, device=dev)
+            if stop.shape != (b,):  # before ``classify`` below broadcasts it
+                raise ActionError(f"stop must have shape ({b},), got {tuple(stop.shape)}")
             if stop.is_floating_point() or ((stop != 0) & (stop != 1)).any():
                 raise ActionError(f"stop must be 0/1 or bool, got {stop.tolist()} ({stop.dtype})")
             stop = stop.bool()
@@ -399,9 +402,8 @@ class GlimpseMDP:
         if (self.done & active).any():
             idx = int((self.done & active).nonzero()[0, 0])
             raise ActionError(f"episode {idx} has ended; call reset() before step()")
-        location = self._validate(
-            location.float() if location.is_floating_point() else location, label, stop, active
-        )
+        # Validated in the given precision (a float64 1e300 is out of range, not inf).
+        location = self._validate(location, label, stop, active).float()
         label = label.long()
 
         # Classification of the current target.

@@ -8,9 +8,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.core import GlimpseMDP, MDPConfig
+from envs.core import ActionError, GlimpseMDP, MDPConfig
 from envs.source import ImageSource
-from envs.spaces import ActionCodec, action_space, observation_space
+from envs.spaces import ActionCodec, action_space, check_action_keys, describe, observation_space
+from glimpse.training import resolve_device
 
 __all__ = ["FlattenActionWrapper", "GlimpseEnv"]
 
@@ -39,10 +40,13 @@ class GlimpseEnv(gym.Env):
     ``Dict(location=Box(-b, b, (2,)), label=Discrete(num_classes)[, stop=Discrete(2)])``:
     the next fixation ``(x, y)`` (``b = 1`` for absolute locations, ``(-1, -1)`` the
     top-left corner; ``b = max_step`` for relative moves), the class (read only on a
-    classifying step), and, with ``early_stop``, "classify now". Out-of-range locations
-    raise, unless ``clip_actions=True``. For stable-baselines3, wrap with
-    :class:`FlattenActionWrapper`. Parts mode: ``location=Box(-b, b, (K, 2))``, all ``K``
-    parts of the step at once.
+    classifying step), and, with ``early_stop``, "classify now". ``location`` and ``label``
+    are required on every step, ``stop`` may be left out (0). Out-of-range locations
+    raise, unless ``clip_actions=True``. A missing or unknown key, or a value of the wrong
+    shape, type or range raises :class:`envs.ActionError` (a ``ValueError``) with a
+    one-line message naming it, and leaves the env unchanged. For stable-baselines3, wrap
+    with :class:`FlattenActionWrapper`. Parts mode: ``location=Box(-b, b, (K, 2))``, all
+    ``K`` parts of the step at once.
 
     ## Observation Space
     ``Dict(glimpse=Box(0, 1, (k, C, g, g)), location=Box(-1, 1, (2,)),
@@ -79,6 +83,8 @@ class GlimpseEnv(gym.Env):
     ``num_scales``, ``scale_factor``, ``num_glimpses``, ``num_classes``, ``num_targets``,
     ``init_location``, ``relative``, ``max_step``, ``clip_actions``, ``step_reward``,
     ``early_stop``, ``context_size``, ``num_parts``); ``render_mode="rgb_array"``.
+    ``device`` is ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (``glimpse.training.resolve_device``;
+    CUDA requested without CUDA is a ``ValueError``).
 
     ## Info
     ``label`` and ``index`` (dataset index) at every step; on a classifying step
@@ -103,6 +109,7 @@ class GlimpseEnv(gym.Env):
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        device = resolve_device(str(device))
         self.source = ImageSource.from_any(source, split, data_root, device, dataset_kwargs)
         config.setdefault("num_targets", self.source.num_targets)
         try:
@@ -150,29 +157,46 @@ class GlimpseEnv(gym.Env):
     def step(
         self, action: dict[str, Any]
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        if not isinstance(action, dict) or "location" not in action:
-            raise ValueError(
-                "action must be a dict with 'location' (2,), 'label' (int)"
-                f"{' and stop (0/1)' if self.config.early_stop else ''}; got {action!r}"
+        cfg = self.config
+        check_action_keys(action, cfg)
+        raw = action["location"]
+        location = _as_array(raw)
+        if location is None or location.shape != cfg.loc_shape:
+            want = f"{cfg.num_parts} (x, y) pairs" if cfg.num_parts else "2 numbers (x, y)"
+            raise ActionError(
+                f"action['location'] must be {want}, shape {cfg.loc_shape}, got {describe(raw)}"
+                + ("" if location is None else f" of shape {location.shape}")
             )
-        location = np.asarray(action["location"])
-        loc_shape = self.config.loc_shape
-        if location.shape != loc_shape:
-            raise ValueError(
-                f"action['location'] must have shape {loc_shape}, got {location.shape}"
+        if location.dtype.kind != "f":
+            raise ActionError(
+                f"action['location'] must be floating point, got {location.dtype}: {describe(raw)}"
             )
-        if not np.issubdtype(location.dtype, np.floating):
-            raise ValueError(f"action['location'] must be floating point, got {location.dtype}")
-        label = np.asarray(action.get("label", 0))
-        if label.shape not in ((), (1,)) or not np.issubdtype(label.dtype, np.integer):
-            raise ValueError(f"action['label'] must be one integer class index, got {label!r}")
-        stop = np.asarray(action.get("stop", 0))
-        if stop.shape not in ((), (1,)):
-            raise ValueError(f"action['stop'] must be one 0/1 value, got {stop!r}")
+        raw = action["label"]
+        label = _as_array(raw)
+        if (
+            label is None
+            or label.shape not in ((), (1,))
+            or label.dtype.kind not in "iu"  # not np.integer: timedelta64 is one
+        ):
+            raise ActionError(
+                f"action['label'] must be one integer class index in [0, {cfg.num_classes}), "
+                f"got {describe(raw)}"
+            )
+        if not -(2**63) <= int(label.reshape(())) < 2**63:  # would wrap around as int64
+            raise ActionError(
+                f"action['label'] must be a class index in [0, {cfg.num_classes}), "
+                f"got {int(label.reshape(()))}"
+            )
+        raw = action.get("stop", 0)
+        stop = _as_array(raw)
+        if stop is None or stop.shape not in ((), (1,)) or stop.dtype.kind not in "biu":
+            raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")
+        if not -(2**63) <= int(stop.reshape(())) < 2**63:
+            raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")
         res = self.core.step(
-            torch.as_tensor(location, dtype=torch.float32).reshape(1, *loc_shape),
-            torch.as_tensor(label, dtype=torch.long).reshape(1),
-            torch.as_tensor(stop).reshape(1),
+            torch.from_numpy(location.astype(np.float64)).reshape(1, *cfg.loc_shape),
+            torch.as_tensor(label.astype(np.int64)).reshape(1),
+            torch.as_tensor(stop.astype(np.int64)).reshape(1),
         )
         info = self._info()
         if bool(res.classified[0]):
@@ -204,6 +228,14 @@ class GlimpseEnv(gym.Env):
             label=label,
         )
         return frames[-1]
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    """``value`` as a numpy array, or ``None`` when numpy cannot make a regular one."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError):  # ragged nested lists, objects numpy refuses
+        return None
 
 
 class FlattenActionWrapper(gym.ActionWrapper):

@@ -23,17 +23,57 @@ SB3 ``VecEnv`` adapter, so both faces decode actions identically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from envs.core import MDPConfig
+from envs.core import ActionError, MDPConfig
 
-__all__ = ["ActionCodec", "action_space", "observation_space"]
+__all__ = ["ActionCodec", "action_space", "check_action_keys", "describe", "observation_space"]
+
+ACTION_KEYS = ("location", "label", "stop")
+"""Keys of a native action dict; ``location`` and ``label`` are required, ``stop`` is
+optional (0 when left out; anything but 0 needs ``early_stop=True``)."""
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, at most ``limit`` characters, for error messages."""
+    try:
+        text = " ".join(repr(value).split())
+    except Exception:  # a repr that raises must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_action_keys(action: Any, cfg: MDPConfig, batch: int | None = None) -> None:
+    """Raise :class:`~envs.core.ActionError` unless ``action`` is a dict holding
+    ``location`` and ``label``, optionally ``stop``, and nothing else (:data:`ACTION_KEYS`).
+
+    ``batch`` is ``None`` for one episode's action (:class:`envs.GlimpseEnv`), else the
+    number of episodes ``N`` of a batched one (:class:`envs.GlimpseVectorEnv`); it only
+    changes the shapes the message names.
+    """
+    name = "action" if batch is None else "actions"
+    loc = (*(() if batch is None else (batch,)), *cfg.loc_shape)
+    label = f"({batch},) ints" if batch is not None else "an int"
+    want = (
+        f"{name} must be a dict with 'location': {loc} floats, 'label': {label} in "
+        f"[0, {cfg.num_classes})" + (" and optionally 'stop': 0/1" if cfg.early_stop else "")
+    )
+    if not isinstance(action, Mapping):
+        raise ActionError(f"{want}; got {type(action).__name__} {describe(action)}")
+    missing = [k for k in ACTION_KEYS[:2] if k not in action]
+    if missing:
+        keys = describe([*action])
+        raise ActionError(f"{want}; {' and '.join(map(repr, missing))} missing (keys {keys})")
+    unknown = [k for k in action if k not in ACTION_KEYS]
+    if unknown:
+        raise ActionError(f"{want}; got unknown key(s) {describe(unknown)}")
 
 
 def observation_space(cfg: MDPConfig, channels: int) -> spaces.Dict:
@@ -117,6 +157,14 @@ class ActionCodec:
             raise ValueError(f"flat actions must have shape (B, {want}), got {tuple(a.shape)}")
         bound = cfg.location_bound
         if self.mode == "multidiscrete":
+            if a.is_floating_point():
+                bad = ~torch.isfinite(a) | (a != a.round())
+                if bad.any():
+                    i, j = (int(v) for v in bad.nonzero()[0])
+                    raise ValueError(
+                        f"multidiscrete actions must be whole numbers, got {a[i, j].item()} "
+                        f"at [{i}, {j}]"
+                    )
             a = a.long()
             hi = torch.as_tensor(self.space.nvec)
             if ((a < 0) | (a >= hi)).any():

@@ -6,13 +6,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from envs.core import GlimpseMDP, MDPConfig, StepResult
+from envs.core import ActionError, GlimpseMDP, MDPConfig, StepResult
 from envs.source import ImageSource, IndexStream
-from envs.spaces import action_space, observation_space
+from envs.spaces import ACTION_KEYS, action_space, check_action_keys, describe, observation_space
+from glimpse.training import resolve_device
 
 __all__ = ["GlimpseVectorEnv"]
 
@@ -21,7 +23,25 @@ def _as_tensor(value: Any) -> Tensor | None:
     """``None`` stays ``None``; tensors pass through; anything else goes via numpy."""
     if value is None or isinstance(value, Tensor):
         return value
-    return torch.as_tensor(np.asarray(value))
+    array = np.asarray(value)
+    if not array.dtype.isnative:  # e.g. big-endian floats: torch reads native order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    return torch.as_tensor(array)
+
+
+def _action_tensor(actions: dict[str, Any], key: str) -> Tensor | None:
+    """``actions[key]`` as a tensor (``None`` if absent); ActionError if it is not numeric."""
+    if key not in actions:
+        return None
+    value = actions[key]
+    try:
+        if value is not None:
+            return _as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):  # strings, ragged lists, objects
+        pass
+    raise ActionError(
+        f"actions[{key!r}] must be a tensor or array of numbers, got {describe(value)}"
+    )
 
 
 class GlimpseVectorEnv(VectorEnv):
@@ -42,7 +62,10 @@ class GlimpseVectorEnv(VectorEnv):
     (``array_type="torch"``), the fast path for torch agents; ``array_type="numpy"``
     gives numpy arrays. Actions: a dict with ``location`` ``(N, 2)`` float (``(N, K, 2)``
     in parts mode, ``num_parts = K``), ``label`` ``(N,)`` int and, with ``early_stop``,
-    ``stop`` ``(N,)`` bool.
+    ``stop`` ``(N,)`` bool. ``location`` and ``label`` are required on every step,
+    ``stop`` may be left out. A missing or unknown key, or a value of the wrong shape,
+    type or range raises :class:`envs.ActionError` (a ``ValueError``) with a one-line
+    message, and leaves every sub-env unchanged.
 
     **Info** (Gymnasium vector convention, ``_key`` masks): ``label`` ``(N,)`` (or
     ``(N, num_targets)``), ``index`` (dataset index), ``prediction``/``correct``/``target``
@@ -55,7 +78,8 @@ class GlimpseVectorEnv(VectorEnv):
         num_envs: ``N``.
         config: the MDP's parameters (:class:`envs.core.MDPConfig`).
         split, data_root, dataset_kwargs: passed to ``glimpse.data.get_dataset`` for names.
-        device: where images, state and glimpses live.
+        device: where images, state and glimpses live: ``"cpu"``, ``"cuda[:N]"`` or
+            ``"auto"`` (``glimpse.training.resolve_device``).
         shuffle: draw images in shuffled epochs (else in order).
         array_type: ``"torch"`` or ``"numpy"``.
         render_index: the sub-env that :meth:`render` draws.
@@ -86,7 +110,9 @@ class GlimpseVectorEnv(VectorEnv):
             raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.device = torch.device(device)
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.device = resolve_device(str(device))
         self.source = ImageSource.from_any(source, split, data_root, self.device, dataset_kwargs)
         cfg = config or MDPConfig()
         if cfg.num_targets != self.source.num_targets:
@@ -149,12 +175,8 @@ class GlimpseVectorEnv(VectorEnv):
         self._started = True
 
     def _decode(self, actions: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        if not isinstance(actions, dict) or "location" not in actions:
-            raise ValueError(
-                "actions must be a dict with 'location' (N, 2), 'label' (N,) and, with "
-                f"early_stop, 'stop' (N,); got {type(actions).__name__}"
-            )
-        location, label, stop = (_as_tensor(actions.get(k)) for k in ("location", "label", "stop"))
+        check_action_keys(actions, self.config, self.num_envs)
+        location, label, stop = (_action_tensor(actions, k) for k in ACTION_KEYS)
         return location, label, stop
 
     def _step_core(
@@ -203,15 +225,21 @@ class GlimpseVectorEnv(VectorEnv):
         """Start ``num_envs`` new episodes.
 
         ``seed`` restarts the image stream and the initial-location generator (a list of
-        seeds uses its first entry). ``options``: ``indices`` (``(N,)`` dataset indices to
-        use instead of the stream) and ``init_loc`` (``(N, 2)``).
+        seeds uses its first entry). Like :meth:`GlimpseEnv.reset`, a seed is an int >= 0
+        or ``None`` (else ``gymnasium.error.Error``, Gymnasium's own rule and message).
+        ``options``: ``indices`` (``(N,)`` dataset indices to use instead of the stream) and
+        ``init_loc`` (``(N, 2)``).
         """
         if isinstance(seed, (list, tuple)):
+            for s in seed:  # every entry obeys the rule below, though only the first is used
+                seeding.np_random(s)
             seed = seed[0] if seed else None
         options = options or {}
         unknown = set(options) - {"indices", "init_loc"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; valid: indices, init_loc")
+        # Gymnasium's seeding rule and message, exactly as GlimpseEnv.reset: an int >= 0 or None.
+        super().reset(seed=seed)
         self._seed(seed)
         init_loc = options.get("init_loc")
         if init_loc is not None:

@@ -54,6 +54,7 @@ All paths agree with the loop reference (``tests/retina_reference.py``; tested).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,15 +77,24 @@ __all__ = [
 ]
 
 
-def _check_loc(loc: Tensor, batch: int | None = None) -> None:
+def _check_loc(loc: Tensor, batch: int | None = None, name: str = "loc") -> None:
+    """Shape, dtype and finiteness of ``(B, 2)`` locations (one device sync: the ``isfinite``
+    check; the offending row is looked up only when it fails)."""
     if not isinstance(loc, Tensor):
-        raise TypeError(f"loc must be a torch.Tensor of shape (B, 2), got {type(loc).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, 2), got {type(loc).__name__}")
     if loc.ndim != 2 or loc.shape[1] != 2:
-        raise ValueError(f"loc must have shape (B, 2) holding (x, y), got {tuple(loc.shape)}")
+        raise ValueError(f"{name} must have shape (B, 2) holding (x, y), got {tuple(loc.shape)}")
     if batch is not None and loc.shape[0] != batch:
-        raise ValueError(f"loc has {loc.shape[0]} rows but there are {batch} images")
+        raise ValueError(f"{name} has {loc.shape[0]} rows but there are {batch} images")
     if not loc.is_floating_point():
-        raise ValueError(f"loc must be a floating-point tensor, got dtype {loc.dtype}")
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {loc.dtype}")
+    if not bool(torch.isfinite(loc).all()):
+        i = int((~torch.isfinite(loc)).any(1).nonzero()[0, 0])
+        x, y = loc[i].tolist()
+        raise ValueError(
+            f"{name}[{i}] is ({x}, {y}); expected finite (x, y) "
+            "(in [-1, 1] inside the image; beyond it reads zeros)"
+        )
 
 
 def loc_to_pixel(loc: Tensor, height: int, width: int) -> Tensor:
@@ -95,13 +105,18 @@ def loc_to_pixel(loc: Tensor, height: int, width: int) -> Tensor:
     ``(-1, -1) -> (0, 0)`` (top-left corner of the image), ``(0, 0) -> (W/2, H/2)``.
     """
     _check_loc(loc)
+    return _to_pixel(loc, height, width)
+
+
+def _to_pixel(loc: Tensor, height: int, width: int) -> Tensor:
+    """:func:`loc_to_pixel` without the checks (for callers that made them)."""
     size = loc.new_tensor([width, height])
     return (loc + 1.0) * 0.5 * size
 
 
 def pixel_to_loc(pix: Tensor, height: int, width: int) -> Tensor:
     """Inverse of :func:`loc_to_pixel`: pixel ``(px, py)`` to ``(x, y)`` in ``[-1, 1]``."""
-    _check_loc(pix)
+    _check_loc(pix, name="pix")
     size = pix.new_tensor([width, height])
     return pix / size * 2.0 - 1.0
 
@@ -124,7 +139,15 @@ def patch_boxes(
     :func:`loc_to_pixel` ``(loc)``. Boxes may extend beyond the image.
     """
     _validate_params(glimpse_size, num_scales, scale_factor)
-    centre = loc_to_pixel(loc, height, width)  # (B, 2)
+    _check_loc(loc)
+    return _boxes(loc, height, width, glimpse_size, num_scales, scale_factor)
+
+
+def _boxes(
+    loc: Tensor, height: int, width: int, glimpse_size: int, num_scales: int, scale_factor: float
+) -> Tensor:
+    """:func:`patch_boxes` without the checks (for callers that made them)."""
+    centre = _to_pixel(loc, height, width)  # (B, 2)
     half = loc.new_tensor(_scale_sizes(glimpse_size, num_scales, scale_factor)) / 2  # (k,)
     lo = centre[:, None, :] - half[None, :, None]
     hi = centre[:, None, :] + half[None, :, None]
@@ -141,6 +164,17 @@ def _validate_params(glimpse_size: int, num_scales: int, scale_factor: float) ->
     ):
         raise ValueError(
             f"scale_factor must be a real number >= 1 (> 0 with one scale), got {scale_factor!r}"
+        )
+    if isinstance(scale_factor, float) and not math.isfinite(scale_factor):  # inf, -inf
+        raise ValueError(f"scale_factor must be a finite real number, got {scale_factor!r}")
+    try:
+        largest = glimpse_size * float(scale_factor) ** (num_scales - 1)
+    except OverflowError:
+        largest = math.inf
+    if not math.isfinite(largest):
+        raise ValueError(
+            f"scale_factor={scale_factor!r} is too large for num_scales={num_scales}: the "
+            f"largest patch side glimpse_size * scale_factor**{num_scales - 1} overflows"
         )
 
 
@@ -170,12 +204,12 @@ def foveate(
 
     Args:
         images: ``(B, C, H, W)`` floating-point images, any ``H``, ``W``, ``C``.
-        loc: ``(B, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` (values outside are
-            allowed; the patch then reads zeros).
+        loc: ``(B, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` (finite values outside
+            are allowed; the patch then reads zeros; NaN or inf raise ``ValueError``).
         glimpse_size: ``g``, the side of every output patch.
         num_scales: ``k``, the number of patches.
-        scale_factor: ``s``; patch ``i`` covers ``g * s**i`` pixels per side. Any real
-            ``s >= 1`` (see the module docstring for the exact area-average definition).
+        scale_factor: ``s``; patch ``i`` covers ``g * s**i`` pixels per side. Any finite
+            real ``s >= 1`` (see the module docstring for the exact area-average definition).
 
     Returns:
         ``(B, k, C, g, g)`` glimpses on the device and in the dtype of ``images``.
@@ -190,7 +224,7 @@ def foveate(
     # Geometry in float32 at least (bfloat16 pixel coordinates are too coarse).
     geo_dtype = torch.promote_types(images.dtype, torch.float32)
     cell = torch.tensor([scale_factor**i for i in range(k)], device=images.device, dtype=geo_dtype)
-    lo = patch_boxes(loc.to(geo_dtype), h, w, g, k, scale_factor)[..., :2]  # (B, k, 2)
+    lo = _boxes(loc.to(geo_dtype), h, w, g, k, scale_factor)[..., :2]  # (B, k, 2)
     # x and y weights in one go: (B, 2, k, g, max(H, W)).
     weights = _overlap_weights(lo.transpose(1, 2), cell, g, max(h, w)).to(images.dtype)
     wx, wy = weights[:, 0, ..., :w], weights[:, 1, ..., :h]
@@ -459,7 +493,7 @@ def foveate_integral(
     if loc.device != integral.device:
         raise ValueError(f"loc is on {loc.device} but the images are on {integral.device}")
     g, k = glimpse_size, num_scales
-    boxes = patch_boxes(loc.double(), h, w, g, k, scale_factor)  # (B, k, 4)
+    boxes = _boxes(loc.double(), h, w, g, k, scale_factor)  # (B, k, 4)
     cell = torch.tensor([scale_factor**i for i in range(k)], device=loc.device).double()
     u = torch.arange(g + 1, device=loc.device, dtype=torch.float64)
     ex = boxes[..., 0, None] + u * cell[:, None]  # (B, k, g+1) cell edges along x

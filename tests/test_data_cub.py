@@ -146,6 +146,36 @@ def test_corrupt_table_is_reported(cub):
         CUB200(cub.root, target_type="box")
 
 
+def test_truncated_image_names_its_path(cub):
+    # "OSError: Truncated File Read" (or "image file is truncated") with no path before.
+    ds = CUB200(cub.root)
+    path = cub.root / "CUB_200_2011" / "images" / ds.image_paths[2]
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(DatasetNotFoundError) as info:
+        ds[2]
+    message = str(info.value)
+    assert message.startswith(f"CUB-200-2011 file {path} is corrupt (unreadable image: ")
+    assert "GLIMPSE_DATA" in message and "\n" not in message
+    ds[1]  # the others still load
+
+
+@pytest.mark.parametrize("name", ["images.txt", "classes.txt", "parts/parts.txt"])
+def test_duplicate_id_blames_the_file_that_repeats_it(cub, name):
+    # A repeated id in images.txt was reported as image_class_labels.txt being corrupt.
+    path = cub.root / "CUB_200_2011" / name
+    lines = path.read_text().splitlines()
+    repeated = lines[1].split()[0]
+    lines.insert(3, "")  # blank lines are skipped but still counted
+    lines.append(f"{repeated} copy.jpg")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetNotFoundError) as info:
+        CUB200(cub.root, target_type=("label", "parts"))
+    assert str(info.value).startswith(
+        f"CUB-200-2011 file {path} is corrupt (id {repeated} on line {len(lines)} is already "
+        "listed on line 2). "
+    )
+
+
 # -- joint transforms ----------------------------------------------------------------------
 
 

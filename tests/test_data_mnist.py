@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -171,6 +172,42 @@ def test_corrupt_idx_file_raises_dataset_not_found(tmp_path, damage):
         load_mnist(tmp_path, "train", val_size=10)
     named = raw if damage == "labels_of_wrong_length" else images
     assert str(named) in str(info.value) and "GLIMPSE_DATA" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "why"),
+    [
+        # "(AssertionError: )" before: torchvision's reader asserts with no message.
+        (
+            "train-labels-idx1-ubyte",
+            "random",
+            r"bad magic number 0x[0-9a-f]{8}, expected 0x00000801 for an IDX label file",
+        ),
+        (
+            "train-images-idx3-ubyte",
+            "random",
+            r"bad magic number 0x[0-9a-f]{8}, expected 0x00000803 for an IDX image file",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            "truncated",
+            "30 bytes, but its header promises 50 values, 58 bytes",
+        ),
+        ("train-labels-idx1-ubyte", "short-header", "6 bytes, too short for the 8-byte header"),
+        ("train-images-idx3-ubyte", "empty", "0 bytes, too short for the 4-byte IDX magic number"),
+    ],
+)
+def test_corrupt_idx_file_says_what_is_wrong_on_one_line(tmp_path, name, damage, why):
+    path = make_fake_mnist(tmp_path) / name
+    good = path.read_bytes()
+    bad = {"random": np.random.default_rng(1).bytes(5000), "truncated": good[:30]}
+    path.write_bytes(bad.get(damage, b"" if damage == "empty" else good[:6]))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(tmp_path, "train", val_size=10)
+    message = str(info.value)
+    prefix = f"MNIST file {re.escape(str(path))} is corrupt or not an IDX file "
+    assert re.match(rf"{prefix}\({why}\)\. Replace it with a good copy", message), message
+    assert "\n" not in message
 
 
 def test_one_missing_file_is_named(tmp_path):

@@ -412,6 +412,29 @@ def _bad_steps():
         ("label-bool", (ok_loc, torch.zeros(B, dtype=torch.bool)), "got dtype torch.bool"),
         ("label-high", (ok_loc, labels_of(0, 10, 2)), r"\[0, 10\), got 10 at index 1"),
         ("label-negative", (ok_loc, labels_of(-1, 1, 2)), r"\[0, 10\), got -1 at index 0"),
+        # torch cannot compare these dtypes: NotImplementedError before.
+        (
+            "label-uint32",
+            (ok_loc, torch.tensor([0, 70000, 1], dtype=torch.uint32)),
+            r"\[0, 10\), got 70000 at index 1$",
+        ),
+        (
+            "label-uint64-huge",
+            (ok_loc, torch.tensor([0, 1, 2**64 - 1], dtype=torch.uint64)),
+            r"\[0, 10\), got 18446744073709551615 at index 2$",
+        ),
+        # Out of range in float64, not "NaN/inf" after a cast to float32.
+        (
+            "range-float64",
+            (torch.tensor([[0.0, 0.0], [1e300, 0.0], [0.0, 0.0]], dtype=torch.float64), ok_lab),
+            r"\[-1, 1\]\^2, got index 1: \[1e\+300, 0.0\]",
+        ),
+        # Broadcast against the batch before (a RuntimeError from torch).
+        (
+            "stop-shape",
+            (ok_loc, ok_lab, torch.zeros(2, dtype=torch.bool)),
+            r"^stop must have shape \(3,\), got \(2,\)$",
+        ),
     ]
 
 

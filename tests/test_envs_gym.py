@@ -7,6 +7,8 @@ dataset uses small in-memory ``(images, labels)`` sources.
 
 from __future__ import annotations
 
+import functools
+import re
 import warnings
 
 import gymnasium as gym
@@ -14,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import envs
 from envs import ActionError, GlimpseEnv, GlimpseVectorEnv, MDPConfig
@@ -504,8 +509,21 @@ BAD_ACTIONS = [
     (
         "loc-shape",
         {"location": np.zeros(3, np.float32), "label": 0},
-        ValueError,
-        r"action\['location'\] must have shape \(2,\), got \(3,\)",
+        ActionError,
+        r"action\['location'\] must be 2 numbers \(x, y\), shape \(2,\), got "
+        r"array\(\[0., 0., 0.\], dtype=float32\) of shape \(3,\)$",
+    ),
+    (
+        "loc-string",
+        {"location": "center", "label": 0},
+        ActionError,
+        r"action\['location'\] must be 2 numbers \(x, y\), shape \(2,\), got 'center'",
+    ),
+    (
+        "loc-ragged",
+        {"location": [0.0, [0.5, 0.5]], "label": 0},
+        ActionError,
+        r"must be 2 numbers \(x, y\), shape \(2,\), got \[0.0, \[0.5, 0.5\]\]$",
     ),
     (
         "loc-dtype",
@@ -518,19 +536,58 @@ BAD_ACTIONS = [
     (
         "label-float",
         action(label=0) | {"label": 2.0},
-        ValueError,
-        r"action\['label'\] must be one integer class index, got array\(2.\)",
+        ActionError,
+        r"action\['label'\] must be one integer class index in \[0, 10\), got 2.0$",
     ),
     (
         "label-shape",
         action() | {"label": np.array([1, 2])},
-        ValueError,
-        r"one integer class index, got array\(\[1, 2\]\)",
+        ActionError,
+        r"one integer class index in \[0, 10\), got array\(\[1, 2\]\)",
+    ),
+    (
+        "label-string",
+        action() | {"label": "3"},
+        ActionError,
+        r"one integer class index in \[0, 10\), got '3'",
+    ),
+    (
+        # numpy counts timedelta64 as an integer type; int() of NaT was a TypeError.
+        "label-timedelta",
+        action() | {"label": np.array("NaT", "timedelta64[Y]")},
+        ActionError,
+        r"one integer class index in \[0, 10\), got array\('NaT', dtype='timedelta64\[Y\]'\)$",
+    ),
+    (
+        "label-huge-uint64",
+        action() | {"label": np.uint64(2**64 - 1)},
+        ActionError,
+        r"class index in \[0, 10\), got 18446744073709551615$",
+    ),
+    (
+        # Scored as class 0 before: the action space has a label, so it is required.
+        "label-missing",
+        {"location": np.zeros(2, np.float32)},
+        ActionError,
+        r"action must be a dict with 'location': \(2,\) floats, 'label': an int in "
+        r"\[0, 10\); 'label' missing \(keys \['location'\]\)$",
+    ),
+    (
+        "unknown-key",
+        action() | {"lable": 3},
+        ActionError,
+        r"action must be a dict with .*; got unknown key\(s\) \['lable'\]$",
     ),
     ("stop-disabled", action(stop=1), ActionError, "early_stop=False"),
-    ("stop-shape", action(stop=np.array([0, 1])), ValueError, r"action\['stop'\] must be one 0/1"),
-    ("not-a-dict", np.zeros(2, np.float32), ValueError, "action must be a dict with 'location'"),
-    ("no-location", {"label": 1}, ValueError, "action must be a dict with 'location'"),
+    ("stop-shape", action(stop=np.array([0, 1])), ActionError, r"action\['stop'\] must be one 0/1"),
+    ("stop-string", action(stop="yes"), ActionError, r"action\['stop'\] must be one 0/1 .* 'yes'$"),
+    (
+        "not-a-dict",
+        np.zeros(2, np.float32),
+        ActionError,
+        r"action must be a dict with 'location'.*; got ndarray array\(\[0., 0.\]",
+    ),
+    ("no-location", {"label": 1}, ActionError, r"'location' missing \(keys \['label'\]\)$"),
 ]
 
 
@@ -620,6 +677,25 @@ def test_vector_env_bad_actions_raise_and_leave_the_env_unchanged():
             "integer class index",
         ),
         (ok["location"], ValueError, "actions must be a dict"),
+        # Scored as class 0 on a classifying step before (the next step classifies).
+        (
+            {"location": ok["location"]},
+            ActionError,
+            r"actions must be a dict with 'location': \(3, 2\) floats, 'label': \(3,\) ints "
+            r"in \[0, 10\); 'label' missing \(keys \['location'\]\)$",
+        ),
+        (ok | {"lable": ok["label"]}, ActionError, r"unknown key\(s\) \['lable'\]$"),
+        (
+            {"location": "center", "label": ok["label"]},
+            ActionError,
+            r"actions\['location'\] must be a tensor or array of numbers, got 'center'$",
+        ),
+        (ok | {"stop": torch.zeros(2, dtype=torch.bool)}, ActionError, r"\(3,\), got \(2,\)"),
+        (
+            {"location": ok["location"], "label": np.array([0, 2**64 - 1, 0], np.uint64)},
+            ActionError,
+            "got 18446744073709551615 at index 1",
+        ),
     ]
     for bad, error, match in cases:
         before = core_state(venv)
@@ -640,6 +716,11 @@ def test_vector_env_rejects_bad_construction_and_reset_arguments():
         GlimpseVectorEnv(source, 2, render_mode="rgb_array", render_index=2)
     with pytest.raises(ValueError, match="num_targets=2 but the dataset has 1"):
         GlimpseVectorEnv(source, 2, MDPConfig(num_targets=2))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=rf"num_envs must be a positive int, got {bad!r}$"):
+            GlimpseVectorEnv(source, bad)
+        with pytest.raises(ValueError, match=rf"num_envs must be a positive int, got {bad!r}$"):
+            envs.make_vector_env(num_envs=bad, source=source)
     venv = GlimpseVectorEnv(source, 2)
     with pytest.raises(ValueError, match=r"unknown reset options \['index'\]"):
         venv.reset(options={"index": 0})
@@ -647,6 +728,37 @@ def test_vector_env_rejects_bad_construction_and_reset_arguments():
         ValueError, match=r"indices must be 2 dataset indices in \[0, 7\), got \[0, 7\]"
     ):
         venv.reset(options={"indices": [0, 7]})
+
+
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, np.int64(3), [0, -1]])
+def test_vector_env_reset_seed_follows_the_single_env_rule(seed):
+    """An int >= 0 or None, with Gymnasium's own message, and nothing changes on refusal."""
+    source = tiny_source()
+    env, venv = GlimpseEnv(source), GlimpseVectorEnv(source, 2)
+    venv.reset(seed=0)
+    before, stream = core_state(venv), venv.stream.state_dict()
+    with pytest.raises(gym.error.Error) as single:
+        env.reset(seed=seed[-1] if isinstance(seed, list) else seed)
+    with pytest.raises(gym.error.Error, match=f"^{re.escape(str(single.value))}$"):
+        venv.reset(seed=seed)
+    assert_state_equal(before, core_state(venv))
+    assert torch.equal(venv.stream.state_dict()["order"], stream["order"])
+    assert venv.stream.state_dict()["pos"] == stream["pos"]
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    source = tiny_source()
+    makers = [
+        lambda: envs.make_vector_env(2, source=source, device="cuda"),
+        lambda: GlimpseVectorEnv(source, 2, device=torch.device("cuda")),
+        lambda: GlimpseEnv(source, device="cuda"),
+    ]
+    for make in makers:
+        with pytest.raises(
+            ValueError, match=r"^device 'cuda' requested but CUDA is not available; use 'cpu'$"
+        ):
+            make()
 
 
 # ------------------------------------------------------------------ rendering
@@ -741,3 +853,147 @@ def test_vector_reset_with_bad_options_does_not_reseed():
     _, info = venv.reset()
     _, twin_info = twin.reset()
     assert torch.equal(info["index"], twin_info["index"])
+
+
+# ------------------------------------------------------------------ property: any action
+
+# Whatever an agent or a newcomer sends to ``step``, each call either succeeds or raises
+# ActionError (a ValueError, the env's documented error) with a one-line message naming the
+# key at fault, and a rejected action leaves the env exactly as it was.
+
+PROPERTY_CONFIGS = {
+    "plain": {},
+    "early-stop-relative": {"early_stop": True, "relative": True, "max_step": 0.5},
+    "parts": {"num_parts": 2, "context_size": 4},
+}
+PROPERTY_SOURCE = tiny_source(n=5, h=12, w=12)
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.complex_numbers(allow_nan=True),
+    st.text(max_size=4),
+    st.binary(max_size=3),
+)
+_arrays = hnp.arrays(
+    dtype=st.one_of(hnp.scalar_dtypes(), hnp.unicode_string_dtypes(max_len=3)),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+)
+_nested = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4), max_leaves=8)
+
+
+def _to_torch(value: np.ndarray):
+    """The array as a torch tensor where torch has its dtype, else the array itself."""
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except (TypeError, ValueError):  # strings, objects, non-native byte order
+        return value
+
+
+_anything = st.one_of(
+    _scalars,
+    _nested,
+    _arrays,
+    _arrays.map(_to_torch),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
+
+
+@st.composite
+def _actions(draw, cfg: MDPConfig, batch: int | None):
+    """``(action, culprit, must_fail)``: a valid action with at most one thing broken, the
+    word a rejection must name (``None`` where nothing was broken), and whether it must be
+    rejected (a missing or unknown key, or no dict at all; a replaced value may be valid)."""
+    lead = () if batch is None else (batch,)
+    bound = cfg.location_bound
+    loc = draw(
+        hnp.arrays(np.float32, (*lead, *cfg.loc_shape), elements=st.floats(-bound, bound, width=32))
+    )
+    labels = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, cfg.num_classes - 1)))
+    action = {"location": loc, "label": labels if lead else np.int64(labels)}
+    if cfg.early_stop and draw(st.booleans()):
+        action["stop"] = (
+            draw(hnp.arrays(np.bool_, lead)) if lead else np.int64(draw(st.integers(0, 1)))
+        )
+    if batch is not None and draw(st.booleans()):
+        action = {k: torch.from_numpy(np.asarray(v)) for k, v in action.items()}
+    how = draw(
+        st.sampled_from(["valid", "replace", "replace", "replace", "drop", "extra", "other"])
+    )
+    if how == "replace":
+        key = draw(st.sampled_from(["location", "label", "stop"]))
+        action[key] = draw(_anything)
+        return action, key, False
+    if how == "drop":
+        key = draw(st.sampled_from(["location", "label"]))
+        del action[key]
+        return action, key, True
+    if how == "extra":
+        key = draw(st.one_of(st.text(max_size=4), st.integers(), st.none()))
+        if key in action or key == "stop":
+            return action, None, False
+        action[key] = draw(_scalars)
+        return action, repr(key), True
+    if how == "other":
+        return draw(_anything), "action", True
+    return action, None, False
+
+
+@functools.cache
+def _property_env(name: str, vector: bool) -> GlimpseEnv | GlimpseVectorEnv:
+    """One env per configuration for all examples (each example starts with a seeded reset)."""
+    kwargs = {"glimpse_size": 4, "num_glimpses": 2, **PROPERTY_CONFIGS[name]}
+    if vector:
+        return GlimpseVectorEnv(PROPERTY_SOURCE, 3, MDPConfig(**kwargs), array_type="numpy")
+    return GlimpseEnv(PROPERTY_SOURCE, **kwargs)
+
+
+def _check_rejection(err: Exception, culprit: str | None) -> None:
+    message = str(err)
+    assert isinstance(err, ActionError), f"{type(err).__name__}: {message}"
+    assert message and "\n" not in message and len(message) < 400, repr(message)
+    if culprit is not None:
+        assert culprit in message, f"{culprit!r} not named in {message!r}"
+
+
+def _face_state(env: GlimpseEnv | GlimpseVectorEnv) -> dict[str, torch.Tensor]:
+    """All that a rejected action must leave alone: the core's state, the glimpse seen now
+    and the face's own bookkeeping (dataset index; vector: indices, autoreset, stream)."""
+    state = core_state(env) | {"glimpse": env.unwrapped.core.observe()["glimpse"]}
+    if isinstance(env, GlimpseEnv):
+        return state | {"index": torch.tensor(env.index)}
+    stream = env.stream.state_dict()
+    return state | {
+        "indices": env.indices.clone(),
+        "needs_reset": env._needs_reset.clone(),
+        "order": stream["order"].clone(),
+        "pos": torch.tensor(stream["pos"]),
+    }
+
+
+@pytest.mark.parametrize("face", ["single", "vector"])
+@pytest.mark.parametrize("name", list(PROPERTY_CONFIGS))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), steps_before=st.integers(0, 2))
+def test_property_any_action_steps_or_is_rejected_cleanly(face, name, data, steps_before):
+    env = _property_env(name, vector=face == "vector")
+    batch = env.num_envs if face == "vector" else None
+    lead = () if batch is None else (batch,)
+    env.reset(seed=0)
+    # Moves without stop: one keeps a single episode running; after two, every sub-env of
+    # the vector env restarts on the next step (whose action it then ignores).
+    for _ in range(steps_before if batch else min(steps_before, 1)):
+        zeros = np.zeros((*lead, *env.config.loc_shape), np.float32)
+        env.step({"location": zeros, "label": np.zeros(lead, np.int64)})
+    action, culprit, must_fail = data.draw(_actions(env.config, batch))
+    before = _face_state(env)
+    try:
+        obs, *_ = env.step(action)
+    except Exception as err:
+        _check_rejection(err, culprit)
+        assert_state_equal(before, _face_state(env))
+    else:
+        assert not must_fail, f"accepted {action!r}"
+        assert env.observation_space.contains(obs)

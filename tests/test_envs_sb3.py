@@ -137,6 +137,10 @@ def test_codec_encode_inverts_decode(mode):
         ("multidiscrete", np.zeros((2, 4), np.int64), r"shape \(B, 3\), got \(2, 4\)"),
         ("multidiscrete", np.array([[9, 0, 0]]), r"out of range \[9, 9, 10\]"),
         ("multidiscrete", np.array([[0, 0, -1]]), "out of range"),
+        # Truncated to label 3 and read as -2**63 before.
+        ("multidiscrete", np.array([[0, 0, 3.5]]), r"whole numbers, got 3.5 at \[0, 2\]$"),
+        ("multidiscrete", np.array([[0, 0, 1], [0, np.nan, 1]]), r"got nan at \[1, 1\]$"),
+        ("multidiscrete", np.array([[np.inf, 0, 1]]), r"got inf at \[0, 0\]$"),
         ("box", np.zeros(12, np.float32), r"shape \(B, 12\), got \(12,\)"),
         ("box", np.full((1, 12), np.nan, np.float32), "must be finite"),
     ],
@@ -165,6 +169,20 @@ def test_flatten_wrapper_steps_the_env_at_the_decoded_location():
     # The decoded 0.8 and the literal 0.8 differ in the last float32 bit; the glimpse moves
     # by (image gradient) x (that difference), ~1e-6.
     np.testing.assert_allclose(got[0]["glimpse"], want[0]["glimpse"], atol=1e-5)
+
+
+def test_flatten_wrapper_rejects_non_integral_actions_without_changing_state():
+    wrapped = FlattenActionWrapper(GlimpseEnv(tiny_source(), num_glimpses=1))
+    wrapped.reset(seed=0)
+    core = wrapped.unwrapped.core
+    before = core.loc.clone(), core.num_fixations.clone(), core.done.clone()
+    for bad, shown in [(3.5, "3.5"), (np.nan, "nan"), (-np.inf, "-inf")]:
+        with pytest.raises(ValueError, match=rf"^multidiscrete actions .*, got {shown} at"):
+            wrapped.step(np.array([0, 0, bad]))
+        assert torch.equal(core.loc, before[0]) and torch.equal(core.num_fixations, before[1])
+        assert torch.equal(core.done, before[2])
+    _, _, terminated, _, info = wrapped.step(np.array([0, 0, 3.0]))  # whole floats are fine
+    assert terminated and info["prediction"] == 3
 
 
 # ------------------------------------------------------------------ SB3VecEnv

@@ -153,6 +153,10 @@ def test_gradient_flows_to_image():
         ({"num_scales": 0}, "num_scales"),
         ({"num_scales": 2, "scale_factor": 0.5}, "scale_factor"),
         ({"scale_factor": -1.0}, "scale_factor"),
+        ({"scale_factor": float("nan")}, "scale_factor"),
+        ({"scale_factor": float("inf")}, r"scale_factor must be a finite real number, got inf"),
+        ({"num_scales": 3, "scale_factor": float("inf")}, "finite real number, got inf"),
+        ({"num_scales": 3, "scale_factor": 1e200}, r"scale_factor=1e\+200 is too large"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):
@@ -175,6 +179,35 @@ def test_bad_inputs_raise():
         foveate(img, torch.zeros(3, 2), 4)
     with pytest.raises(ValueError, match="floating-point"):
         foveate(img, torch.zeros(2, 2, dtype=torch.long), 4)
+
+
+LOC_NAN = "loc\\[3\\] is \\(nan, 0.25\\); expected finite \\(x, y\\)"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kind", ["foveate", "integral", "pyramid", "boxes", "to_pixel"])
+def test_non_finite_locations_raise_naming_the_row(kind, bad):
+    images = torch.rand(5, 1, 12, 12)
+    loc = torch.full((5, 2), 0.25)
+    loc[3, 0] = bad
+    calls = {
+        "foveate": lambda: foveate(images, loc, 4, 2, 2.0),
+        "integral": lambda: foveate_integral(IntegralImage(images), loc, 4, 2, 1.5),
+        "pyramid": lambda: foveate_pyramid(BoxPyramid(images, (1, 2)), loc, 4, 2, 2.0),
+        "boxes": lambda: patch_boxes(loc, 12, 12, 4, 2, 2.0),
+        "to_pixel": lambda: loc_to_pixel(loc, 12, 12),
+    }
+    with pytest.raises(ValueError, match=LOC_NAN.replace("nan", str(bad))) as info:
+        calls[kind]()
+    assert "\n" not in str(info.value)
+    # Prepared images through the Retina object too, and locations outside [-1, 1] stay valid.
+    retina = Retina(4, 2, 2.0)
+    with pytest.raises(ValueError, match=LOC_NAN.replace("nan", str(bad))):
+        retina(retina.prepare(images), loc)
+    far = torch.full((5, 2), 3.0)
+    assert torch.equal(retina(images, far), torch.zeros(5, 2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"pix\[0\] is \(nan, nan\)"):
+        pixel_to_loc(torch.full((1, 2), float("nan")), 12, 12)
 
 
 # Locations on the quarter-pixel grid, inside, at corners and fully outside.

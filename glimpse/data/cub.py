@@ -94,13 +94,19 @@ def safe_extract_tar(archive: str | os.PathLike[str], dest: str | os.PathLike[st
                 raise UnsafeArchiveError(f"archive member {member.name!r}: {err}") from err
 
 
-def _read_lines(path: Path) -> list[str]:
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of ``path`` with their 1-based line numbers."""
     if not path.is_file():
         raise DatasetNotFoundError(
             f"CUB-200-2011 file not found: {path}. The folder {path.parent} should hold the "
             f"official CUB_200_2011 layout; {HOW_TO_GET_DATA}."
         )
-    return [line for line in path.read_text().splitlines() if line.strip()]
+    lines = enumerate(path.read_text().splitlines(), start=1)
+    return [(number, line) for number, line in lines if line.strip()]
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line for _, line in _numbered_lines(path)]
 
 
 def _corrupt(path: Path, why: str) -> DatasetNotFoundError:
@@ -111,13 +117,21 @@ def _corrupt(path: Path, why: str) -> DatasetNotFoundError:
 
 
 def _read_names(path: Path) -> tuple[np.ndarray, list[str]]:
-    """``<id> <text>`` lines as (int64 ids, texts); the text may contain spaces."""
+    """``<id> <text>`` lines as (int64 ids, texts); the text may contain spaces. Every id
+    must be unique."""
     ids, names = [], []
-    for line in _read_lines(path):
+    first_line: dict[int, int] = {}
+    for number, line in _numbered_lines(path):
         fields = line.split(maxsplit=1)
         if len(fields) != 2 or not fields[0].isdigit():
-            raise _corrupt(path, f"expected '<id> <name>', got {line!r}")
-        ids.append(int(fields[0]))
+            raise _corrupt(path, f"expected '<id> <name>', got {line!r} on line {number}")
+        key = int(fields[0])
+        if key in first_line:
+            raise _corrupt(
+                path, f"id {key} on line {number} is already listed on line {first_line[key]}"
+            )
+        first_line[key] = number
+        ids.append(key)
         names.append(fields[1].strip())
     return np.asarray(ids, dtype=np.int64), names
 
@@ -292,6 +306,8 @@ class CUB200(Dataset):
             ) from err
         except UnidentifiedImageError as err:
             raise _corrupt(path, "not an image") from err
+        except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged image data
+            raise _corrupt(path, f"unreadable image: {err}") from err
         box = None if self.boxes is None else self.boxes[index].clone()
         parts = None if self.parts is None else self.parts[index].clone()
         if self.transform is not None:

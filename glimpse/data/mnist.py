@@ -9,7 +9,9 @@ always give the same, disjoint ``train`` / ``val`` pair.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +147,36 @@ class MNISTSplit(DigitDataset):
         return f"split={self.split!r}"
 
 
+def _idx_problem(path: str, ndim: int) -> str | None:
+    """What is wrong with the IDX file of unsigned bytes at ``path`` (``ndim`` dimensions:
+    1 for labels, 3 for images), or ``None`` if its header and size are right.
+
+    The format (LeCun et al.): a big-endian magic number ``0x0000 08 <ndim>``, then
+    ``ndim`` big-endian uint32 sizes, then ``prod(sizes)`` bytes.
+    """
+    kind = "label" if ndim == 1 else "image"
+    want = 0x0800 + ndim
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * ndim)
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+    if len(header) < 4:
+        return f"{size} bytes, too short for the 4-byte IDX magic number"
+    magic = int.from_bytes(header[:4], "big")
+    if magic != want:
+        return f"bad magic number 0x{magic:08x}, expected 0x{want:08x} for an IDX {kind} file"
+    if len(header) < 4 + 4 * ndim:
+        return f"{size} bytes, too short for the {4 + 4 * ndim}-byte header"
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        shape = " x ".join(map(str, dims))
+        return f"{size} bytes, but its header promises {shape} values, {expected} bytes"
+    return None
+
+
 def _read_official(root: os.PathLike[str], train: bool, download: bool) -> tuple[Any, Any]:
     """The official train or test file as ``(uint8 (N, 28, 28), int64 (N,))``.
 
@@ -174,13 +206,17 @@ def _read_official(root: os.PathLike[str], train: bool, download: bool) -> tuple
     arrays = []
     for kind, reader in (("images-idx3", read_image_file), ("labels-idx1", read_label_file)):
         path = os.path.join(raw, f"{prefix}-{kind}-ubyte")
-        try:
-            arrays.append(reader(path))
-        except (RuntimeError, AssertionError, ValueError, TypeError, KeyError, OSError) as err:
+        why = _idx_problem(path, ndim=int(kind[-1]))
+        if why is None:
+            try:
+                arrays.append(reader(path))
+            except (RuntimeError, AssertionError, ValueError, TypeError, KeyError, OSError) as err:
+                why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        if why is not None:
             raise DatasetNotFoundError(
-                f"MNIST file {path} is corrupt or not an IDX file ({type(err).__name__}: "
-                f"{err}). Replace it with a good copy, or {HOW_TO_GET_DATA}."
-            ) from err
+                f"MNIST file {path} is corrupt or not an IDX file ({why}). Replace it with a "
+                f"good copy, or {HOW_TO_GET_DATA}."
+            )
     data, targets = arrays
     n = len(data)
     if (
