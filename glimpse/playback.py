@@ -157,11 +157,16 @@ def _label_text(rows: torch.Tensor) -> list[Any]:
 
 
 def render_episodes(
-    policy: Any, venv: Any, indices: Sequence[int] | torch.Tensor, ncols: int | None = None
+    policy: Any,
+    venv: Any,
+    indices: Sequence[int] | torch.Tensor,
+    ncols: int | None = None,
+    **render_kwargs: Any,
 ) -> np.ndarray:
     """Play the episodes of dataset ``indices`` of ``venv``'s split (deterministic: mean
     locations) and render them tiled: ``(T, H'', W'', 3)`` uint8, each frame captioned with
-    the true class and, on the last frame, the prediction (:func:`glimpse.viz.render_batch`)."""
+    the true class and, on the last frame, the prediction (:func:`glimpse.viz.render_batch`;
+    ``render_kwargs`` such as ``upscale`` or ``footprint`` go to it)."""
     from agents.reinforce import predict
     from glimpse.viz import render_batch
 
@@ -185,6 +190,7 @@ def render_episodes(
         labels=_label_text(venv.core.labels[:n].reshape(n, -1).cpu()),
         predictions=_label_text(preds.reshape(n, -1).cpu()),
         ncols=ncols,
+        **render_kwargs,
     )
 
 
@@ -234,9 +240,11 @@ def export_episodes(
     checkpoint: str = "best",
     fps: float = 2,
     device: torch.device | str = "cpu",
+    **render_kwargs: Any,
 ) -> Path:
     """Render episodes of a run's agent on ``split`` images ``indices`` to ``out``: a GIF
-    (``.gif``) or an MP4 (``.mp4``). Returns the written path."""
+    (``.gif``) or an MP4 (``.mp4``); ``render_kwargs`` (``upscale``, ``footprint``, ...)
+    go to :func:`glimpse.viz.render_trajectory`. Returns the written path."""
     from glimpse.viz import save_gif
 
     if len(indices) == 0:
@@ -245,7 +253,7 @@ def export_episodes(
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"output must end in .gif or .mp4, got {str(out)!r}")
     policy, _, venv = load_agent(run_dir, device, checkpoint, split, num_envs=len(indices))
-    frames = render_episodes(policy, venv, indices)
+    frames = render_episodes(policy, venv, indices, **render_kwargs)
     if suffix == ".gif":
         return save_gif(frames, out, fps=fps)
     return save_mp4(frames, out, fps=fps)
@@ -284,11 +292,16 @@ class PlaybackConfig:
     """Frames (glimpse steps) per second."""
     device: str = "cpu"
     """Device of the replay: cpu, cuda[:N] or auto."""
+    upscale: int | None = None
+    """Integer upscale of each frame (default: short side at least 112 pixels)."""
+    footprint: bool = False
+    """Tint each frame with the attention map of the fixations so far (glimpse.attention)."""
 
     RULES: ClassVar[dict[str, tuple]] = {
         "port": ("[]", 1, 65535),
         "indices": (">=", 0),
         "fps": (">", 0),
+        "upscale": (">=", 1),
     }
     """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
 
@@ -316,6 +329,8 @@ def playback(cfg: PlaybackConfig) -> Path | None:
             cfg.checkpoint,
             cfg.fps,
             resolve_device(cfg.device),
+            upscale=cfg.upscale,
+            footprint=cfg.footprint,
         )
         print(f"wrote {written}")
     if cfg.launch:

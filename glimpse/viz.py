@@ -53,6 +53,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from glimpse.attention import footprint_map
 from glimpse.io import atomic_write
 from glimpse.retina import patch_boxes
 
@@ -307,6 +308,8 @@ def render_trajectory(
     show_path: bool = True,
     show_step: bool = True,
     line_width: int | None = None,
+    footprint: bool = False,
+    footprint_color: Sequence[int] = (255, 140, 0),
 ) -> np.ndarray:
     """Render one glimpse trajectory as ``T`` RGB frames (see the module docstring).
 
@@ -330,6 +333,9 @@ def render_trajectory(
         show_step: draw ``"t=<t>"`` in the top-left corner.
         line_width: outline and path width in canvas pixels; default
             ``max(1, short_side // 112)`` of the upscaled canvas.
+        footprint: tint frame ``t`` with the attention map of fixations ``0..t``
+            (:func:`glimpse.attention.footprint_map`, finest scale): each pixel is blended
+            towards ``footprint_color`` by ``0.6 * map / max(map)``, under the outlines.
 
     Returns:
         ``(T, H*u, W*u, 3)`` ``uint8`` frames.
@@ -351,6 +357,16 @@ def render_trajectory(
     label = _scalar(label)
 
     base = np.repeat(np.repeat(rgb, u, axis=0), u, axis=1)
+    tints = None
+    if footprint:
+        tint = np.asarray(_check_color("footprint_color", footprint_color), dtype=np.float64)
+        loc64 = torch.from_numpy(loc).double()
+        maps = torch.stack(
+            [footprint_map(loc64[None, : t + 1], h, w, glimpse_size)[0] for t in range(steps)]
+        ).numpy()  # (T, H, W)
+        alpha = 0.6 * maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
+        alpha = np.repeat(np.repeat(alpha, u, axis=1), u, axis=2)[..., None]
+        tints = np.rint(base[None] * (1 - alpha) + tint * alpha).astype(np.uint8)
     ch, cw = base.shape[:2]
     short = min(ch, cw)
     lw = max(1, short // MIN_SHORT_SIDE) if line_width is None else line_width
@@ -362,7 +378,7 @@ def render_trajectory(
 
     frames = np.empty((steps, ch, cw, 3), dtype=np.uint8)
     for t in range(steps):
-        im = Image.fromarray(base)
+        im = Image.fromarray(base if tints is None else tints[t])
         if show_path:
             draw = ImageDraw.Draw(im)
             pts = [(float(x), float(y)) for x, y in centres[: t + 1]]

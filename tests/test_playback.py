@@ -119,6 +119,18 @@ def test_export_gif(small_run: Path, tmp_path: Path) -> None:
     assert not list(out.parent.glob(".*tmp*"))  # atomic: no temporary left behind
 
 
+def test_export_with_upscale_and_footprint(small_run: Path, tmp_path: Path) -> None:
+    policy, _, venv = load_agent(small_run, num_envs=1)
+    plain = render_episodes(policy, venv, [0], upscale=8)
+    tinted = render_episodes(policy, venv, [0], upscale=8, footprint=True)
+    assert plain.shape == tinted.shape and plain.shape[1] == 28 * 8 + 4  # pad 2 each side
+    assert (tinted != plain).any()
+    out = export_episodes(small_run, tmp_path / "fp.gif", indices=(0,), upscale=8, footprint=True)
+    gif = Image.open(out)
+    gif.seek(STEPS - 1)
+    np.testing.assert_array_equal(np.array(gif.convert("RGB")), tinted[-1])
+
+
 def test_export_mp4(small_run: Path, tmp_path: Path) -> None:
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     out = export_episodes(small_run, tmp_path / "ep.mp4", indices=(1,))

@@ -475,3 +475,17 @@ def test_bad_options_raise(kwargs: dict, match: str) -> None:
     kwargs = {"glimpse_size": 8, **kwargs}
     with pytest.raises(ValueError, match=match):
         render_trajectory(np.zeros((28, 28)), [[0.0, 0.0]], **kwargs)
+
+
+def test_footprint_tints_the_glimpsed_pixels_up_to_each_step() -> None:
+    locs = torch.cat([loc_at(6, 6), loc_at(20, 20)])  # 4x4 boxes [4, 8)^2 and [18, 22)^2
+    kw = {"upscale": 1, "show_path": False, "show_step": False}
+    off = render_trajectory(torch.zeros(28, 28), locs, 4, **kw)
+    on = render_trajectory(torch.zeros(28, 28), locs, 4, footprint=True, **kw)
+    tint = np.array([153, 84, 0], dtype=np.uint8)  # 0.6 * (255, 140, 0) on black, rounded
+    inner0, inner1 = (slice(5, 7), slice(5, 7)), (slice(19, 21), slice(19, 21))
+    assert np.all(on[0][inner0] == tint) and np.all(on[0][inner1] == 0)
+    assert np.all(on[1][inner0] == tint) and np.all(on[1][inner1] == tint)  # equal mass
+    changed = np.any(on != off, axis=-1)
+    assert not changed[0][10:, :].any() and not changed[:, :4, :].any()  # nothing else
+    assert np.array_equal(color_mask(on[1], BOX), color_mask(off[1], BOX))  # outline on top
