@@ -64,6 +64,7 @@ __all__ = [
     "default_upscale",
     "frames_to_video_tensor",
     "log_trajectories",
+    "overlay_map",
     "render_batch",
     "render_trajectory",
     "save_gif",
@@ -359,14 +360,16 @@ def render_trajectory(
     base = np.repeat(np.repeat(rgb, u, axis=0), u, axis=1)
     tints = None
     if footprint:
-        tint = np.asarray(_check_color("footprint_color", footprint_color), dtype=np.float64)
         loc64 = torch.from_numpy(loc).double()
-        maps = torch.stack(
-            [footprint_map(loc64[None, : t + 1], h, w, glimpse_size)[0] for t in range(steps)]
-        ).numpy()  # (T, H, W)
-        alpha = 0.6 * maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
-        alpha = np.repeat(np.repeat(alpha, u, axis=1), u, axis=2)[..., None]
-        tints = np.rint(base[None] * (1 - alpha) + tint * alpha).astype(np.uint8)
+        tints = [
+            overlay_map(
+                rgb.transpose(2, 0, 1),
+                footprint_map(loc64[None, : t + 1], h, w, glimpse_size)[0],
+                u,
+                footprint_color,
+            )
+            for t in range(steps)
+        ]
     ch, cw = base.shape[:2]
     short = min(ch, cw)
     lw = max(1, short // MIN_SHORT_SIDE) if line_width is None else line_width
@@ -401,6 +404,32 @@ def render_trajectory(
             canvas = np.asarray(im)
         frames[t] = canvas
     return frames
+
+
+def overlay_map(
+    image: Tensor | np.ndarray,
+    attention: Tensor | np.ndarray,
+    upscale: int | None = None,
+    color: Sequence[int] = (255, 140, 0),
+    strength: float = 0.6,
+) -> np.ndarray:
+    """An attention map drawn over its image: ``(H*u, W*u, 3)`` uint8.
+
+    ``image`` as in :func:`render_trajectory`; ``attention`` ``(H, W)`` non-negative (e.g.
+    :mod:`glimpse.attention`'s maps). Each pixel is blended towards ``color`` by
+    ``strength * attention / max(attention)`` (a zero map leaves the image as it is), then
+    upscaled by ``u`` (default :func:`default_upscale`) with nearest neighbours.
+    """
+    rgb = _image_to_rgb_uint8(image)
+    h, w = rgb.shape[:2]
+    m = np.asarray(_to_numpy(attention), dtype=np.float64)
+    if m.shape != (h, w) or not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError(f"attention must be a finite non-negative ({h}, {w}) map, got {m.shape}")
+    u = default_upscale(h, w) if upscale is None else _check_positive_int("upscale", upscale)
+    tint = np.asarray(_check_color("color", color), dtype=np.float64)
+    alpha = (strength * m / max(float(m.max()), 1e-300))[..., None]
+    out = np.rint(rgb * (1 - alpha) + tint * alpha).astype(np.uint8)
+    return np.repeat(np.repeat(out, u, axis=0), u, axis=1)
 
 
 def _caption(label: Any, pred: Any, named: Mapping[str, Color]) -> tuple[str, Color]:

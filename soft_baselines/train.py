@@ -26,6 +26,9 @@ TensorBoard tags; the global step is the number of training images seen:
   once at the end;
 - ``eval/stn`` (STN only): the first ``log_images`` validation images with the region the
   transformer samples outlined (top row) above the warped images (bottom row), every epoch;
+- ``eval/attention/gradcam``: the same images with the Grad-CAM map of the predicted class
+  over the output of the last feature stage (:func:`glimpse.attention.grad_cam`) drawn
+  over them (:func:`glimpse.viz.overlay_map`), every epoch, for every model;
 - ``hparams``: the config as a text table.
 
 Data-parallel (``torchrun``, :mod:`glimpse.distributed`): the model runs in
@@ -78,6 +81,7 @@ __all__ = [
     "build_model",
     "evaluate_model",
     "load_splits",
+    "log_attention_images",
     "log_stn_images",
     "stn_image_grid",
     "train_soft",
@@ -135,7 +139,8 @@ class SoftTrainConfig(RunConfig):
     amp: bool = False
     """Mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on CPU (a warning)."""
     log_images: int = 8
-    """STN only: validation images whose warps are logged (eval/stn) each epoch; 0: none."""
+    """Validation images whose Grad-CAM maps (eval/attention/gradcam) and, with an STN,
+    warps (eval/stn) are logged each epoch; 0: none."""
     sync_bn: bool = False
     """Under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
     instead of per rank."""
@@ -334,6 +339,34 @@ def stn_image_grid(images: Tensor, warped: Tensor, theta: Tensor) -> Tensor:
     )
 
 
+def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int, step: int) -> None:
+    """Log the Grad-CAM maps of the first ``n`` images of ``source`` over the images, as
+    ``eval/attention/gradcam`` (one row; the model's mode and parameters are untouched)."""
+    if n <= 0 or not run.enabled:
+        return
+    from torchvision.utils import make_grid
+
+    from glimpse.attention import grad_cam
+    from glimpse.viz import overlay_map
+
+    n = min(n, len(source))
+    x, _ = source.get(torch.arange(n, device=source.images.device))
+    was_training = model.training
+    model.eval()
+    try:
+        maps = grad_cam(model, model.features[-1], x.float())
+    finally:
+        model.train(was_training)
+    tiles = [
+        torch.from_numpy(overlay_map(x[i].float().cpu().clamp(0, 1), maps[i].cpu())).permute(
+            2, 0, 1
+        )
+        for i in range(n)
+    ]
+    grid = make_grid(torch.stack(tiles), nrow=n, padding=2, pad_value=255)
+    run.writer.add_image("eval/attention/gradcam", grid, step)
+
+
 def log_stn_images(
     run: Run, model: SmallCNN, source: ImageSource, n: int, step: int, amp: bool = False
 ) -> None:
@@ -455,6 +488,7 @@ def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, An
         val = evaluate_model(model, splits["val"], cfg.eval_batch_size, amp, desc="val")
         run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
         log_stn_images(run, model, splits["val"], cfg.log_images, global_step, amp)
+        log_attention_images(run, model, splits["val"], cfg.log_images, global_step)
         if run.enabled:
             run.writer.flush()
         improved = val["accuracy"] > best

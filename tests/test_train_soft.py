@@ -225,6 +225,9 @@ def test_stn_run_logs_images_resumes_and_uses_shared_evaluation(data_root, tmp_p
     images = acc.Images("eval/stn")
     assert [e.step for e in images] == [3 * 32, 2 * 3 * 32]
     assert images[0].width == 4 * 28 * 4 + 5 * 2 and images[0].height == 2 * 28 * 4 + 3 * 2
+    cams = acc.Images("eval/attention/gradcam")  # every model logs its Grad-CAM maps
+    assert [e.step for e in cams] == [3 * 32, 2 * 3 * 32]
+    assert cams[0].width == 4 * 28 * 4 + 5 * 2 and cams[0].height == 28 * 4 + 2 * 2
     tags = set(acc.Tags()["scalars"])
     assert {"losses/cross_entropy", "train/accuracy", "charts/lr", "charts/stn_area"} <= tags
     assert {"eval/accuracy", "eval/error", "eval/test_accuracy"} <= tags

@@ -489,3 +489,19 @@ def test_footprint_tints_the_glimpsed_pixels_up_to_each_step() -> None:
     changed = np.any(on != off, axis=-1)
     assert not changed[0][10:, :].any() and not changed[:, :4, :].any()  # nothing else
     assert np.array_equal(color_mask(on[1], BOX), color_mask(off[1], BOX))  # outline on top
+
+
+def test_overlay_map_blends_by_relative_attention() -> None:
+    from glimpse.viz import overlay_map
+
+    image = torch.full((1, 4, 4), 100 / 255)
+    attn = torch.zeros(4, 4)
+    attn[1, 2], attn[3, 0] = 2.0, 1.0
+    out = overlay_map(image, attn, upscale=2, color=(200, 0, 0), strength=0.5)
+    assert out.shape == (8, 8, 3)
+    assert out[2, 4].tolist() == [150, 50, 50]  # alpha 0.5 at the maximum
+    assert out[6, 0].tolist() == [125, 75, 75]  # alpha 0.25 at half the maximum
+    assert out[0, 0].tolist() == [100, 100, 100]  # no attention: the image
+    assert np.array_equal(overlay_map(image, torch.zeros(4, 4), 1)[..., 0], np.full((4, 4), 100))
+    with pytest.raises(ValueError, match="non-negative"):
+        overlay_map(image, -attn)
