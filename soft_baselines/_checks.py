@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["bottleneck_width", "check_feature_map", "check_positive_int"]
+__all__ = [
+    "bottleneck_width",
+    "check_feature_map",
+    "check_positive_int",
+    "check_positive_number",
+]
 
 
 def check_positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is a positive ``int`` (not a ``bool``); else ``ValueError``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """Return ``value`` if it is a positive real ``int``/``float`` (not a ``bool``); else
+    ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     return value
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_positive_int
-from soft_baselines.registry import register
+from soft_baselines.registry import rd_ratio_as_reduction, register
 
 __all__ = ["SKBlock", "SKConv"]
 
@@ -113,7 +113,7 @@ class SKConv(nn.Module):
         )
 
 
-@register("sk")
+@register("sk", rd_ratio=rd_ratio_as_reduction)
 class SKBlock(nn.Module):
     """Selective-kernel residual block ``x + BN(SKConv(x))``, exactly the identity at init.
 
