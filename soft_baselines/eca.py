@@ -9,7 +9,7 @@ conv1d_k(z))`` (one 1-D convolution over the channel axis, no bias, zero padding
 ``|t|_odd`` is taken as the authors do: ``int(t)``, plus one if even.
 
 timm's ``EcaModule`` computes the same ``k`` but never below 3; this block allows
-``k = 1`` (``C < 4``), where each channel's gate depends on its own mean only.
+``k = 1`` (``C < 8``), where each channel's gate depends on its own mean only.
 
 Registered as ``"eca"`` (timm's name too).
 """

@@ -49,7 +49,7 @@ __all__ = [
 DIFFERENCES: dict[str, str] = {
     "se": "hidden width: timm make_divisible(C * rd_ratio, 8); Glimpse max(C // r, min(8, C))"
     " (equal at C = 64, r = 16: 8 both); linear vs 1x1-conv layers (same maths)",
-    "eca": "timm floors the adaptive kernel size at 3; Glimpse allows 1 (C < 4)",
+    "eca": "timm floors the adaptive kernel size at 3; Glimpse allows 1 (C < 8)",
     "cbam": "timm's spatial conv has no bias and a BatchNorm after it, the paper (and"
     " Glimpse) a biased conv; timm's MLP has no bias by default (mlp_bias=False), Glimpse's"
     " has. Compared with mlp_bias=True and timm's BN set to the identity plus Glimpse's"
