@@ -18,7 +18,7 @@ from tests.soft_helpers import (
 
 def _reference(m: GloRe, x: torch.Tensor) -> torch.Tensor:
     """V = phi(X) B^T, Z = relu(W_g ((I - A_g) V^T)^T), Y = Z B, out = x + BN(W_e Y)."""
-    _, c, h, w = x.shape
+    _, _c, h, w = x.shape
     s, k = m.num_state, m.num_node
     a = m.adjacency.weight[:, :, 0]  # (K, K)
     wg = m.state_update.weight[:, :, 0]  # (S, S)
