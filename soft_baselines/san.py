@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
 from soft_baselines._local import neighbourhoods, valid_neighbours
 from soft_baselines.registry import register
 
@@ -70,7 +70,9 @@ class SelfAttention(nn.Module):
         kernel_size: odd footprint side ``k`` (paper: 7).
         share: channels sharing one attention weight (must divide ``C``; default the
             largest divisor of ``C`` not above 8, the paper's value).
-        rel_channels: width of ``phi`` and ``psi`` (default ``max(1, C // 8)``).
+        rel_channels: width of ``phi`` and ``psi`` and of gamma's hidden layer (default
+            ``max(C // 8, min(4, C))``: a width of 1 or 2 behind gamma's ReLU can switch
+            off for every relation, cutting ``phi`` and ``psi`` off from the gradient).
     """
 
     def __init__(
@@ -93,7 +95,7 @@ class SelfAttention(nn.Module):
         check_positive_int("share", share)
         if channels % share:
             raise ValueError(f"share ({share}) must divide channels ({channels})")
-        r = max(1, channels // 8) if rel_channels is None else rel_channels
+        r = bottleneck_width(channels, 8, 4) if rel_channels is None else rel_channels
         self.rel_channels = check_positive_int("rel_channels", r)
         self.mode = mode
         self.kernel_size = kernel_size
@@ -128,7 +130,8 @@ class SelfAttention(nn.Module):
             delta = torch.cat([q[:, :, None, :] - keys, pos.expand(b, -1, -1, -1)], dim=1)
             logits = self.gamma(delta)  # (B, C/share, k*k, N)
         else:
-            patch = torch.cat([q, keys.flatten(1, 2)], dim=1)  # (B, r (1 + kk), N)
+            # [phi(x_i), psi(x_j1), psi(x_j2), ...]: one r-vector per footprint entry
+            patch = torch.cat([q, keys.transpose(1, 2).flatten(1, 2)], dim=1)  # (B, r(1+kk), N)
             logits = self.gamma(patch[..., None])[..., 0]  # (B, C/share * kk, N)
             logits = logits.view(b, -1, kk, h * w)
         inside = valid_neighbours(h, w, k, device=x.device)
