@@ -247,3 +247,16 @@ def test_glimpse_block_as_timm_resnet_attn_layer(name: str):
     grads = [p.grad for b in blocks for p in b.se.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", list_modules("block"))
+def test_every_block_builds_through_timm_create_attn(name: str):
+    """timm's own factory, called as its models call it (channels, device=, dtype=)."""
+    from timm.layers import create_attn
+
+    torch.manual_seed(0)
+    layer = create_attn(timm_attn_layer(name), 16, device="cpu", dtype=torch.float64)
+    assert isinstance(layer, soft_baselines.get_entry(name).factory)
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    x = rand(2, 16, 6, 7)
+    assert layer(x).shape == x.shape
