@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._checks import channel_groups, check_feature_map, check_positive_int
 from soft_baselines._local import relative_offsets
 from soft_baselines.registry import register
 
@@ -86,11 +86,7 @@ class DynamicGraphMessagePassing(nn.Module):
         self.dilations = tuple(check_positive_int("dilation", d) for d in dilations)
         kc = max(1, channels // 4) if key_channels is None else key_channels
         self.key_channels = check_positive_int("key_channels", kc)
-        if groups is None:
-            groups = max(g for g in range(1, 9) if channels % g == 0)
-        check_positive_int("groups", groups)
-        if channels % groups:
-            raise ValueError(f"groups ({groups}) must divide channels ({channels})")
+        groups = channel_groups("groups", channels, groups)
         self.groups = groups
         s = len(self.dilations)
         self.query = nn.Conv2d(channels, kc, 1)

@@ -21,7 +21,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int, check_positive_number
+from soft_baselines._checks import (
+    check_feature_map,
+    check_odd_kernel,
+    check_positive_int,
+    check_positive_number,
+)
 from soft_baselines.registry import register
 
 __all__ = ["EfficientChannelAttention", "eca_kernel_size"]
@@ -63,9 +68,7 @@ class EfficientChannelAttention(nn.Module):
         check_positive_int("channels", channels)
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, b)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        check_odd_kernel("kernel_size", kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)

@@ -25,7 +25,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._checks import (
+    channel_groups,
+    check_feature_map,
+    check_odd_kernel,
+    check_positive_int,
+)
 from soft_baselines._local import neighbourhoods, relative_offsets, valid_neighbours
 from soft_baselines.registry import register
 
@@ -55,14 +60,8 @@ class LocalRelation(nn.Module):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        if heads is None:
-            heads = max(d for d in range(1, 9) if channels % d == 0)
-        check_positive_int("heads", heads)
-        if channels % heads:
-            raise ValueError(f"heads ({heads}) must divide channels ({channels})")
+        check_odd_kernel("kernel_size", kernel_size)
+        heads = channel_groups("heads", channels, heads)
         check_positive_int("geo_hidden", geo_hidden)
         self.kernel_size = kernel_size
         self.heads = heads

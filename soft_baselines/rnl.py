@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._checks import check_feature_map, check_odd_kernel, check_positive_int
 from soft_baselines.registry import register
 
 __all__ = ["RegionNonLocal"]
@@ -50,9 +50,7 @@ class RegionNonLocal(nn.Module):
         self.channels = check_positive_int("channels", channels)
         ci = max(1, channels // 2) if inter_channels is None else inter_channels
         self.inter_channels = check_positive_int("inter_channels", ci)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        check_odd_kernel("kernel_size", kernel_size)
         self.kernel_size = kernel_size
         self.embed = nn.Conv2d(channels, ci, 1)
         self.region = nn.Conv2d(ci, ci, kernel_size, padding=kernel_size // 2, groups=ci)

@@ -27,7 +27,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
+from soft_baselines._checks import (
+    bottleneck_width,
+    channel_groups,
+    check_feature_map,
+    check_odd_kernel,
+    check_positive_int,
+)
 from soft_baselines._local import neighbourhoods, valid_neighbours
 from soft_baselines.registry import register
 
@@ -87,14 +93,8 @@ class SelfAttention(nn.Module):
         self.channels = check_positive_int("channels", channels)
         if mode not in ("pairwise", "patchwise"):
             raise ValueError(f"mode must be 'pairwise' or 'patchwise', got {mode!r}")
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        if share is None:
-            share = max(d for d in range(1, 9) if channels % d == 0)
-        check_positive_int("share", share)
-        if channels % share:
-            raise ValueError(f"share ({share}) must divide channels ({channels})")
+        check_odd_kernel("kernel_size", kernel_size)
+        share = channel_groups("share", channels, share)
         r = bottleneck_width(channels, 8, 4) if rel_channels is None else rel_channels
         self.rel_channels = check_positive_int("rel_channels", r)
         self.mode = mode
