@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_soft.py [--threads 1] [--device cpu|cuda] [--sizes 16 32 64 96]
+        [--timm | --no-timm] [--timm-sizes 32 64] [--modules se eca ...]
 
 Every module of kind ``"block"`` in :mod:`soft_baselines` is built with its **default
 constructor arguments** (``create(name, C)``; ``nonlocal`` is therefore the
@@ -40,6 +41,16 @@ Configurations whose estimated peak exceeds ``--mem-limit-gb`` are skipped (and 
 the estimate is the module's peak at the previous size scaled by ``(N / N_prev)^2``,
 ``N = H*W`` (the worst case, quadratic growth).
 
+Configurations a block rejects (e.g. ``psanet`` above its ``max_size``) are listed as
+skipped with the block's message.
+
+``--timm`` (default on when timm is installed) adds a second table: every block that timm
+also implements (``se``, ``eca``, ``cbam``, ``gc``, ``nonlocal``, ``sk``) against timm's, in
+the equal configuration of ``tests/reference/timm_blocks.py`` (weights copied across, so
+both compute the same function), forward + backward in training mode, the two timed in
+alternation in the same run (median of ``--repeats`` each); the target is a ratio
+Glimpse / timm ≤ 1.
+
 After the table: how cost grows with ``H*W`` (ratios between consecutive sizes, and the
 exponent ``k`` of ``cost ∝ N^k`` between two sizes), then the target check at 64×64:
 ``cc``, ``a2``, ``cgnl``, ``gc``, ``ema`` and ``isa`` should each take at most 1/4 of
@@ -49,6 +60,7 @@ non-local's peak memory and time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import math
 import os
@@ -67,6 +79,8 @@ from benchmarks._common import setup_device
 from soft_baselines import create, list_modules
 
 REFERENCE = "nonlocal"
+# Glimpse name -> timm's attention-type name.
+TIMM_NAMES = {"se": "se", "eca": "eca", "cbam": "cbam", "gc": "gc", "nonlocal": "nl", "sk": "sk"}
 TARGET_MODULES = ("cc", "a2", "cgnl", "gc", "ema", "isa")
 TARGET_SIZE = 64
 TARGET_RATIO = 0.25
@@ -298,7 +312,11 @@ def run(
             module = create(name, channels).to(device).train()
             x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
             row.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            fwd, total, row.uncounted_ops = count_flops(module, x)
+            try:
+                fwd, total, row.uncounted_ops = count_flops(module, x)
+            except ValueError as err:  # the block rejects this input (e.g. psanet max_size)
+                row.skipped = f"rejected by the block: {err}"
+                continue
             row.gflops_fwd, row.gflops_total = fwd / 1e9, total / 1e9
             peak = peak_memory_bytes(module, x)
             row.peak_mb = peak / 2**20
@@ -314,6 +332,111 @@ def run(
         r.time_ratio = r.ms / ref.ms
         r.mem_ratio = r.peak_mb / ref.peak_mb if ref.peak_mb > 0 else math.nan
     return rows
+
+
+@dataclass
+class TimmRow:
+    """One block against timm's at one size (same function, same run)."""
+
+    module: str
+    size: int
+    ms: float
+    timm_ms: float
+    repeats: int
+    config: str = "equal"
+
+    @property
+    def ratio(self) -> float:
+        return self.ms / self.timm_ms
+
+
+def time_pair(
+    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int
+) -> tuple[float, float]:
+    """Median seconds of forward + backward of ``a`` and of ``b``, timed in alternation
+    (``a, b, a, b, ...``) so that load changes during the run hit both alike."""
+    for _ in range(warmup):
+        for m in (a, b):
+            _clear_grads(m, x)
+            _fwd_bwd(m, x)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for m, out in ((a, times[0]), (b, times[1])):
+            _clear_grads(m, x)
+            _sync(x.device)
+            t0 = time.perf_counter()
+            _fwd_bwd(m, x)
+            _sync(x.device)
+            out.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def run_timm(
+    sizes: tuple[int, ...] = (32, 64),
+    batch: int = 8,
+    channels: int = 64,
+    modules: tuple[str, ...] | None = None,
+    device: torch.device | str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
+    defaults: bool = True,
+) -> list[TimmRow]:
+    """Every block timm also has (or those in ``modules``) against timm's, per size.
+
+    Needs timm; the pairs and weight mappings are ``tests/reference/timm_blocks.py``.
+    ``defaults`` adds, per pair, each library's block with its *own* defaults (timm's
+    ``create_attn(name, C)``, Glimpse's ``create(name, C)``): not the same function (see
+    ``DIFFERENCES`` there), but what each gives for the name.
+    """
+    from tests.reference.timm_blocks import PAIRS
+
+    device = torch.device(device)
+    rows = []
+    for size in sizes:
+        for name, (kwargs, to_timm) in PAIRS.items():
+            if modules is not None and name not in modules:
+                continue
+            torch.manual_seed(0)
+            ours = create(name, channels, **kwargs).to(device).train()
+            theirs = to_timm(ours).train()
+            x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
+            a, b = time_pair(ours, theirs, x, warmup, repeats)
+            rows.append(TimmRow(name, size, a * 1e3, b * 1e3, repeats))
+            if defaults:
+                from timm.layers import create_attn
+
+                torch.manual_seed(0)
+                ours = create(name, channels).to(device).train()
+                theirs = create_attn(TIMM_NAMES[name], channels).to(device).train()
+                a, b = time_pair(ours, theirs, x, warmup, repeats)
+                rows.append(TimmRow(name, size, a * 1e3, b * 1e3, repeats, "defaults"))
+            del ours, theirs, x
+    return rows
+
+
+def format_timm_report(rows: list[TimmRow]) -> list[str]:
+    """Markdown table of :func:`run_timm` and the target check (ratio ≤ 1)."""
+    lines = [
+        "| module | config | H×W | Glimpse ms fwd+bwd | timm ms fwd+bwd | Glimpse / timm |"
+        " ≤ 1 (equal config) |",
+        "|" + "---|" * 7,
+    ]
+    for r in rows:
+        verdict = ("met" if r.ratio <= 1.0 else "MISSED") if r.config == "equal" else "—"
+        lines.append(
+            f"| {r.module} | {r.config} | {r.size}×{r.size} | {r.ms:.1f} | {r.timm_ms:.1f} | "
+            f"{r.ratio:.3f} | {verdict} |"
+        )
+    lines += [
+        "",
+        "equal: the same function on both sides (weights copied by "
+        "tests/reference/timm_blocks.py); defaults: each library's own defaults for the "
+        "name (different functions, e.g. timm's SK splits the input across paths and uses "
+        "dense convs, Glimpse's is the paper's grouped form inside a residual block). "
+        "Training mode, the two timed in alternation, median of "
+        f"{rows[0].repeats if rows else 0} calls each.",
+    ]
+    return lines
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -446,6 +569,19 @@ def main() -> None:
     parser.add_argument(
         "--mem-limit-gb", type=float, default=6.0, help="skip configs estimated above this"
     )
+    parser.add_argument(
+        "--timm",
+        action=argparse.BooleanOptionalAction,
+        default=importlib.util.find_spec("timm") is not None,
+        help="also time the blocks timm has against timm's (default: on if timm installed)",
+    )
+    parser.add_argument("--timm-sizes", type=int, nargs="+", default=[32, 64], help="H = W")
+    parser.add_argument(
+        "--timm-repeats", type=int, default=15, help="timed calls per side (after 3 warm-up)"
+    )
+    parser.add_argument(
+        "--timm-only", action="store_true", help="only the timm comparison, not the main table"
+    )
     args = parser.parse_args()
     device = setup_device(args.device, args.threads)
     modules = args.modules
@@ -459,23 +595,42 @@ def main() -> None:
         "(default constructor arguments, training mode)"
     )
     t0 = time.perf_counter()
-    rows = run(
-        tuple(args.sizes),
-        args.batch,
-        args.channels,
-        tuple(modules) if modules else None,
-        device,
-        args.warmup,
-        args.repeats,
-        args.max_seconds,
-        args.mem_limit_gb,
-    )
-    print("\n".join(format_report(rows)))
+    if not args.timm_only:
+        rows = run(
+            tuple(args.sizes),
+            args.batch,
+            args.channels,
+            tuple(modules) if modules else None,
+            device,
+            args.warmup,
+            args.repeats,
+            args.max_seconds,
+            args.mem_limit_gb,
+        )
+        print("\n".join(format_report(rows)))
+    if args.timm or args.timm_only:
+        timm_rows = run_timm(
+            tuple(args.timm_sizes),
+            args.batch,
+            args.channels,
+            tuple(args.modules) if args.modules else None,
+            device,
+            warmup=3,
+            repeats=args.timm_repeats,
+        )
+        print("\nAgainst timm " + _timm_version() + ":\n")
+        print("\n".join(format_timm_report(timm_rows)))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     print(
         f"\nwall {time.perf_counter() - t0:.0f} s; load at end "
         f"{load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
     )
+
+
+def _timm_version() -> str:
+    import timm
+
+    return timm.__version__
 
 
 if __name__ == "__main__":

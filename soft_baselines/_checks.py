@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["bottleneck_width", "check_feature_map", "check_positive_int"]
+__all__ = [
+    "bottleneck_width",
+    "channel_groups",
+    "check_feature_map",
+    "check_odd_kernel",
+    "check_positive_int",
+    "check_positive_number",
+]
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -12,6 +19,34 @@ def check_positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """Return ``value`` if it is a positive real ``int``/``float`` (not a ``bool``); else
+    ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def check_odd_kernel(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive odd ``int`` (keeps ``H, W`` with ``k // 2``
+    padding); else ``ValueError``."""
+    check_positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd, got {value}")
+    return value
+
+
+def channel_groups(name: str, channels: int, groups: int | None, limit: int = 8) -> int:
+    """``groups`` checked to divide ``channels``; ``None``: the largest divisor of
+    ``channels`` not above ``limit`` (``ValueError`` otherwise)."""
+    if groups is None:
+        return max(d for d in range(1, limit + 1) if channels % d == 0)
+    check_positive_int(name, groups)
+    if channels % groups:
+        raise ValueError(f"{name} ({groups}) must divide channels ({channels})")
+    return groups
 
 
 def check_feature_map(x: Tensor, channels: int, name: str) -> None:

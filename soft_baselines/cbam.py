@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
-from soft_baselines.registry import register
+from soft_baselines.registry import rd_ratio_as_reduction, register
 
 __all__ = ["BAM", "CBAM"]
 
 
-@register("cbam")
+@register("cbam", rd_ratio=rd_ratio_as_reduction)
 class CBAM(nn.Module):
     """CBAM: channel attention (avg + max pooled, shared MLP), then 7x7 spatial attention.
 
@@ -90,7 +90,7 @@ class CBAM(nn.Module):
         return x
 
 
-@register("bam")
+@register("bam", rd_ratio=rd_ratio_as_reduction)
 class BAM(nn.Module):
     """BAM: parallel channel and dilated spatial branches, ``F + F * sigmoid(Mc + Ms)``.
 

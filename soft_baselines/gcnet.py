@@ -26,7 +26,7 @@ from soft_baselines.registry import register
 __all__ = ["GlobalContextBlock"]
 
 
-@register("gc")
+@register("gc", rd_ratio=lambda channels, rd_ratio: {"ratio": rd_ratio})
 class GlobalContextBlock(nn.Module):
     """Global context block (GCNet): attention-pooled context, bottleneck transform, fusion.
 

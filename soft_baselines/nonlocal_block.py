@@ -26,7 +26,10 @@ on backends with fused kernels; the dot product is reassociated as
 into its ``theta`` and ``phi`` halves so ``w_f . [a, b] = w_a . a + w_b . b`` is a broadcast
 sum.
 
-Registered as ``"nonlocal"`` (one name; ``pairwise`` picks the variant).
+Registered as ``"nonlocal"`` (one name; ``pairwise`` picks the variant), alias ``"nl"``
+(timm's name). timm's ``NonLocalAttn`` is the embedded Gaussian form with the logits
+scaled by ``C ** -0.5`` (``use_scale=True``, its default); this block, like the paper,
+does not scale (timm's ``use_scale=False``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._checks import check_feature_map, check_positive_int, check_positive_number
 from soft_baselines.registry import register
 
 __all__ = ["PAIRWISE_FUNCTIONS", "NonLocalBlock"]
@@ -51,7 +54,13 @@ PAIRWISE_FUNCTIONS: tuple[str, ...] = (
 )
 
 
-@register("nonlocal")
+def _inter_channels_from_rd_ratio(channels: int, rd_ratio: float) -> dict[str, int]:
+    """timm's ``rd_ratio`` as ``inter_channels = max(1, round(channels * rd_ratio))``."""
+    check_positive_number("rd_ratio", rd_ratio)
+    return {"inter_channels": max(1, round(channels * rd_ratio))}
+
+
+@register("nonlocal", aliases=("nl",), rd_ratio=_inter_channels_from_rd_ratio)
 class NonLocalBlock(nn.Module):
     """Non-local block ``x + BN(W_z y)``, exactly the identity at init.
 

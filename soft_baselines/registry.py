@@ -7,17 +7,38 @@ Two kinds of module are registered:
   initialised so that the block starts as (close to) the identity.
 - ``"transform"``: spatial transformers that warp the input image (STN). Contract: first
   argument ``in_channels``; ``forward`` maps ``(B, C, H, W)`` to ``(B, C, H', W')``.
+
+timm compatibility (``create`` and :func:`timm_attn_layer`):
+
+- **Aliases**: timm's attention-type names resolve to the Glimpse block that implements
+  the same paper (``"nl"`` -> ``"nonlocal"``; ``"se"``, ``"eca"``, ``"cbam"``, ``"gc"``,
+  ``"sk"`` are the same names in both). An alias picks the block, not timm's defaults:
+  e.g. timm's ``"gc"`` fuses by scaling, Glimpse's ``"gc"`` by addition (the paper's
+  default); pass ``fusion="mul"`` for timm's form.
+- **Keywords** that mean the same thing in timm: ``device`` and ``dtype`` (every block:
+  the module is built, then moved), and ``rd_ratio`` (the bottleneck ratio, ``hidden /
+  channels``) for blocks that register a translation of it into their own keyword
+  (``reduction = 1 / rd_ratio``, ``ratio = rd_ratio``, ...). Only the ratio carries over:
+  each block keeps its own rounding and floor of the hidden width (timm rounds with
+  ``make_divisible``). Any other keyword, including ``rd_ratio`` for a block without a
+  translation, raises ``TypeError``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import nn
 
+from soft_baselines._checks import check_positive_number
+
 Kind = Literal["block", "transform"]
+RdRatio = Callable[[int, float], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -28,24 +49,47 @@ class Entry:
     factory: Callable[..., nn.Module]
     kind: Kind
     doc: str
+    rd_ratio: RdRatio | None = None
 
 
 _REGISTRY: dict[str, Entry] = {}
+_ALIASES: dict[str, str] = {}
 
 
-def register(name: str, kind: Kind = "block") -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator registering an attention module under ``name``.
+def rd_ratio_as_reduction(channels: int, rd_ratio: float) -> dict[str, Any]:
+    """timm's ``rd_ratio`` as an integer ``reduction = 1 / rd_ratio`` (``ValueError`` if it
+    is not the reciprocal of a positive integer)."""
+    check_positive_number("rd_ratio", rd_ratio)
+    reduction = round(1 / rd_ratio)
+    if reduction < 1 or not math.isclose(reduction * rd_ratio, 1.0, rel_tol=1e-9):
+        raise ValueError(f"rd_ratio must be 1/n for a positive int n here, got {rd_ratio!r}")
+    return {"reduction": reduction}
 
-    Raises ``ValueError`` if ``name`` is already taken or ``kind`` is unknown.
+
+def register(
+    name: str,
+    kind: Kind = "block",
+    *,
+    aliases: tuple[str, ...] = (),
+    rd_ratio: RdRatio | None = None,
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering an attention module under ``name`` (and ``aliases``).
+
+    ``rd_ratio``, if given, translates timm's ``rd_ratio`` for ``channels`` into this
+    module's own keyword arguments (see the module docstring). Raises ``ValueError`` if a
+    name or alias is already taken or ``kind`` is unknown.
     """
     if kind not in ("block", "transform"):
         raise ValueError(f"kind must be 'block' or 'transform', got {kind!r}")
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"attention module {name!r} is already registered")
+        for n in (name, *aliases):
+            if n in _REGISTRY or n in _ALIASES:
+                raise ValueError(f"attention module {n!r} is already registered")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Entry(name, cls, kind, doc[0] if doc else "")
+        _REGISTRY[name] = Entry(name, cls, kind, doc[0] if doc else "", rd_ratio)
+        for alias in aliases:
+            _ALIASES[alias] = name
         return cls
 
     return deco
@@ -62,24 +106,69 @@ def list_modules(kind: Kind | None = None) -> list[str]:
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
+def list_aliases() -> dict[str, str]:
+    """Alias -> registered name (timm's attention-type names, e.g. ``"nl"``)."""
+    _ensure_loaded()
+    return dict(sorted(_ALIASES.items()))
+
+
 def get_entry(name: str) -> Entry:
-    """The registry entry for ``name``; ``ValueError`` listing valid names if unknown."""
+    """The registry entry for ``name`` or an alias of it; ``ValueError`` listing valid
+    names if unknown."""
     _ensure_loaded()
     try:
-        return _REGISTRY[name]
-    except KeyError:
+        return _REGISTRY[_ALIASES.get(name, name)]
+    except (KeyError, TypeError):
+        aliases = ", ".join(f"{a} ({n})" for a, n in list_aliases().items())
         raise ValueError(
-            f"unknown attention module {name!r}; valid names: {', '.join(list_modules())}"
+            f"unknown attention module {name!r}; valid names: {', '.join(list_modules())}; "
+            f"aliases: {aliases or 'none'}"
         ) from None
 
 
-def create(name: str, channels: int, **kwargs) -> nn.Module:
-    """Build the registered module ``name`` for ``channels`` input channels.
+def create(
+    name: str,
+    channels: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build the registered module ``name`` (or an alias) for ``channels`` input channels.
 
-    Unknown keyword arguments are not swallowed: they raise ``TypeError`` from the
-    module's constructor.
+    ``device`` and ``dtype`` move the built module (timm's keywords); ``rd_ratio`` is
+    translated for the blocks that register a translation (module docstring). Unknown
+    keyword arguments are not swallowed: they raise ``TypeError`` (from the module's
+    constructor, or here for ``rd_ratio`` on a block without a translation).
     """
     entry = get_entry(name)
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be a positive int, got {channels!r}")
-    return entry.factory(channels, **kwargs)
+    if "rd_ratio" in kwargs:
+        if entry.rd_ratio is None:
+            raise TypeError(f"{entry.name!r} takes no rd_ratio (it has no bottleneck ratio)")
+        translated = entry.rd_ratio(channels, kwargs.pop("rd_ratio"))
+        clash = sorted(set(translated) & set(kwargs))
+        if clash:
+            raise TypeError(f"rd_ratio and {', '.join(clash)} both given for {entry.name!r}")
+        kwargs.update(translated)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    module = entry.factory(channels, **kwargs)
+    if device is not None or dtype is not None:
+        module.to(device=device, dtype=dtype)
+    return module
+
+
+def timm_attn_layer(name: str, **kwargs: Any) -> Callable[..., nn.Module]:
+    """A constructor usable as timm's ``attn_layer``: ``layer(channels, **more)`` builds
+    ``create(name, channels, **kwargs, **more)``.
+
+    timm calls ``attn_layer(channels, device=..., dtype=...)``; e.g.
+    ``timm.create_model("resnet18", block_args=dict(attn_layer=timm_attn_layer("cbam")))``.
+    The name is checked now (``ValueError`` if unknown or not a ``"block"``).
+    """
+    entry = get_entry(name)
+    if entry.kind != "block":
+        raise ValueError(f"{name!r} is a {entry.kind}, not a drop-in block")
+    return functools.partial(create, entry.name, **kwargs)

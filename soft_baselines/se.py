@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
-from soft_baselines.registry import register
+from soft_baselines.registry import rd_ratio_as_reduction, register
 
 __all__ = ["SqueezeExcitation", "bottleneck_width", "check_feature_map", "check_positive_int"]
 
 
-@register("se")
+@register("se", rd_ratio=rd_ratio_as_reduction)
 class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation: per-channel sigmoid gates from globally pooled features.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from soft_baselines import list_modules
+from soft_baselines import create, list_modules
 
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_soft.py"
 
@@ -108,3 +108,28 @@ def test_report_has_table_growth_and_targets(bench, rows):
     ]
     text = "\n".join(bench.format_report(fake))
     assert "- cc: time 0.200 met; memory 0.300 MISSED" in text
+
+
+def test_timm_comparison_rows_and_report(bench):
+    pytest.importorskip("timm")
+    rows = bench.run_timm(sizes=(8,), batch=2, channels=16, modules=("se", "sk"), repeats=1)
+    assert [(r.module, r.config) for r in rows] == [
+        ("se", "equal"),
+        ("se", "defaults"),
+        ("sk", "equal"),
+        ("sk", "defaults"),
+    ]
+    assert all(r.ms > 0 and r.timm_ms > 0 and r.ratio == r.ms / r.timm_ms for r in rows)
+    text = "\n".join(bench.format_timm_report(rows))
+    assert "| se | equal | 8×8 |" in text and "| sk | defaults | 8×8 |" in text
+    fake = [bench.TimmRow("se", 64, 1.0, 2.0, 3), bench.TimmRow("sk", 64, 3.0, 2.0, 3)]
+    text = "\n".join(bench.format_timm_report(fake))
+    assert "| 0.500 | met |" in text and "| 1.500 | MISSED |" in text
+
+
+def test_blocks_rejecting_a_size_are_skipped_with_their_reason(bench):
+    rows = bench.run(sizes=(8,), batch=2, channels=16, modules=("psanet",), repeats=1, warmup=0)
+    assert not rows[0].skipped  # 8 <= max_size
+    big = create("psanet", 8).max_size[0] + 1  # one row more than its default max_size
+    rows = bench.run(sizes=(big,), batch=1, channels=8, modules=("psanet",), repeats=1)
+    assert rows[0].skipped.startswith("rejected by the block") and "max_size" in rows[0].skipped

@@ -32,6 +32,9 @@ NOT_IDENTITY_AT_INIT: dict[str, str] = {
     "se": "SE (Hu et al. 2018) rescales x by sigmoid channel gates: x * σ(·) ≈ x / 2 at init",
     "cbam": "CBAM (Woo et al. 2018) multiplies x by sigmoid channel then spatial gates",
     "bam": "BAM (Park et al. 2018) is F + F * σ(Mc + Ms) ≈ 1.5 F at init (no zero-init)",
+    "eca": "ECA (Wang et al. 2020) rescales x by sigmoid channel gates, like SE",
+    "polarized": "PSA (Liu et al. 2021) gates x by sigmoid channel and spatial maps",
+    "residual_attention": "Wang et al. 2017: (1 + M(x)) T(x) ≈ 1.5 x at init (sigmoid mask)",
 }
 IDENTITY_RTOL = 1e-4
 

@@ -1,0 +1,1 @@
+"""Reference implementations for the tests, independent of the code they check."""
