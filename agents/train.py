@@ -35,11 +35,18 @@ from typing import Any, Literal
 import torch
 
 from agents.policy import GlimpsePolicy
-from agents.reinforce import ReinforceConfig, collect_rollout, predict, reinforce_loss
+from agents.reinforce import (
+    PROTOCOLS,
+    ReinforceConfig,
+    collect_rollout,
+    predict,
+    reinforce_loss,
+)
 from envs import PROXY_TASKS, TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
 from glimpse.data import get_dataset
 from glimpse.evaluation import evaluate
+from glimpse.results import command_line, machine_description, paper_figure
 from glimpse.training import (
     Run,
     RunConfig,
@@ -125,7 +132,12 @@ class HardTrainConfig(RunConfig):
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (0 disables)."""
     mc_samples: int = 1
-    """Monte-Carlo samples per image at test time (1: deterministic, mean locations)."""
+    """``M`` of the Monte-Carlo protocol ``mc<M>`` (M sampled episodes per image, class
+    probabilities averaged; M times the inference cost), reported at the end beside the
+    single-trajectory protocols, never instead of them (1: not evaluated)."""
+    eval_seeds: int = 5
+    """Evaluation seeds of the final report: every protocol with random first fixations or
+    sampled locations is evaluated under seeds ``0 .. eval_seeds - 1`` (mean and spread)."""
     playback: int = 8
     """Validation images whose glimpse trajectories are logged at each evaluation."""
     train_limit: int = 0
@@ -149,7 +161,14 @@ class HardTrainConfig(RunConfig):
         )
         if out.agent == "ram" and out.task == "multimnist":
             raise ValueError("RAM classifies one object; use --agent dram for multimnist")
-        for name in ("epochs", "batch_size", "eval_batch_size", "mc_samples", "log_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "mc_samples",
+            "eval_seeds",
+            "log_every",
+        ):
             if getattr(out, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
         for name in ("train_limit", "eval_limit"):
@@ -213,21 +232,89 @@ def build_envs(
 
 
 def evaluate_policy(
-    policy: GlimpsePolicy, venv: GlimpseVectorEnv, cfg: HardTrainConfig, desc: str = "eval"
+    policy: GlimpsePolicy,
+    venv: GlimpseVectorEnv,
+    cfg: HardTrainConfig,
+    desc: str = "eval",
+    protocol: str = "single-mean",
+    seed: int | None = None,
 ) -> dict[str, float]:
-    """Accuracy of ``policy`` on every image of ``venv``'s split (shared evaluation; under
-    ``torchrun`` every rank must call it: each plays its slice of the split)."""
-    gen = torch.Generator(device=venv.device).manual_seed(cfg.seed + 12345)
-    if venv.config.init_location == "random":
-        venv.reset(seed=cfg.seed + 54321)  # the same first fixations at every evaluation
+    """Accuracy of ``policy`` on every image of ``venv``'s split under ``protocol`` (one of
+    :data:`agents.reinforce.PROTOCOLS`; ``"mc"`` averages ``cfg.mc_samples`` episodes) and
+    evaluation seed ``seed`` (default ``cfg.seed``): the first fixations and location noise
+    of image ``i``, sample ``m`` come from ``(seed, i, m)``, so the result does not depend on
+    ``cfg.eval_batch_size`` (shared evaluation; under ``torchrun`` every rank must call it:
+    each plays its slice of the split)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    samples = cfg.mc_samples if protocol == "mc" else 1
+    sampled = protocol != "single-mean"
+    seed = cfg.seed if seed is None else seed
 
     def run(idx: torch.Tensor) -> torch.Tensor:
-        preds, _ = predict(policy, venv, idx, cfg.mc_samples, gen if cfg.mc_samples > 1 else None)
+        preds, _ = predict(policy, venv, idx, samples, sampled=sampled, seed=seed)
         return preds
 
     return distributed.evaluate_sharded(
         run, venv.source.labels, cfg.eval_batch_size, desc, evaluate
     )
+
+
+def protocol_name(protocol: str, mc_samples: int) -> str:
+    """The results label of ``protocol``: ``single-mean``, ``single-sampled`` or ``mc<M>``."""
+    return f"mc{mc_samples}" if protocol == "mc" else protocol
+
+
+def evaluate_protocols(
+    policy: GlimpsePolicy,
+    envs: dict[str, GlimpseVectorEnv],
+    cfg: HardTrainConfig,
+    protocols: tuple[str, ...] = ("single-mean", "single-sampled"),
+    eval_seeds: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """Errors of ``policy`` on each split of ``envs`` (e.g. ``{"val": ..., "test": ...}``)
+    under each protocol, over evaluation seeds ``0 .. eval_seeds - 1``.
+
+    Returns ``{label: {"eval_seeds": [...], "mc_samples": M, "<split>_errors": [...],
+    "<split>_error": mean, "<split>_error_std": sample std (0 for one seed)}}`` with labels
+    from :func:`protocol_name`. A protocol without randomness (mean locations from the
+    centre) is evaluated with one seed only: every seed gives the same predictions.
+    """
+    if eval_seeds < 1:
+        raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
+    out: dict[str, dict[str, Any]] = {}
+    for protocol in protocols:
+        random_free = protocol == "single-mean" and cfg.init_location == "center"
+        seeds = [0] if random_free else list(range(eval_seeds))
+        label = protocol_name(protocol, cfg.mc_samples)
+        res: dict[str, Any] = {
+            "eval_seeds": seeds,
+            "mc_samples": cfg.mc_samples if protocol == "mc" else 1,
+        }
+        for split, venv in envs.items():
+            runs = [
+                evaluate_policy(policy, venv, cfg, f"{split} {label} seed {s}", protocol, s)
+                for s in seeds
+            ]
+            for key, name in (("error", "error"), ("digit_accuracy", "digit_error")):
+                if key not in runs[0]:
+                    continue
+                errs = [r[key] if key == "error" else 1 - r[key] for r in runs]
+                t = torch.tensor(errs, dtype=torch.float64)
+                res[f"{split}_{name}s"] = errs
+                res[f"{split}_{name}"] = t.mean().item()
+                res[f"{split}_{name}_std"] = t.std().item() if len(errs) > 1 else 0.0
+        out[label] = res
+    return out
+
+
+def headline_protocol(protocols: dict[str, dict[str, Any]]) -> str:
+    """The single-trajectory protocol with the lower mean validation error (ties: the
+    deterministic ``single-mean``): the headline, chosen on validation only."""
+    single = [p for p in ("single-mean", "single-sampled") if p in protocols]
+    if not single:
+        raise ValueError(f"no single-trajectory protocol among {sorted(protocols)}")
+    return min(single, key=lambda p: (protocols[p]["val_error"], p != "single-mean"))
 
 
 def log_playback(
@@ -378,21 +465,45 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
     if best_model is not None:
         policy.load_state_dict(best_model)
     policy.eval()
-    test = evaluate_policy(policy, evals["test"], cfg, desc="test")
+    train_seconds = time.time() - t_start
+    protocols = ("single-mean", "single-sampled") + (("mc",) if cfg.mc_samples > 1 else ())
+    report = evaluate_protocols(
+        policy, {"val": evals["val"], "test": evals["test"]}, cfg, protocols, cfg.eval_seeds
+    )
+    head = headline_protocol(report)
+    test_error = report[head]["test_error"]
+    paper = paper_figure(cfg.task, cfg.agent)
     result = {
-        "test_accuracy": test["accuracy"],
-        "test_error": test["error"],
+        "test_accuracy": 1 - test_error,
+        "test_error": test_error,
+        "headline_protocol": head,
+        "protocols": report,
+        "selection": "best.pt: highest validation accuracy after an epoch, single-mean, "
+        "evaluation seed = the run's seed; headline: the single-trajectory protocol with "
+        "the lower mean validation error",
         "val_best_accuracy": best,
         "epochs": cfg.epochs,
+        "start_epoch": start_epoch,
         "episodes_seen": global_step,
-        "train_seconds_this_session": time.time() - t_start,
+        "train_seconds_this_session": train_seconds,
         "mc_samples": cfg.mc_samples,
         "world_size": world,
+        "machine": machine_description(device),
+        "command": command_line(),
+        "paper_error": None if paper is None else paper.error_pct / 100,
+        "paper_ref": None if paper is None else paper.ref,
     }
-    if "digit_accuracy" in test:
-        result["test_digit_accuracy"] = test["digit_accuracy"]
-    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
+    if "test_digit_error" in report[head]:
+        result["test_digit_accuracy"] = 1 - report[head]["test_digit_error"]
+    run.log_scalars({"eval/test_accuracy": 1 - test_error}, global_step)
     run.write_json("metrics.json", result)
     if distributed.is_main():
-        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
+        for label, r in report.items():
+            print(
+                f"{label}: test error {r['test_error']:.2%} ± {r['test_error_std']:.2%} "
+                f"(val {r['val_error']:.2%}; {len(r['eval_seeds'])} evaluation seed(s))",
+                flush=True,
+            )
+        ref = "no paper figure" if paper is None else f"paper {paper.error_pct}% ({paper.ref})"
+        print(f"test error {test_error:.2%} ({head}, chosen on validation); {ref}", flush=True)
     return result
