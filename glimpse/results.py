@@ -38,9 +38,11 @@ __all__ = [
     "END",
     "PAPER",
     "PaperFigure",
+    "ResultsConfig",
     "command_line",
     "format_pct",
     "machine_description",
+    "markdown_table",
     "merge_rows",
     "paper_figure",
     "parse_pct",
@@ -48,6 +50,7 @@ __all__ = [
     "render_table",
     "rows_from_run",
     "update_markdown",
+    "update_results",
     "write_csv",
 ]
 
@@ -324,3 +327,42 @@ def markdown_table(text: str) -> str:
     if i < 0 or j < i:
         raise ValueError("no results-table markers (BEGIN ... END) in the file")
     return text[i + len(BEGIN) : j].strip("\n")
+
+
+@dataclass
+class ResultsConfig:
+    """Add runs' results to ``docs/results.csv`` and regenerate the Markdown tables."""
+
+    runs: tuple[str, ...] = ()
+    """Run folders whose ``metrics.json`` (and ``evaluations/protocols-best.json`` for
+    runs that predate per-protocol metrics) give the rows; none: only regenerate."""
+    csv: str = "docs/results.csv"
+    """The results CSV (created if missing)."""
+    markdown: tuple[str, ...] = ("docs/RESULTS.md", "README.md")
+    """Files whose block between the results-table markers is regenerated."""
+    machine: str | None = None
+    """Machine description for the new rows (default: what the run recorded); say
+    whether the machine was shared."""
+    check: bool = False
+    """Write nothing; fail if a Markdown table disagrees with the CSV."""
+
+
+def update_results(cfg: ResultsConfig) -> list[dict[str, str]]:
+    """Merge the runs' rows into ``cfg.csv`` and rewrite the tables; return the rows.
+    With ``cfg.check``, raise ``ValueError`` if a table is out of date instead."""
+    rows = read_csv(cfg.csv)
+    new = [r for run in cfg.runs for r in rows_from_run(run, cfg.machine)]
+    if cfg.check and new:
+        raise ValueError("--check writes nothing: give no runs")
+    rows = merge_rows(rows, new)
+    table = render_table(rows)
+    for md in cfg.markdown:
+        text = Path(md).read_text(encoding="utf-8")
+        if cfg.check:
+            if markdown_table(text) != table:
+                raise ValueError(f"{md}: results table disagrees with {cfg.csv}; regenerate it")
+            continue
+        Path(md).write_text(update_markdown(text, table), encoding="utf-8")
+    if not cfg.check:
+        write_csv(cfg.csv, rows)
+    return rows
