@@ -85,7 +85,7 @@ def test_runs_without_protocols_use_evaluate_hard_output_or_fail(tmp_path):
     (d / "evaluations" / "protocols-best.json").write_text(
         json.dumps({"protocols": _protocols(), "machine": "eval box"})
     )
-    with pytest.raises(ValueError, match="command.txt"):
+    with pytest.raises(ValueError, match=r"command\.txt"):
         rows_from_run(d)
     (d / "command.txt").write_text("python scripts/train_ram.py --epochs 3\n")
     rows = rows_from_run(d)
@@ -194,5 +194,7 @@ def test_the_script_regenerates(tmp_path):
     md = tmp_path / "x.md"
     md.write_text(f"{BEGIN}\n{END}\n")
     run = _fake_run(tmp_path, "a", _protocols())
-    rows = module.main(["--runs", str(run), "--csv", str(tmp_path / "r.csv"), "--markdown", str(md)])
+    rows = module.main(
+        ["--runs", str(run), "--csv", str(tmp_path / "r.csv"), "--markdown", str(md)]
+    )
     assert len(rows) == 3 and "| mnist | ram |" in md.read_text()
