@@ -96,7 +96,7 @@ def test_baseline_gradient_kept_apart_from_core():
     obs = {"glimpse": torch.rand(3, 1, 1, 4, 4), "location": torch.zeros(3, 2)}
     out = ram.act(obs, ram.initial_state(obs))
     out.value.sum().backward()
-    assert ram.baseline.weight.grad is not None
+    assert ram.baseline.weight.grad.abs().sum() > 0
     assert ram.core.weight_ih.grad is None and ram.glimpse_net.what.weight.grad is None
 
 
