@@ -54,7 +54,8 @@ class EvalConfig:
     all_protocols: bool = False
     """Evaluate ``single-mean``, ``single-sampled`` (and ``mc`` if ``mc_samples > 1``) on
     val and test, and write ``evaluations/protocols-<checkpoint>.json`` (what
-    ``scripts/results_table.py`` reads for runs whose ``metrics.json`` predates protocols)."""
+    ``scripts/results_table.py`` reads for runs whose ``metrics.json`` predates protocols;
+    ``protocols-<checkpoint>-<init>.json`` when ``init_location`` overrides the run's)."""
     init_location: Literal["center", "random"] | None = None
     """First fixation: image centre or uniformly random; default: the run's."""
     eval_batch_size: int | None = None
@@ -120,7 +121,11 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
             "eval_batch_size": run_cfg.eval_batch_size,
             "machine": machine_description(device),
         }
-        out = out_dir / f"protocols-{cfg.checkpoint}.json"
+        # the run's own first fixation: the file scripts/results_table.py reads; an
+        # overridden one is kept apart (a different recipe at test time)
+        own = cfg.init_location in (None, load_hard_config(cfg.run_dir).init_location)
+        suffix = "" if own else f"-{run_cfg.init_location}"
+        out = out_dir / f"protocols-{cfg.checkpoint}{suffix}.json"
     else:
         deterministic = protocol == "single-mean" and run_cfg.init_location == "center"
         seeds = [0] if deterministic else list(range(cfg.eval_seeds))

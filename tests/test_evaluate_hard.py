@@ -58,6 +58,15 @@ def test_all_protocols_match_the_trainers_report_and_ignore_the_batch_size(run_d
     assert a["protocols"] == b["protocols"] == saved
     written = json.loads((run_dir / "evaluations" / "protocols-best.json").read_text())
     assert written["protocols"] == saved
+    other = evaluate_run(
+        EvalConfig(str(run_dir), all_protocols=True, init_location="random", eval_seeds=2)
+    )
+    assert other["init_location"] == "random"
+    assert other["protocols"]["single-mean"]["eval_seeds"] == [0, 1]
+    kept = json.loads((run_dir / "evaluations" / "protocols-best-random.json").read_text())
+    assert kept["protocols"] == other["protocols"]
+    unchanged = json.loads((run_dir / "evaluations" / "protocols-best.json").read_text())
+    assert unchanged["protocols"] == saved  # the run's own protocol file is left alone
 
 
 def test_monte_carlo_and_random_start_through_the_script(run_dir):
