@@ -177,22 +177,43 @@ def reinforce_loss(
     return loss, metrics
 
 
-_MASK64 = (1 << 64) - 1
+_M32 = 0xFFFFFFFF
 
 
-def _splitmix64(x: int) -> int:
-    """One step of the SplitMix64 mixer (Steele et al. 2014): a bijection on 64-bit ints."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """``x * c mod 2**32`` for int64 ``x`` in ``[0, 2**32)`` without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
 
 
-def episode_key(seed: int, index: int, sample: int) -> int:
-    """The 63-bit generator seed of the episode of image ``index``, Monte-Carlo sample
-    ``sample``, under evaluation seed ``seed`` (distinct triples give distinct streams)."""
-    key = _splitmix64(_splitmix64(_splitmix64(int(seed)) ^ int(index)) ^ int(sample))
-    return key >> 1
+def _hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer mixer (the "lowbias32" constants of C. Wellons' hash prospector),
+    elementwise on int64 tensors holding values in ``[0, 2**32)``."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def episode_key(seed: int, index: Tensor | int, sample: Tensor | int) -> Tensor:
+    """The 32-bit key ``(n,)`` of the episodes of images ``index``, Monte-Carlo samples
+    ``sample``, under evaluation seed ``seed``: a hash of the triple (seed and sample up
+    to ``2**16``, index up to ``2**32``)."""
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    sample = torch.as_tensor(sample, dtype=torch.long).reshape(-1)
+    if not 0 <= int(seed) < 2**16:
+        raise ValueError(f"evaluation seed must be in [0, 65536), got {seed}")
+    if (sample < 0).any() or (sample >= 2**16).any() or (index < 0).any():
+        raise ValueError("sample indices must be in [0, 65536) and image indices >= 0")
+    k = _hash32((index & _M32) ^ _hash32(torch.full_like(index, int(seed)) + 0x9E37))
+    return _hash32(k ^ _hash32((sample << 16) + 0x79B9))
+
+
+def _uniform(key: Tensor, counter: int) -> Tensor:
+    """``(n,)`` float64 uniforms in ``[0, 1)`` (24 bits), one per key, for ``counter``."""
+    h = _hash32(key ^ _hash32(torch.full_like(key, counter + 0x85EB)))
+    return (h >> 8).double() / 2**24
 
 
 def episode_draws(
@@ -200,24 +221,23 @@ def episode_draws(
 ) -> tuple[Tensor, Tensor]:
     """Per-episode random numbers, a pure function of ``(seed, image index, sample index)``.
 
-    Returns the uniform first fixations ``(n, 2)`` in ``[-1, 1]`` and the standard normal
-    location noise ``(steps, n, 2)`` of the ``n`` episodes, so that an evaluation does not
-    depend on how the images are batched (nor on which other images share a batch).
+    Returns the uniform first fixations ``(n, 2)`` in ``[-1, 1)`` and the standard normal
+    location noise ``(steps, n, 2)`` (Box-Muller) of the ``n`` episodes, computed by a
+    counter-based hash (vectorised, the same on every device), so that an evaluation does
+    not depend on how the images are batched nor on which other images share a batch.
     """
     if indices.shape != sample_ids.shape or indices.ndim != 1:
         raise ValueError(
             f"indices and sample_ids must be equal-length 1-D tensors, got "
             f"{tuple(indices.shape)} and {tuple(sample_ids.shape)}"
         )
-    n = indices.numel()
-    init = torch.empty(n, 2)
-    noise = torch.empty(steps, n, 2)
-    gen = torch.Generator()
-    for j, (i, m) in enumerate(zip(indices.tolist(), sample_ids.tolist(), strict=True)):
-        gen.manual_seed(episode_key(seed, i, m))
-        init[j] = torch.rand(2, generator=gen) * 2 - 1
-        noise[:, j] = torch.randn(steps, 2, generator=gen)
-    return init, noise
+    key = episode_key(seed, indices.cpu(), sample_ids.cpu())
+    init = torch.stack([_uniform(key, 0), _uniform(key, 1)], 1) * 2 - 1
+    u1 = torch.stack([1 - _uniform(key, 2 + 2 * t) for t in range(steps)])  # (0, 1]
+    u2 = torch.stack([_uniform(key, 3 + 2 * t) for t in range(steps)])
+    r = torch.sqrt(-2 * torch.log(u1))
+    noise = torch.stack([r * torch.cos(2 * torch.pi * u2), r * torch.sin(2 * torch.pi * u2)], -1)
+    return init.float(), noise.float()
 
 
 @torch.no_grad()

@@ -119,10 +119,28 @@ def test_episode_draws_are_a_function_of_seed_image_and_sample():
     assert not torch.equal(init[0], init[1]) and not torch.equal(init[0], init[2])
     other, _ = episode_draws(8, idx, sample, steps=3)
     assert not torch.equal(other[0], init[0])
-    keys = {episode_key(s, i, m) for s in range(3) for i in range(50) for m in range(3)}
-    assert len(keys) == 3 * 50 * 3 and max(keys) < 2**63
+    i, m = torch.arange(50).repeat(3), torch.arange(3).repeat_interleave(50)
+    keys = torch.cat([episode_key(s, i, m) for s in range(3)])
+    assert keys.unique().numel() == 3 * 50 * 3 and keys.max() < 2**32 and keys.min() >= 0
     with pytest.raises(ValueError, match="equal-length"):
         episode_draws(0, idx, sample[:2], steps=3)
+    with pytest.raises(ValueError, match="seed"):
+        episode_draws(-1, idx, sample, steps=3)
+
+
+def test_episode_draws_have_the_right_distributions():
+    n = 20000
+    init, noise = episode_draws(0, torch.arange(n), torch.zeros(n, dtype=torch.long), 4)
+    assert init.min() >= -1 and init.max() < 1
+    torch.testing.assert_close(init.mean(0), torch.zeros(2), atol=0.02, rtol=0)
+    torch.testing.assert_close(init.std(0), torch.full((2,), 3**-0.5), atol=0.01, rtol=0)
+    flat = noise.reshape(-1, 2)
+    torch.testing.assert_close(flat.mean(0), torch.zeros(2), atol=0.02, rtol=0)
+    torch.testing.assert_close(flat.std(0), torch.ones(2), atol=0.02, rtol=0)
+    assert (flat.abs() > 1.96).float().mean() == pytest.approx(0.05, abs=0.005)
+    # coordinates and steps are uncorrelated
+    c = torch.corrcoef(torch.stack([flat[:, 0], flat[:, 1], init[:, 0].repeat(4)]))
+    assert (c - torch.eye(3)).abs().max() < 0.03
 
 
 def test_monte_carlo_averages_the_probabilities_of_its_episodes():
