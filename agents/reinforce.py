@@ -233,6 +233,8 @@ def episode_draws(
         )
     key = episode_key(seed, indices.cpu(), sample_ids.cpu())
     init = torch.stack([_uniform(key, 0), _uniform(key, 1)], 1) * 2 - 1
+    if steps == 0:
+        return init.float(), torch.zeros(0, key.numel(), 2)
     u1 = torch.stack([1 - _uniform(key, 2 + 2 * t) for t in range(steps)])  # (0, 1]
     u2 = torch.stack([_uniform(key, 3 + 2 * t) for t in range(steps)])
     r = torch.sqrt(-2 * torch.log(u1))

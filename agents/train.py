@@ -39,6 +39,7 @@ from agents.reinforce import (
     PROTOCOLS,
     ReinforceConfig,
     collect_rollout,
+    episode_draws,
     predict,
     reinforce_loss,
 )
@@ -264,6 +265,24 @@ def evaluate_policy(
     )
 
 
+TRAIN_SAMPLE_ID = 2**16 - 1
+"""The sample index of training episodes in :func:`agents.reinforce.episode_draws` (no
+evaluation uses it: evaluation samples are ``0 .. M - 1``)."""
+
+
+def train_first_fixations(cfg: HardTrainConfig, global_step: int) -> dict[str, Any] | None:
+    """Reset options of the next training batch: with ``init_location="random"``, first
+    fixations drawn from ``(seed, episode number, TRAIN_SAMPLE_ID)``, the episode number
+    counting every training episode of every rank, so a resumed run (which restores
+    ``global_step``) sees the same first fixations as one that never stopped."""
+    if cfg.init_location != "random":
+        return None
+    first = global_step + distributed.rank() * cfg.batch_size
+    idx = torch.arange(first, first + cfg.batch_size)
+    init, _ = episode_draws(cfg.seed, idx, torch.full_like(idx, TRAIN_SAMPLE_ID), 0)
+    return {"init_loc": init}
+
+
 def protocol_name(protocol: str, mc_samples: int) -> str:
     """The results label of ``protocol``: ``single-mean``, ``single-sampled`` or ``mc<M>``."""
     return f"mc{mc_samples}" if protocol == "mc" else protocol
@@ -420,7 +439,7 @@ def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
         running = 0.0
         for it in bar:
             t0 = time.perf_counter()
-            ro = collect_rollout(policy, train_env)
+            ro = collect_rollout(policy, train_env, options=train_first_fixations(cfg, global_step))
             loss, metrics = reinforce_loss(ro, rcfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
