@@ -22,11 +22,13 @@ sessions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from glimpse.io import read_json
 
 __all__ = ["Curve", "CurvesConfig", "accuracy_table", "plot_curves", "read_curve", "run_curves"]
 
@@ -60,7 +62,7 @@ def read_curve(run_dir: str | Path, name: str | None = None, tag: str = "eval/ac
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: no config.json")
-    config = json.loads(cfg_path.read_text())
+    config = read_json(cfg_path)
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
@@ -149,8 +151,12 @@ class CurvesConfig:
     budgets: tuple[int, ...] = field(default=(330_000, 660_000, 1_000_000, 1_650_000))
     """Env-step budgets of the Markdown table (one 28x28 MNIST epoch at batch 128 is
     329,472 env steps)."""
+
     table: str | None = None
     """Also write the Markdown table to this file (it is always printed)."""
+
+    RULES: ClassVar[dict[str, tuple]] = {"budgets": (">=", 1)}
+    """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
 
 
 def run_curves(cfg: CurvesConfig) -> str:

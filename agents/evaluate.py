@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 
@@ -64,6 +64,14 @@ class EvalConfig:
     """'cpu', 'cuda[:N]' or 'auto'."""
     threads: int = 1
     """PyTorch CPU threads (0: PyTorch's default)."""
+
+    RULES: ClassVar[dict[str, tuple]] = {
+        "mc_samples": (">=", 1),
+        "eval_batch_size": (">=", 1),
+        "eval_seeds": (">=", 1),
+        "threads": (">=", 0),
+    }
+    """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
 
 
 def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:

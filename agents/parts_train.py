@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -52,8 +52,10 @@ from glimpse import distributed
 from glimpse.evaluation import evaluate
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
 from glimpse.training import (
+    Rule,
     Run,
     RunConfig,
+    check_config,
     progress,
 )
 
@@ -140,14 +142,40 @@ class PartsTrainConfig(RunConfig):
     eval_limit: int = 0
     """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "num_parts": (">=", 1),
+        "steps": (">=", 1),
+        "glimpse_size": (">=", 1),
+        "num_scales": (">=", 1),
+        "scale_factor": (">=", 1),
+        "context_size": (">=", 1),
+        "image_size": (">=", 1),
+        "cub_val_fraction": ("()", 0, 1),
+        "lr": (">=", 0),
+        "weight_decay": (">=", 0),
+        "epochs": (">=", 1),
+        "batch_size": (">=", 1),
+        "policy_coef": (">=", 0),
+        "entropy_coef": (">=", 0),
+        "grad_clip": (">=", 0),
+        "hit_radius": (">", 0),
+        "playback": (">=", 0),
+        "train_limit": (">=", 0),
+        "eval_limit": (">=", 0),
+    }
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
+
     def resolved(self) -> PartsTrainConfig:
-        """A copy with the dataset's defaults filled in and the run name chosen."""
+        """A checked copy with the dataset's defaults filled in and the run name chosen."""
+        check_config(self)
         d = _DEFAULTS[self.dataset]
+        unset = lambda v, dflt: dflt if v is None else v  # noqa: E731 -- 0 is not "unset"
         out = replace(
             self,
-            glimpse_size=self.glimpse_size or d["glimpse_size"],
-            context_size=self.context_size or d["context_size"],
-            num_scales=self.num_scales or d["num_scales"],
+            glimpse_size=unset(self.glimpse_size, d["glimpse_size"]),
+            context_size=unset(self.context_size, d["context_size"]),
+            num_scales=unset(self.num_scales, d["num_scales"]),
             backbone=self.backbone or d["backbone"],
             run_name=self.run_name or f"parts-{self.dataset}-s{self.seed}-{int(time.time())}",
         )

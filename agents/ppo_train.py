@@ -36,15 +36,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
 from agents.ppo import PPOConfig, collect_episodes, ppo_update
 from agents.train import POLICIES, HardTrainConfig, build_envs, evaluate_policy, log_playback
 from glimpse.training import (
+    Rule,
     Run,
     batches_per_epoch,
+    check_config,
     checkpoint_state,
     lr_scheduler,
     progress,
@@ -99,8 +101,25 @@ class PPOTrainConfig(HardTrainConfig):
     sb3_ent_coef: float = 0.01
     """sb3 only: entropy bonus of the (location cell, label) action distribution."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "total_env_steps": (">=", 0),
+        "eval_every_steps": (">=", 0),
+        "clip_range": (">", 0),
+        "gamma": ("[]", 0, 1),
+        "gae_lambda": ("[]", 0, 1),
+        "update_epochs": (">=", 1),
+        "minibatches": (">=", 1),
+        "target_kl": (">=", 0),
+        "sb3_n_steps": (">=", 0),
+        "sb3_grid": (">=", 2),
+        "sb3_ent_coef": (">=", 0),
+    }
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "total_env_steps")
+    """``--resume`` with a larger budget extends the run."""
+
     def resolved(self) -> PPOTrainConfig:
         """A copy with the task's defaults filled in, the run name chosen and checked."""
+        check_config(self)
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         name = self.run_name or f"{self.algo}-{self.task}-s{self.seed}-{int(time.time())}"

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -49,8 +49,10 @@ from glimpse.data import get_dataset
 from glimpse.evaluation import evaluate
 from glimpse.results import command_line, machine_description, paper_figure
 from glimpse.training import (
+    Rule,
     Run,
     RunConfig,
+    check_config,
     load_weights,
     progress,
 )
@@ -154,14 +156,40 @@ class HardTrainConfig(RunConfig):
     folder, whose ``best.pt`` is used) with a fresh optimiser and schedule; the agent's
     architecture must match. Ignored when ``--resume`` finds a checkpoint."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "num_glimpses": (">=", 1),
+        "glimpse_size": (">=", 1),
+        "num_scales": (">=", 1),
+        "scale_factor": (">=", 1),
+        "context_size": (">=", 1),
+        "std": (">", 0),
+        "hidden": (">=", 1),
+        "lr": (">=", 0),
+        "weight_decay": (">=", 0),
+        "epochs": (">=", 1),
+        "batch_size": (">=", 1),
+        "entropy_coef": (">=", 0),
+        "baseline_coef": (">=", 0),
+        "grad_clip": (">=", 0),
+        "mc_samples": (">=", 1),
+        "eval_seeds": (">=", 1),
+        "playback": (">=", 0),
+        "train_limit": (">=", 0),
+        "eval_limit": (">=", 0),
+    }
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
+
     def resolved(self) -> HardTrainConfig:
-        """A copy with the task's defaults filled in and the run name chosen."""
+        """A checked copy with the task's defaults filled in and the run name chosen."""
+        check_config(self)
         defaults = task_defaults(self.task)
+        unset = lambda v, d: d if v is None else v  # noqa: E731 -- 0 is a value, not "unset"
         out = replace(
             self,
-            num_glimpses=self.num_glimpses or defaults["num_glimpses"],
-            glimpse_size=self.glimpse_size or defaults["glimpse_size"],
-            num_scales=self.num_scales or defaults["num_scales"],
+            num_glimpses=unset(self.num_glimpses, defaults["num_glimpses"]),
+            glimpse_size=unset(self.glimpse_size, defaults["glimpse_size"]),
+            num_scales=unset(self.num_scales, defaults["num_scales"]),
             run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
         )
         if out.agent == "ram" and out.task == "multimnist":

@@ -56,12 +56,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from glimpse.flops import count_flops
-from glimpse.io import atomic_write
+from glimpse.io import atomic_write, read_json
+from glimpse.training import Rule, check_config
 
 __all__ = [
     "ALL_DATASETS",
@@ -153,9 +154,28 @@ class CompareConfig:
     """Train nothing: combine these finished comparison folders (their results.json, same
     budgets) into one table and one pair of plots in --out."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "seeds": (">=", 0),
+        "hard_epochs": (">=", 1),
+        "soft_epochs": (">=", 1),
+        "batch_size": (">=", 1),
+        "max_batches_per_epoch": (">=", 0),
+        "train_limit": (">=", 0),
+        "val_size": (">=", 0),
+        "soft_widths": (">=", 1),
+        "eval_batch_size": (">=", 1),
+        "flops_batch": (">=", 1),
+        "throughput_images": (">=", 1),
+        "threads": (">=", 0),
+    }
+    """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
+
     def resolved(self, known: Sequence[str] | None = None) -> CompareConfig:
         """A checked copy with ``--quick`` applied and the defaults filled in; ``known``:
         the valid method names (default: :func:`all_methods`)."""
+        check_config(self)
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} is a file; expected a folder (new or existing)")
         cfg = replace(self, **QUICK) if self.quick else replace(self)
         # datasets and seeds given on the command line win over --quick's
         cfg.datasets = tuple(self.datasets or cfg.datasets or ALL_DATASETS)
@@ -562,7 +582,7 @@ def _check_same_config(run_dir: Path, cfg: Any) -> None:
     """Raise ``ValueError`` if the finished run in ``run_dir`` used other settings."""
     from glimpse.training import config_to_dict
 
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json")
     wanted = config_to_dict(cfg)
     diff = [
         f"{k}: {saved.get(k)!r} there, {v!r} wanted"
@@ -587,7 +607,7 @@ def run_one(
     wall = None
     if reused:
         _check_same_config(run_dir, cfg)
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_json(metrics_path)
     else:
         resume = (run_dir / "last.pt").is_file()
         if resume:
@@ -598,7 +618,7 @@ def run_one(
         metrics = method.train(replace(cfg, resume=resume))
         wall = time.perf_counter() - t0
     prof_path = run_dir / "compare.json"
-    prof = json.loads(prof_path.read_text()) if prof_path.is_file() else None
+    prof = read_json(prof_path) if prof_path.is_file() else None
     if prof is None or prof.get("throughput_images") != cc.throughput_images:
         prof = method.profile(cfg, run_dir, cc, device)
         prof["throughput_images"] = cc.throughput_images
@@ -834,7 +854,7 @@ def merge_comparisons(folders: Sequence[str | Path], out: str | Path) -> list[di
             raise FileNotFoundError(
                 f"no results.json in {folder}: finish `scripts/compare.py --out {folder}` first"
             )
-        data = json.loads(path.read_text())
+        data = read_json(path)
         ref = configs[0][1] if configs else data["config"]
         keys = (set(ref) | set(data["config"])) - _MERGE_FREE
         diff = sorted(k for k in keys if ref.get(k) != data["config"].get(k))

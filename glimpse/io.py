@@ -7,13 +7,14 @@ checkpoints, configs, metrics and GIFs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "read_json"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
@@ -46,3 +47,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             finally:
                 os.close(dir_fd)
     return path
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document in ``path``.
+
+    Raises ``FileNotFoundError`` naming the file when it is missing, and ``ValueError``
+    naming it when it is not valid JSON (truncated, hand-edited), instead of a bare
+    ``JSONDecodeError`` without the file name.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete or repair it") from None

@@ -21,7 +21,6 @@ This module is the library side of ``scripts/playback.py``:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -29,12 +28,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 
-from glimpse.io import atomic_write
+from glimpse.io import atomic_write, read_json
 
 __all__ = [
     "PlaybackConfig",
@@ -50,11 +49,20 @@ __all__ = [
 ]
 
 
-def _check_run_dir(run_dir: str | os.PathLike[str]) -> Path:
+def _check_run_dir(run_dir: str | os.PathLike[str], parent_ok: bool = False) -> Path:
+    """``run_dir`` as a path, if it is a run folder (it holds ``config.json``), or with
+    ``parent_ok`` a folder holding run folders (TensorBoard shows them side by side)."""
     path = Path(run_dir)
     if not path.is_dir():
         raise ValueError(f"run folder {path} does not exist (expected runs/<run_name>/)")
-    return path
+    if (path / "config.json").is_file():
+        return path
+    if parent_ok and any((sub / "config.json").is_file() for sub in path.iterdir()):
+        return path
+    what = "is not a run folder (no config.json)"
+    if parent_ok:
+        what += " and holds no run folders"
+    raise ValueError(f"{path} {what}; expected runs/<run_name>/ written by a trainer")
 
 
 def tensorboard_command(
@@ -80,7 +88,7 @@ def launch_tensorboard(
     logdir: str | os.PathLike[str], port: int = 6006, host: str = "localhost", **popen_kw: Any
 ) -> subprocess.Popen:
     """Start TensorBoard on ``logdir`` in the background; the caller stops it (``.terminate()``)."""
-    _check_run_dir(logdir)
+    _check_run_dir(logdir, parent_ok=True)
     return subprocess.Popen(tensorboard_command(logdir, port, host), **popen_kw)
 
 
@@ -91,18 +99,17 @@ def load_hard_config(run_dir: str | os.PathLike[str]):
     (e.g. a soft-attention run, which has no glimpses to play back).
     """
     from agents.train import POLICIES, HardTrainConfig
+    from glimpse.training import load_run_config
 
     path = _check_run_dir(run_dir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{path} not found: not a run folder written by a trainer")
-    data = json.loads(path.read_text())
-    if data.get("agent") not in POLICIES:
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("agent") not in POLICIES:
         raise ValueError(
             f"{run_dir} is not a hard-attention run (config agent={data.get('agent')!r}; "
             f"expected one of {', '.join(POLICIES)}); only glimpse agents can be played back"
         )
-    known = HardTrainConfig.__dataclass_fields__
-    return HardTrainConfig(**{k: v for k, v in data.items() if k in known})
+    # PPO runs save a HardTrainConfig subclass: its extra fields are not needed here
+    return load_run_config(run_dir, HardTrainConfig, ignore_unknown=True)
 
 
 def eval_env(cfg: Any, split: str, num_envs: int, device: torch.device | str = "cpu"):
@@ -283,6 +290,13 @@ class PlaybackConfig:
     device: str = "cpu"
     """Device of the replay: cpu, cuda[:N] or auto."""
 
+    RULES: ClassVar[dict[str, tuple]] = {
+        "port": ("[]", 1, 65535),
+        "indices": (">=", 0),
+        "fps": (">", 0),
+    }
+    """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
+
 
 def playback(cfg: PlaybackConfig) -> Path | None:
     """Print the TensorBoard command (run it with ``launch``); export episodes if asked.
@@ -290,7 +304,7 @@ def playback(cfg: PlaybackConfig) -> Path | None:
     Returns the exported file, if any."""
     from glimpse.training import resolve_device
 
-    _check_run_dir(cfg.run_dir)
+    _check_run_dir(cfg.run_dir, parent_ok=not cfg.export)
     cmd = tensorboard_command(cfg.run_dir, cfg.port, cfg.host)
     print("TensorBoard: " + " ".join(cmd))
     print(

@@ -46,7 +46,7 @@ import time
 import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -58,9 +58,11 @@ from glimpse import distributed
 from glimpse.data import DATASETS, get_dataset
 from glimpse.evaluation import evaluate
 from glimpse.training import (
+    Rule,
     Run,
     RunConfig,
     batches_per_epoch,
+    check_config,
     checkpoint_state,
     lr_scheduler,
     progress,
@@ -142,8 +144,23 @@ class SoftTrainConfig(RunConfig):
     eval_limit: int = 0
     """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "widths": (">=", 1),
+        "epochs": (">=", 1),
+        "batch_size": (">=", 1),
+        "lr": (">=", 0),
+        "momentum": ("[)", 0, 1),
+        "weight_decay": (">=", 0),
+        "log_images": (">=", 0),
+        "train_limit": (">=", 0),
+        "eval_limit": (">=", 0),
+    }
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
+
     def resolved(self) -> SoftTrainConfig:
         """A checked copy with the run name chosen. Raises ``ValueError`` on bad input."""
+        check_config(self)
         if self.dataset not in SOFT_DATASETS:
             hint = (
                 " (two digits per image; read it with the hard-attention DRAM agent)"

@@ -1,7 +1,10 @@
 """Shared test fixtures: locating the real MNIST copy and CUDA availability.
 
 MNIST is found through ``GLIMPSE_DATA`` or, failing that, ``../shared/data`` beside the
-repository. Under CI (``CI=true``) a missing copy is an error, not a silent skip.
+repository. A relative ``GLIMPSE_DATA`` (the README's ``GLIMPSE_DATA=../shared/data``) is
+resolved against the working directory pytest started in, and the absolute path is put back
+into the environment, so scripts that tests run in other folders (subprocesses, torchrun)
+find the same data. Under CI (``CI=true``) a missing copy is an error, not a silent skip.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ REPO = Path(__file__).resolve().parent.parent
 def _find_data_root() -> Path | None:
     candidates = [os.environ.get("GLIMPSE_DATA"), REPO.parent / "shared" / "data"]
     for c in candidates:
-        if c and (Path(c) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-            return Path(c)
+        if c and (Path(c).expanduser() / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return Path(c).expanduser().absolute()
     return None
 
 
 DATA_ROOT = _find_data_root()
 if DATA_ROOT is not None:
-    os.environ.setdefault("GLIMPSE_DATA", str(DATA_ROOT))
+    os.environ["GLIMPSE_DATA"] = str(DATA_ROOT)
 
 
 @pytest.fixture(scope="session")

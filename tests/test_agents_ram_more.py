@@ -383,7 +383,7 @@ def test_train_limit_takes_the_first_images(data_root):
     full, _ = build_envs(HardTrainConfig(data_root=str(data_root), val_size=500).resolved(), "cpu")
     assert len(train.source) == 1000 and len(evals["test"].source) == 10000
     assert torch.equal(train.source.images, full.source.images[:1000])
-    with pytest.raises(ValueError, match="train_limit"):
+    with pytest.raises(ValueError, match="--train-limit must be >= 0, got -1"):
         HardTrainConfig(train_limit=-1).resolved()
 
 

@@ -178,8 +178,11 @@ def test_train_sb3_on_mnist_runs_logs_and_resumes(tmp_path, data_root):
 
 def test_recurrent_ppo_beats_chance_on_mnist(tmp_path, data_root):
     """RecurrentPPO learns MNIST labels from the reward alone: > 20% (chance 10%) on 1000
-    validation images after 30k env steps (5k training images, seed 0; 28.2% when
-    measured). About 18 s on one quiet thread."""
+    validation images after 60k env steps (5k training images, seed 0). Measured on
+    2026-12-01 with stable-baselines3/sb3-contrib 2.9.2, gymnasium 1.4.0, torch 2.14.1:
+    19.8% at 30k steps (the earlier budget, which measured 28.2% with the packages of an
+    earlier session and no longer clears the bar; 2.9.0 and gymnasium 1.3.0 gave 19.8%
+    too), 29.5% at 60k. About 40 s on one quiet thread."""
     cfg = PPOTrainConfig(
         algo="sb3-recurrent-ppo",
         data_root=str(data_root),
@@ -190,7 +193,7 @@ def test_recurrent_ppo_beats_chance_on_mnist(tmp_path, data_root):
         lr=3e-3,
         lr_schedule="constant",
         sb3_ent_coef=0.0,
-        total_env_steps=30000,
+        total_env_steps=60000,
         val_size=1000,
         eval_batch_size=1000,
         playback=0,

@@ -249,7 +249,7 @@ def test_config_resolution_and_errors() -> None:
         CompareConfig(datasets=("svhn",)).resolved()
     with pytest.raises(ValueError, match="seeds"):
         CompareConfig(seeds=()).resolved()
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="--batch-size must be >= 1, got 0"):
         CompareConfig(batch_size=0).resolved()
 
 

@@ -53,8 +53,11 @@ def test_default_root_and_cache_dir_follow_env(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("GLIMPSE_DATA")
     monkeypatch.delenv("GLIMPSE_CACHE")
-    assert default_root() == Path("data")
+    assert default_root() == Path("data").absolute()
     assert cache_dir() == Path.home() / ".cache" / "glimpse"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLIMPSE_DATA", "../rel")  # the README's relative form
+    assert default_root() == tmp_path / ".." / "rel" and default_root().is_absolute()
 
 
 # -- real MNIST ----------------------------------------------------------------------------

@@ -124,6 +124,32 @@ def test_each_clutter_patch_fits_in_clutter_size(data_root, size):
         assert ys.max() - ys.min() < size and xs.max() - xs.min() < size
 
 
+def test_clutter_boxes_account_for_every_pixel_outside_the_digit(data_root):
+    """Every non-zero pixel lies in the digit's frame or in a recorded clutter box, and
+    every clutter box holds the source patch it was cut from (pasted with max)."""
+    ds = ClutteredMNIST(data_root, "test", (50, 64), num_clutter=3, cache=False, limit=300)
+    assert ds.clutter_boxes.shape == (300, 3, 4) and ds.clutter_boxes.dtype == torch.float32
+    sizes = ds.clutter_boxes[..., 2:] - ds.clutter_boxes[..., :2]
+    assert (sizes == 8).all()
+    rest = outside_box(ds.data, ds.boxes)
+    for j in range(3):
+        rest = outside_box(rest, ds.clutter_boxes[:, j])
+    assert rest.count_nonzero() == 0
+    translated = TranslatedMNIST(data_root, "test", (50, 64), cache=False, limit=300)
+    one = ClutteredMNIST(data_root, "test", (50, 64), num_clutter=1, cache=False, limit=300)
+    changed = one.data != translated.data
+    inside = outside_box(changed.to(torch.uint8), one.clutter_boxes[:, 0]) == 0
+    assert inside.all()  # clutter changed pixels only inside its own box
+    empty = ClutteredMNIST(data_root, "test", num_clutter=0, cache=False, limit=5)
+    assert empty.clutter_boxes.shape == (5, 0, 4)
+
+
+def test_clutter_boxes_come_back_from_the_cache(data_root):
+    first = ClutteredMNIST(data_root, "test", seed=12, limit=50)
+    second = ClutteredMNIST(data_root, "test", seed=12, limit=50)
+    assert second.from_cache and torch.equal(second.clutter_boxes, first.clutter_boxes)
+
+
 def test_default_cluttered_matches_the_paper_small_setting(data_root):
     ds = ClutteredMNIST(data_root, "test", limit=3)
     assert (ds.canvas, ds.num_clutter, ds.clutter_size) == ((60, 60), 4, 8)

@@ -150,8 +150,10 @@ def test_shared_epoch_and_resume_helpers(tmp_path):
     assert restore_checkpoint_state(back, model2, opt2, sched2)["epoch"] == 2
     assert torch.equal(model2.weight, model.weight) and sched2.last_epoch == 2
     assert torch.equal(torch.rand(3), expected)  # RNG state restored to the save point
-    with pytest.raises(FileNotFoundError, match=r"last\.pt"):
-        Run("empty", SoftTrainConfig(), tmp_path, resume=True).resume_state()
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        Run("empty", SoftTrainConfig(), tmp_path, resume=True)
+    (tmp_path / "unstarted").mkdir()  # a start that failed before its first checkpoint
+    assert Run("unstarted", SoftTrainConfig(), tmp_path, resume=True).resume_state() is None
 
 
 def test_stn_image_grid_identity():

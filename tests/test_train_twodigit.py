@@ -87,9 +87,9 @@ def test_num_classes_come_from_the_dataset(data_root):
 
 @pytest.mark.parametrize("name", ["train_limit", "eval_limit"])
 def test_negative_limits_raise(name):
-    with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+    with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be >= 0"):
         HardTrainConfig(task="twodigit100", **{name: -1}).resolved()
-    with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+    with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be >= 0"):
         SoftTrainConfig(dataset="twodigit100", **{name: -1}).resolved()
 
 

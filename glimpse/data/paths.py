@@ -32,9 +32,10 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def default_root() -> Path:
-    """The data root: ``$GLIMPSE_DATA`` if set, else ``./data``."""
+    """The data root: ``$GLIMPSE_DATA`` if set, else ``./data``; absolute (a relative one
+    is taken from the current working directory)."""
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser() if env else Path("data")
+    return (Path(env).expanduser() if env else Path("data")).absolute()
 
 
 def cache_dir() -> Path:
@@ -44,8 +45,8 @@ def cache_dir() -> Path:
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
-    """``root`` as a :class:`~pathlib.Path`, or :func:`default_root` when ``None``."""
-    return default_root() if root is None else Path(root).expanduser()
+    """``root`` as an absolute :class:`~pathlib.Path`, or :func:`default_root` when ``None``."""
+    return default_root() if root is None else Path(root).expanduser().absolute()
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

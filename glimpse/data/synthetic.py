@@ -60,8 +60,9 @@ from glimpse.data.mnist import (
 )
 from glimpse.data.paths import atomic_torch_save, cache_dir
 
-FORMAT_VERSION = 1
-"""Bump whenever generation changes, so that old cache files are no longer used."""
+FORMAT_VERSION = 2
+"""Bump whenever generation or the cache layout changes, so that old cache files are no
+longer used (2: cluttered sets also store their clutter patches' boxes; pixels unchanged)."""
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -184,15 +185,22 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
         self.from_cache = arrays is not None
         if arrays is None:
             rng = np.random.default_rng([self.seed, SPLITS.index(split)])
+            self._extras = {}
             data, targets, boxes = self._generate(images, labels, n, rng)
             arrays = (
                 torch.from_numpy(np.ascontiguousarray(data)),
                 torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64)),
                 torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+                {
+                    k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                    for k, v in self._extras.items()
+                },
             )
             self._write_cache(*arrays)
         super().__init__(arrays[0], arrays[1], transform, target_transform)
         self.boxes = arrays[2]
+        for name, value in arrays[3].items():
+            setattr(self, name, value)
 
     @abc.abstractmethod
     def _generate(
@@ -206,6 +214,11 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
     def _target_shape(self, n: int) -> tuple[int, ...]:
         return (n,)
 
+    def _extra_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        """Float32 arrays beside data/targets/boxes that :meth:`_generate` records in
+        ``self._extras`` and the cache stores (name -> shape); they become attributes."""
+        return {}
+
     def _check_payload(self, payload: Any) -> str | None:
         """Why ``payload`` is not a valid cache entry for this dataset, or ``None`` if it is."""
         if not isinstance(payload, dict):
@@ -217,6 +230,7 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
             "data": (torch.uint8, (n, *self.canvas)),
             "targets": (torch.int64, self._target_shape(n)),
             "boxes": (torch.float32, (*self._target_shape(n), 4)),
+            **{k: (torch.float32, s) for k, s in self._extra_shapes(n).items()},
         }
         for name, (dtype, shape) in expected.items():
             t = payload.get(name)
@@ -228,7 +242,7 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
             return "targets outside 0..9"
         return None
 
-    def _read_cache(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    def _read_cache(self) -> tuple[Any, ...] | None:
         path = self.cache_path
         if path is None or not path.is_file():
             return None
@@ -245,9 +259,16 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
                 stacklevel=3,
             )
             return None
-        return payload["data"], payload["targets"], payload["boxes"]
+        extras = {k: payload[k] for k in self._extra_shapes(self.params["n"])}
+        return payload["data"], payload["targets"], payload["boxes"], extras
 
-    def _write_cache(self, data: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor) -> None:
+    def _write_cache(
+        self,
+        data: torch.Tensor,
+        targets: torch.Tensor,
+        boxes: torch.Tensor,
+        extras: dict[str, torch.Tensor],
+    ) -> None:
         if self.cache_path is None:
             return
         payload = {
@@ -255,6 +276,7 @@ class SyntheticMNIST(DigitDataset, abc.ABC):
             "data": data,
             "targets": targets,
             "boxes": boxes,
+            **extras,
         }
         try:
             atomic_torch_save(payload, self.cache_path)
@@ -355,6 +377,10 @@ class ClutteredMNIST(SyntheticMNIST):
     Defaults are 4 patches of 8×8 on 60×60; the paper's harder setting is 8 patches on
     100×100: ``ClutteredMNIST(canvas=100, num_clutter=8)``.
 
+    Besides :attr:`boxes` (the digit's 28×28 frame), :attr:`clutter_boxes` ``float32 (N,
+    num_clutter, 4)`` holds each clutter patch's ``(x0, y0, x1, y1)``, so attention on
+    clutter can be measured apart from attention on the digit (:mod:`glimpse.attention`).
+
     Args:
         num_clutter: patches per image (``>= 0``).
         clutter_size: side of each patch, ``1 .. 28``.
@@ -400,8 +426,12 @@ class ClutteredMNIST(SyntheticMNIST):
         self, images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator
     ) -> Arrays:
         data, targets, boxes = _translate(images, labels, n, self.canvas, rng)
-        add_clutter(data, images, self.num_clutter, self.clutter_size, rng, self.split)
+        clutter = add_clutter(data, images, self.num_clutter, self.clutter_size, rng, self.split)
+        self._extras["clutter_boxes"] = clutter
         return data, targets, boxes
+
+    def _extra_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"clutter_boxes": (n, self.num_clutter, 4)}
 
 
 def add_clutter(
@@ -411,18 +441,19 @@ def add_clutter(
     clutter_size: int,
     rng: np.random.Generator,
     split: str = "",
-) -> None:
+) -> np.ndarray:
     """Paste ``num_clutter`` ``clutter_size``² patches into each of ``data``'s ``n`` canvases,
-    in place (:class:`ClutteredMNIST`'s rule).
+    in place (:class:`ClutteredMNIST`'s rule); return the patches' boxes ``float32 (n,
+    num_clutter, 4)`` as ``(x0, y0, x1, y1)`` pixels.
 
     Patch ``j`` of image ``i`` is cut from a uniformly random position of source digit
     ``other[i, j] != i`` and pasted at a uniformly random position with ``max``. Random
     draws are made for all ``len(images)`` source digits, then the first ``n`` are used.
     """
     k, s = num_clutter, clutter_size
-    if k == 0:
-        return
     total, n = len(images), len(data)
+    if k == 0:
+        return np.zeros((n, 0, 4), dtype=np.float32)
     if total < 2:
         raise ValueError(f"clutter needs at least 2 source digits; split {split!r} has {total}")
     h, w = data.shape[1:]
@@ -436,6 +467,8 @@ def add_clutter(
     for j in range(k):  # one pass per clutter slot, every image at once
         patches = source_windows[other[:n, j], src_y[:n, j], src_x[:n, j]]
         _paste_max(data, patches, dst_y[:n, j], dst_x[:n, j])
+    x0, y0 = dst_x[:n], dst_y[:n]
+    return np.stack([x0, y0, x0 + s, y0 + s], axis=-1).astype(np.float32)
 
 
 class MultiMNIST(SyntheticMNIST):

@@ -91,5 +91,9 @@ class TwoDigitMNIST(MultiMNIST):
         self, images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator
     ) -> Arrays:
         data, digits, boxes = super()._generate(images, labels, n, rng)
-        add_clutter(data, images, self.num_clutter, self.clutter_size, rng, self.split)
+        clutter = add_clutter(data, images, self.num_clutter, self.clutter_size, rng, self.split)
+        self._extras["clutter_boxes"] = clutter
         return data, digits, boxes
+
+    def _extra_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"clutter_boxes": (n, self.num_clutter, 4)}

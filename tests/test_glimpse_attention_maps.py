@@ -1,0 +1,79 @@
+"""``scripts/attention_maps.py`` on a small trained run: the exported layout, and scores
+recomputed from the exported fixations by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "attention_maps", REPO / "scripts" / "attention_maps.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_root):
+    from agents.train import HardTrainConfig, train_reinforce
+
+    root = tmp_path_factory.mktemp("maps")
+    cfg = HardTrainConfig(
+        task="cluttered60",
+        epochs=1,
+        max_batches_per_epoch=2,
+        batch_size=16,
+        hidden=32,
+        val_size=200,
+        eval_limit=50,
+        eval_batch_size=50,
+        playback=0,
+        init_location="random",
+        data_root=str(data_root),
+        runs_root=str(root),
+        run_name="c60",
+        device="cpu",
+    )
+    train_reinforce(cfg)
+    return root / "c60"
+
+
+def test_export_layout_and_scores_recomputed_by_hand(run_dir, tmp_path):
+    out = tmp_path / "maps.npz"
+    summary = _script().main([str(run_dir), "--limit", "30", "--num-maps", "5", "--out", str(out)])
+    z = np.load(out)
+    n, t = 30, 8
+    assert z["fixations"].shape == (n, t, 2) and z["maps"].shape == (5, 60, 60)
+    assert np.allclose(z["maps"].sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert z["labels"].shape == (n, 1) and z["predictions"].shape == (n, 1)
+    assert z["boxes"].shape == (n, 4) and z["clutter_boxes"].shape == (n, 4, 4)
+    # fixations in the digit's frame, by hand: pixel = (loc + 1) / 2 * 60
+    pix = (z["fixations"] + 1) / 2 * 60
+    b = z["boxes"][:, None]
+    hand = (pix[..., 0] >= b[..., 0]) & (pix[..., 0] <= b[..., 2])
+    hand &= (pix[..., 1] >= b[..., 1]) & (pix[..., 1] <= b[..., 3])
+    assert np.array_equal(z["fixation_in_box"], hand)
+    assert summary["attention_in_box"] == pytest.approx(hand.mean())
+    assert summary["attention_in_box_per_step"] == pytest.approx(hand.mean(0).tolist())
+    # the footprint of the first map: mass in the frame by summing its pixels
+    x0, y0, x1, y1 = z["boxes"][0].astype(int)
+    assert z["mass_in_box"][0] == pytest.approx(z["maps"][0, y0:y1, x0:x1].sum(), abs=1e-5)
+    assert np.all(
+        (z["mass_on_clutter"] >= -1e-6) & (z["mass_in_box"] + z["mass_on_clutter"] <= 1 + 1e-6)
+    )
+    assert out.with_suffix(".json").is_file()
+
+
+def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(ValueError, match="not a run folder"):
+        _script().main([str(tmp_path)])
