@@ -300,13 +300,15 @@ evaluation uses it: evaluation samples are ``0 .. M - 1``)."""
 
 def train_first_fixations(cfg: HardTrainConfig, global_step: int) -> dict[str, Any] | None:
     """Reset options of the next training batch: with ``init_location="random"``, first
-    fixations drawn from ``(seed, episode number, TRAIN_SAMPLE_ID)``, the episode number
-    counting every training episode of every rank, so a resumed run (which restores
-    ``global_step``) sees the same first fixations as one that never stopped."""
+    fixations drawn from ``(seed, episode number, TRAIN_SAMPLE_ID)``. The episode number
+    is the position in the global batch (ranks take interleaved positions, as their
+    :class:`envs.IndexStream` shards do), so a resumed run (which restores
+    ``global_step``) sees the same first fixations as one that never stopped, and under
+    ``torchrun`` every image gets the first fixation it gets in one process."""
     if cfg.init_location != "random":
         return None
-    first = global_step + distributed.rank() * cfg.batch_size
-    idx = torch.arange(first, first + cfg.batch_size)
+    world = distributed.world_size()
+    idx = global_step + distributed.rank() + world * torch.arange(cfg.batch_size)
     init, _ = episode_draws(cfg.seed, idx, torch.full_like(idx, TRAIN_SAMPLE_ID), 0)
     return {"init_loc": init}
 

@@ -166,3 +166,25 @@ def test_predict_rejects_mc_without_sampling():
         predict(_ram(), _env(10), torch.arange(5), 2, sampled=False)
     with pytest.raises(ValueError, match="samples must be >= 1"):
         predict(_ram(), _env(10), torch.arange(5), 0)
+
+
+def test_training_first_fixations_resume_and_torchrun_safe(monkeypatch):
+    """Training batches draw their random first fixations from the global episode number:
+    a resumed run (same ``global_step``) repeats them, and two ranks of 16 (interleaved
+    positions, as their index streams are sharded) get those of one process of 32."""
+    import agents.train as train_module
+    from agents.train import HardTrainConfig, train_first_fixations
+
+    cfg = HardTrainConfig(batch_size=32)
+    one = train_first_fixations(cfg, 64)["init_loc"]
+    assert one.shape == (32, 2) and one.std(0).min() > 0.3
+    assert torch.equal(one, train_first_fixations(cfg, 64)["init_loc"])
+    assert not torch.equal(one, train_first_fixations(cfg, 96)["init_loc"])
+    half = HardTrainConfig(batch_size=16)
+    monkeypatch.setattr(train_module.distributed, "world_size", lambda: 2)
+    parts = []
+    for r in (0, 1):
+        monkeypatch.setattr(train_module.distributed, "rank", lambda r=r: r)
+        parts.append(train_first_fixations(half, 64)["init_loc"])
+    assert torch.equal(torch.stack(parts, 1).reshape(32, 2), one)  # position 2j + r
+    assert train_first_fixations(HardTrainConfig(init_location="center"), 0) is None
