@@ -295,6 +295,8 @@ def render_table(rows: list[dict[str, str]]) -> str:
         paper = r["paper_error_pct"]
         if paper and "unverified" in r["paper_ref"]:
             paper += " (unverified)"
+        if paper and r["protocol"].startswith("mc"):  # never beside another protocol
+            paper = "n/a (paper: single trajectory)"
         cells = [
             r["task"],
             r["method"],
