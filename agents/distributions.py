@@ -41,9 +41,20 @@ class ClippedGaussian:
         self.std = torch.as_tensor(std, dtype=mean.dtype, device=mean.device).expand_as(mean)
         self.bound = float(bound)
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """A clipped sample (no gradient), ``(B, D)``."""
+    def sample(
+        self, generator: torch.Generator | None = None, noise: Tensor | None = None
+    ) -> Tensor:
+        """A clipped sample (no gradient), ``(B, D)``: ``mean + std * noise`` with ``noise``
+        standard normal, drawn from ``generator`` unless given (``(B, D)``, e.g. seeded per
+        episode so that a sample does not depend on the rest of the batch)."""
         with torch.no_grad():
+            if noise is not None:
+                if noise.shape != self.mean.shape:
+                    raise ValueError(
+                        f"noise must have shape {tuple(self.mean.shape)}, got {tuple(noise.shape)}"
+                    )
+                noise = noise.to(device=self.mean.device, dtype=self.mean.dtype)
+                return (self.mean + self.std * noise).clamp(-self.bound, self.bound)
             noise = (
                 torch.randn(
                     self.mean.shape,

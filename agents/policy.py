@@ -97,11 +97,13 @@ class GlimpsePolicy(nn.Module, abc.ABC):
         state: Tensor,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> PolicyStep:
-        """Integrate ``obs`` and choose the next location (sampled, or the mean)."""
+        """Integrate ``obs`` and choose the next location (sampled, or the mean); ``noise``
+        ``(B, 2)``: the standard normal draws of the sample (default: from ``generator``)."""
         state, mean, logits, value = self.heads(obs, state)
         dist = self.distribution(mean)
-        location = dist.mode() if deterministic else dist.sample(generator)
+        location = dist.mode() if deterministic else dist.sample(generator, noise)
         return PolicyStep(
             state, location, dist.log_prob(location), dist.entropy(), value, logits, mean
         )

@@ -69,6 +69,11 @@ class PPOTrainConfig(HardTrainConfig):
     epochs: int = 5
     """Budget in passes over the training split (one episode per image); ignored when
     total_env_steps is set."""
+    init_location: Literal["center", "random"] = "center"
+    """First fixation (as before issue 16 changed RAM's default to random: the PPO
+    comparisons in docs/RESULTS.md were measured from the centre)."""
+    threads: int = 0
+    """PyTorch CPU threads (0: PyTorch's default)."""
     total_env_steps: int = 0
     """Budget in environment steps (glimpses); 0: epochs * training images * glimpses per
     episode."""

@@ -28,7 +28,20 @@ from torch import Tensor
 from agents.policy import GlimpsePolicy
 from envs import GlimpseVectorEnv
 
-__all__ = ["ReinforceConfig", "Rollout", "collect_rollout", "predict", "reinforce_loss"]
+__all__ = [
+    "PROTOCOLS",
+    "ReinforceConfig",
+    "Rollout",
+    "collect_rollout",
+    "episode_draws",
+    "predict",
+    "reinforce_loss",
+]
+
+PROTOCOLS = ("single-mean", "single-sampled", "mc")
+"""Evaluation protocols of a hard agent: one episode per image with the policy's mean
+locations (deterministic given the first fixation), one episode with sampled locations,
+or Monte-Carlo averaging of ``M`` sampled episodes (labelled ``mc<M>`` in results)."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +96,19 @@ def collect_rollout(
     deterministic: bool = False,
     options: dict | None = None,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Rollout:
-    """Play one batch of episodes (``venv.num_envs`` of them) from ``reset`` to the end."""
+    """Play one batch of episodes (``venv.num_envs`` of them) from ``reset`` to the end.
+
+    ``noise`` ``(max_steps, num_envs, 2)``: the standard normal draws of the sampled
+    locations (default: drawn from ``generator``, i.e. depending on the whole batch).
+    """
     _check_env(venv)
     cfg = venv.config
+    if noise is not None and noise.shape != (cfg.max_steps, venv.num_envs, 2):
+        raise ValueError(
+            f"noise must have shape {(cfg.max_steps, venv.num_envs, 2)}, got {tuple(noise.shape)}"
+        )
     obs, info = venv.reset(options=options)
     labels = info["label"].reshape(venv.num_envs, -1)
     state = policy.initial_state(obs)
@@ -94,7 +116,7 @@ def collect_rollout(
     locations = [obs["location"]]
     steps = cfg.max_steps
     for t in range(steps):
-        out = policy.act(obs, state, deterministic, generator)
+        out = policy.act(obs, state, deterministic, generator, None if noise is None else noise[t])
         classify = (t + 1) % cfg.num_glimpses == 0
         action = {"location": out.location.detach(), "label": out.logits.argmax(1).detach()}
         obs, reward, terminated, _, info = venv.step(action)
@@ -155,35 +177,128 @@ def reinforce_loss(
     return loss, metrics
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """``x * c mod 2**32`` for int64 ``x`` in ``[0, 2**32)`` without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer mixer (the "lowbias32" constants of C. Wellons' hash prospector),
+    elementwise on int64 tensors holding values in ``[0, 2**32)``."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def episode_key(seed: int, index: Tensor | int, sample: Tensor | int) -> Tensor:
+    """The 32-bit key ``(n,)`` of the episodes of images ``index``, Monte-Carlo samples
+    ``sample``, under evaluation seed ``seed``: a hash of the triple (seed and sample up
+    to ``2**16``, index up to ``2**32``)."""
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    sample = torch.as_tensor(sample, dtype=torch.long).reshape(-1)
+    if not 0 <= int(seed) < 2**16:
+        raise ValueError(f"evaluation seed must be in [0, 65536), got {seed}")
+    if (sample < 0).any() or (sample >= 2**16).any() or (index < 0).any():
+        raise ValueError("sample indices must be in [0, 65536) and image indices >= 0")
+    k = _hash32((index & _M32) ^ _hash32(torch.full_like(index, int(seed)) + 0x9E37))
+    return _hash32(k ^ _hash32((sample << 16) + 0x79B9))
+
+
+def _uniform(key: Tensor, counter: int) -> Tensor:
+    """``(n,)`` float64 uniforms in ``[0, 1)`` (24 bits), one per key, for ``counter``."""
+    h = _hash32(key ^ _hash32(torch.full_like(key, counter + 0x85EB)))
+    return (h >> 8).double() / 2**24
+
+
+def episode_draws(
+    seed: int, indices: Tensor, sample_ids: Tensor, steps: int
+) -> tuple[Tensor, Tensor]:
+    """Per-episode random numbers, a pure function of ``(seed, image index, sample index)``.
+
+    Returns the uniform first fixations ``(n, 2)`` in ``[-1, 1)`` and the standard normal
+    location noise ``(steps, n, 2)`` (Box-Muller) of the ``n`` episodes, computed by a
+    counter-based hash (vectorised, the same on every device), so that an evaluation does
+    not depend on how the images are batched nor on which other images share a batch.
+    """
+    if indices.shape != sample_ids.shape or indices.ndim != 1:
+        raise ValueError(
+            f"indices and sample_ids must be equal-length 1-D tensors, got "
+            f"{tuple(indices.shape)} and {tuple(sample_ids.shape)}"
+        )
+    key = episode_key(seed, indices.cpu(), sample_ids.cpu())
+    init = torch.stack([_uniform(key, 0), _uniform(key, 1)], 1) * 2 - 1
+    if steps == 0:
+        return init.float(), torch.zeros(0, key.numel(), 2)
+    u1 = torch.stack([1 - _uniform(key, 2 + 2 * t) for t in range(steps)])  # (0, 1]
+    u2 = torch.stack([_uniform(key, 3 + 2 * t) for t in range(steps)])
+    r = torch.sqrt(-2 * torch.log(u1))
+    noise = torch.stack([r * torch.cos(2 * torch.pi * u2), r * torch.sin(2 * torch.pi * u2)], -1)
+    return init.float(), noise.float()
+
+
 @torch.no_grad()
 def predict(
     policy: GlimpsePolicy,
     venv: GlimpseVectorEnv,
     indices: Tensor,
     samples: int = 1,
-    generator: torch.Generator | None = None,
+    *,
+    sampled: bool | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, Rollout]:
     """Predicted labels ``(n, L)`` for dataset ``indices`` of ``venv``'s source.
 
-    ``samples == 1``: one episode per image with the mean locations (deterministic).
-    ``samples = M > 1``: Monte-Carlo evaluation, M sampled episodes per image with the
-    class probabilities averaged (Mnih et al. 2014). ``venv.num_envs`` must be at least
-    ``n * M``; spare episodes replay the last image and are discarded.
+    - ``samples == 1``, ``sampled=False`` (the default): one episode per image with the
+      policy's mean locations (``single-mean``).
+    - ``samples == 1``, ``sampled=True``: one episode per image, locations sampled from the
+      policy (``single-sampled``; the RAM paper's test-time behaviour as we read it).
+    - ``samples = M > 1`` (always sampled): Monte-Carlo evaluation, the class probabilities
+      of M sampled episodes per image averaged (``mc<M>``; M times the inference cost).
+
+    The random first fixations (``init_location="random"``) and the location noise of the
+    episode of image ``i``, sample ``m`` are drawn from ``(seed, i, m)`` alone
+    (:func:`episode_draws`), so predictions do not depend on the batch they are played in.
+    ``venv.num_envs`` must be at least ``n * M``; spare episodes replay the last image and
+    are discarded.
     """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if sampled is None:
+        sampled = samples > 1
+    if samples > 1 and not sampled:
+        raise ValueError("Monte-Carlo evaluation (samples > 1) needs sampled=True")
     n = indices.numel()
     need = n * samples
     if need > venv.num_envs:
         raise ValueError(
             f"{n} images x {samples} samples need num_envs >= {need}, got {venv.num_envs}"
         )
+    indices = indices.to(torch.long).cpu()
     rep = indices.repeat(samples)
-    if need < venv.num_envs:
-        rep = torch.cat([rep, rep[-1:].expand(venv.num_envs - need)])
+    sample_ids = torch.arange(samples).repeat_interleave(n)
+    init, noise = episode_draws(seed, rep, sample_ids, venv.config.max_steps)
+    if venv.config.init_location != "random":
+        init = torch.zeros_like(init)
+    spare = venv.num_envs - need
+    if spare:
+        rep = torch.cat([rep, rep[-1:].expand(spare)])
+        init = torch.cat([init, torch.zeros(spare, 2)])
+        noise = torch.cat([noise, torch.zeros(noise.shape[0], spare, 2)], 1)
     was_training = policy.training
     policy.eval()
     try:
         ro = collect_rollout(
-            policy, venv, deterministic=samples == 1, options={"indices": rep}, generator=generator
+            policy,
+            venv,
+            deterministic=not sampled,
+            options={"indices": rep, "init_loc": init},
+            noise=noise.to(venv.device) if sampled else None,
         )
     finally:
         policy.train(was_training)

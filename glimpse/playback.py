@@ -114,13 +114,18 @@ def load_hard_config(run_dir: str | os.PathLike[str]):
 
 def eval_env(cfg: Any, split: str, num_envs: int, device: torch.device | str = "cpu"):
     """An unshuffled :class:`envs.GlimpseVectorEnv` of ``num_envs`` episodes over ``split``
-    (``"train"``, ``"val"`` or ``"test"``) of the run's task, with the run's MDP settings."""
+    (``"train"``, ``"val"`` or ``"test"``) of the run's task, with the run's MDP settings
+    (val and test: the first ``cfg.eval_limit`` images if the run set it, as it evaluated)."""
     from envs import GlimpseVectorEnv, ImageSource
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     kw: dict[str, Any] = {"val_size": cfg.val_size}
     source = ImageSource.from_any(cfg.task, split, cfg.data_root, device, kw)
+    limit = getattr(cfg, "eval_limit", 0) if split != "train" else 0
+    if limit and limit < len(source):  # the run evaluated only its first eval_limit images
+        boxes = None if source.boxes is None else source.boxes[:limit]
+        source = ImageSource(source.images[:limit], source.labels[:limit], boxes)
     mdp = cfg.mdp(source.num_targets)
     return GlimpseVectorEnv(source, num_envs, mdp, device=device, shuffle=False)
 

@@ -20,7 +20,7 @@ from glimpse.training import cli_main, parse_config
 
 
 def main(args: list[str] | None = None) -> dict[str, float]:
-    default = HardTrainConfig(agent="dram", task="multimnist", init_location="random")
+    default = HardTrainConfig(agent="dram", task="multimnist", init_location="random", epochs=30)
     cfg = parse_config(HardTrainConfig, args, description=__doc__, default=default)
     return train_reinforce(cfg)
 

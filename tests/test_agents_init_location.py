@@ -53,10 +53,10 @@ def test_random_first_fixations_and_reproducible_evaluation(data_root, monkeypat
     assert all(torch.equal(x, y) for x, y in zip(starts[:n], starts[n:], strict=True))
 
 
-def test_centre_is_the_default(data_root):
+def test_random_is_the_default_and_centre_an_option(data_root):
+    assert HardTrainConfig().init_location == "random"  # issue 16: better on validation
     _, train_env, _, _ = _setup(data_root, "center")
     obs, _ = train_env.reset(seed=0)
-    assert HardTrainConfig().init_location == "center"
     assert torch.equal(obs["location"], torch.zeros(64, 2))
 
 

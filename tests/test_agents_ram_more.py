@@ -359,7 +359,15 @@ def test_train_ram_script_end_to_end(data_root, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "tmp" / "smoke"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["episodes_seen"] == 3 * 32
+    assert metrics["episodes_seen"] == 3 * 32
+    head = metrics["protocols"][metrics["headline_protocol"]]
+    assert (
+        metrics["test_error"] == head["test_error"] == pytest.approx(1 - metrics["test_accuracy"])
+    )
+    single = metrics["protocols"]["single-sampled"]
+    assert single["eval_seeds"] == [0, 1, 2, 3, 4] and len(single["test_errors"]) == 5
+    assert "paper 1.29%" in res.stdout and metrics["paper_error"] == pytest.approx(0.0129)
+    assert metrics["command"].startswith("python ") and "train_ram.py" in metrics["command"]
     assert json.loads((run / "config.json").read_text())["agent"] == "ram"
     assert (run / "last.pt").exists()
 

@@ -340,7 +340,7 @@ def test_ema_updates_carry_no_autograd_history():
         x = _x(2, 8, 4, 4, seed=seed).requires_grad_()
         m(x).sum().backward()
         assert m.bases.grad_fn is None and not m.bases.requires_grad
-    assert m.conv_in.weight.grad is not None
+    assert m.conv_in.weight.grad.abs().sum() > 0
 
 
 def test_ema_momentum_one_freezes_bases_and_init_is_unit_norm():

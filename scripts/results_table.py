@@ -1,0 +1,25 @@
+"""Results as data: ``python scripts/results_table.py --help``.
+
+Adds the rows of finished runs (their ``metrics.json``) to ``docs/results.csv`` and
+regenerates the results tables in ``docs/RESULTS.md`` and ``README.md`` from it. Examples::
+
+    python scripts/results_table.py --runs runs/ram-mnist-random-100 \
+        --machine "2-core CPU VM, shared with other jobs"
+    python scripts/results_table.py            # regenerate the tables from the CSV
+    python scripts/results_table.py --check    # fail if a table disagrees with the CSV
+"""
+
+from __future__ import annotations
+
+from glimpse.results import ResultsConfig, update_results
+from glimpse.training import cli_main, parse_config
+
+
+def main(args: list[str] | None = None) -> list[dict[str, str]]:
+    rows = update_results(parse_config(ResultsConfig, args, description=__doc__))
+    print(f"{len(rows)} result rows", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,200 @@
+"""Results as data (issue 16): ``docs/results.csv`` from runs' ``metrics.json`` and the
+tables of ``docs/RESULTS.md`` and ``README.md`` generated from it."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from glimpse.results import (
+    BEGIN,
+    COLUMNS,
+    END,
+    PAPER,
+    ResultsConfig,
+    format_pct,
+    merge_rows,
+    parse_pct,
+    read_csv,
+    render_table,
+    rows_from_run,
+    update_results,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _fake_run(root: Path, name: str, protocols: dict, **metrics) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"task": "mnist", "agent": "ram"}))
+    body = {
+        "epochs": 7,
+        "train_seconds_this_session": 123.4,
+        "machine": "test box",
+        "command": "python scripts/train_ram.py --epochs 7",
+        **metrics,
+    }
+    if protocols:
+        body["protocols"] = protocols
+    (d / "metrics.json").write_text(json.dumps(body))
+    return d
+
+
+def _protocols(val: float = 0.02) -> dict:
+    return {
+        "single-mean": {
+            "eval_seeds": [0, 1],
+            "val_errors": [val, val + 0.002],
+            "test_errors": [0.0150, 0.0170],
+        },
+        "single-sampled": {
+            "eval_seeds": [0, 1, 2],
+            "val_errors": [0.03, 0.03, 0.03],
+            "test_errors": [0.025, 0.026, 0.027],
+        },
+        "mc10": {"eval_seeds": [0], "val_errors": [0.01], "test_errors": [0.0123]},
+    }
+
+
+def test_rows_from_a_run_carry_its_numbers(tmp_path):
+    rows = rows_from_run(_fake_run(tmp_path, "r1", _protocols()))
+    assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled", "mc10"]
+    mean = rows[0]
+    assert set(mean) == set(COLUMNS)
+    assert mean["test_error_pct"] == "1.60 ± 0.14" and mean["val_error_pct"] == "2.10 ± 0.14"
+    assert rows[1]["test_error_pct"] == "2.60 ± 0.10" and rows[1]["eval_seeds"] == "3"
+    assert rows[2]["test_error_pct"] == "1.23" and rows[2]["eval_seeds"] == "1"
+    assert mean["epochs"] == "7" and mean["train_wall_s"] == "123" and mean["run"] == "r1"
+    assert mean["paper_error_pct"] == f"{PAPER[('mnist', 'ram')].error_pct:.2f}"
+    assert "1406.6247" in mean["paper_ref"]
+    assert mean["machine"] == "test box"
+    assert rows_from_run(tmp_path / "r1", machine="2-core VM")[0]["machine"] == "2-core VM"
+
+
+def test_runs_without_protocols_use_evaluate_hard_output_or_fail(tmp_path):
+    d = _fake_run(tmp_path, "old", {}, command="")
+    with pytest.raises(ValueError, match="--all-protocols"):
+        rows_from_run(d)
+    (d / "evaluations").mkdir()
+    (d / "evaluations" / "protocols-best.json").write_text(
+        json.dumps({"protocols": _protocols(), "machine": "eval box"})
+    )
+    with pytest.raises(ValueError, match=r"command\.txt"):
+        rows_from_run(d)
+    (d / "command.txt").write_text("python scripts/train_ram.py --epochs 3\n")
+    rows = rows_from_run(d)
+    assert rows[0]["command"] == "python scripts/train_ram.py --epochs 3"
+    assert rows[0]["machine"] == "eval box" and rows[0]["test_error_pct"] == "1.60 ± 0.14"
+
+
+def test_merge_replaces_the_same_task_method_protocol(tmp_path):
+    old = rows_from_run(_fake_run(tmp_path, "a", _protocols()))
+    new = rows_from_run(_fake_run(tmp_path, "b", {"mc10": _protocols()["mc10"]}))
+    merged = merge_rows(old, new)
+    assert len(merged) == 3
+    assert {r["protocol"]: r["run"] for r in merged} == {
+        "single-mean": "a",
+        "single-sampled": "a",
+        "mc10": "b",
+    }
+    with pytest.raises(ValueError, match="exactly the columns"):
+        merge_rows(old, [{"task": "mnist"}])
+
+
+def test_format_and_parse_pct():
+    assert format_pct([0.01, 0.03]) == "2.00 ± 1.41"
+    assert parse_pct("2.00 ± 1.41") == (2.0, 1.41) and parse_pct("1.5") == (1.5, 0.0)
+    with pytest.raises(ValueError):
+        format_pct([])
+
+
+def test_headline_is_the_single_protocol_better_on_validation(tmp_path):
+    rows = rows_from_run(_fake_run(tmp_path, "a", _protocols(val=0.02)))
+    table = render_table(rows)
+    assert "**single-mean** (headline)" in table and "**1.60 ± 0.14**" in table
+    assert "mc10 (10x inference)" in table
+    rows = rows_from_run(_fake_run(tmp_path, "b", _protocols(val=0.05)))
+    assert "**single-sampled** (headline)" in render_table(rows)
+
+
+def test_update_writes_csv_and_tables_and_check_catches_drift(tmp_path):
+    md = tmp_path / "doc.md"
+    md.write_text(f"intro\n{BEGIN}\nstale\n{END}\noutro\n")
+    out = tmp_path / "results.csv"
+    run = _fake_run(tmp_path, "a", _protocols())
+    cfg = ResultsConfig(runs=(str(run),), csv=str(out), markdown=(str(md),))
+    rows = update_results(cfg)
+    assert read_csv(out) == rows and len(rows) == 3
+    with open(out, newline="") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+    text = md.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    update_results(ResultsConfig(csv=str(out), markdown=(str(md),), check=True))
+    md.write_text(text.replace("1.60 ± 0.14", "1.10 ± 0.14"))  # a typed number
+    with pytest.raises(ValueError, match="disagrees"):
+        update_results(ResultsConfig(csv=str(out), markdown=(str(md),), check=True))
+
+
+def test_a_real_training_run_becomes_rows(data_root, tmp_path):
+    from agents.train import HardTrainConfig, train_reinforce
+
+    cfg = HardTrainConfig(
+        data_root=str(data_root),
+        runs_root=str(tmp_path),
+        run_name="tiny",
+        epochs=1,
+        max_batches_per_epoch=10,
+        batch_size=32,
+        val_size=300,
+        eval_batch_size=300,
+        eval_limit=300,
+        eval_seeds=2,
+        init_location="random",
+        playback=0,
+        device="cpu",
+        threads=1,
+    )
+    metrics = train_reinforce(cfg)
+    rows = rows_from_run(tmp_path / "tiny")
+    assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled"]
+    head = metrics["protocols"][metrics["headline_protocol"]]
+    assert metrics["test_error"] == head["test_error"]
+    for r in rows:
+        errs = metrics["protocols"][r["protocol"]]["test_errors"]
+        assert r["test_error_pct"] == format_pct(errs) and r["eval_seeds"] == "2"
+
+
+def test_checked_in_tables_agree_with_the_csv():
+    csv_path = REPO / "docs" / "results.csv"
+    rows = read_csv(csv_path)
+    for r in rows:
+        assert r["task"] in ("mnist", "translated60", "cluttered60", "cluttered100")
+        assert r["method"] in ("ram", "dram", "soft-stn", "soft-none")
+        assert r["protocol"] in ("single-mean", "single-sampled") or r["protocol"][2:].isdigit()
+        assert r["run"] and r["command"] and r["machine"]
+    update_results(
+        ResultsConfig(
+            csv=str(csv_path),
+            markdown=(str(REPO / "docs" / "RESULTS.md"), str(REPO / "README.md")),
+            check=True,
+        )
+    )
+
+
+def test_the_script_regenerates(tmp_path):
+    spec = importlib.util.spec_from_file_location("rt", REPO / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    md = tmp_path / "x.md"
+    md.write_text(f"{BEGIN}\n{END}\n")
+    run = _fake_run(tmp_path, "a", _protocols())
+    rows = module.main(
+        ["--runs", str(run), "--csv", str(tmp_path / "r.csv"), "--markdown", str(md)]
+    )
+    assert len(rows) == 3 and "| mnist | ram |" in md.read_text()
