@@ -24,6 +24,7 @@ fuse(...)``, so the block is exactly the identity at init.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -50,7 +51,7 @@ def _check_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(check_positive_int("size", s) for s in sizes)
 
 
-class _AsymmetricNonLocal(nn.Module):
+class _AsymmetricNonLocal(nn.Module, abc.ABC):
     """Shared machinery: queries from ``x``, pyramid-sampled keys/values from ``low``."""
 
     def __init__(
@@ -76,9 +77,10 @@ class _AsymmetricNonLocal(nn.Module):
         nn.init.zeros_(self.fuse[1].weight)
         nn.init.zeros_(self.fuse[1].bias)
 
+    @abc.abstractmethod
     def embed(self, x: Tensor, low: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries ``(B, N, d)``, keys ``(B, S, d)`` and values ``(B, S, c)``."""
-        raise NotImplementedError
+        """Queries ``(B, N, d)``, keys ``(B, S, d)`` and values ``(B, S, c)`` (APNB and AFNB
+        each define theirs)."""
 
     def context(self, x: Tensor, low: Tensor) -> Tensor:
         """``c = W softmax(q k^T / sqrt(d)) v``: ``(B, C, H, W)``."""
