@@ -1,0 +1,37 @@
+"""Golden runs (issue 15): every trainer, moved onto :mod:`glimpse.loop`, still computes
+what it computed before the move -- bit-identical weights, equal metrics.
+
+The fingerprints in ``tests/reference/golden_runs.json`` were recorded on the trainers'
+own epoch loops (commit before the refactor) by ``tests/reference/golden_runs.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.reference.golden_runs import COMPARED, GOLDEN_FILE, RUNS, machine_key, run_golden
+
+GOLDEN = json.loads(GOLDEN_FILE.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_trainer_matches_its_golden_run(name, data_root, tmp_path):
+    if GOLDEN["machine"] != machine_key():
+        pytest.skip(
+            f"golden weights were recorded with {GOLDEN['machine']}, this machine has "
+            f"{machine_key()}: bitwise equality is not defined across torch builds/kernels"
+        )
+    want = GOLDEN["runs"][name]
+    got = run_golden(name, str(data_root), str(tmp_path))
+    assert got["last_weights"] == want["last_weights"], f"{name}: final weights changed"
+    assert got["best_weights"] == want["best_weights"], f"{name}: selected weights changed"
+    for old, new in COMPARED.items():
+        if old in want["metrics"]:
+            assert got["metrics"][new or old] == want["metrics"][old], f"{name}: {old}"
+
+
+def test_golden_file_covers_every_trainer():
+    assert set(GOLDEN["runs"]) == set(RUNS)
+    assert all(len(GOLDEN["runs"][n]["metrics"]) >= 3 for n in RUNS)
