@@ -49,12 +49,14 @@ from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_pa
 from agents.reinforce import ReinforceConfig
 from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
-from glimpse.evaluation import evaluate
+from glimpse.evaluation import evaluate, evaluate_sharded
+from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
 from glimpse.training import (
     Rule,
     Run,
     RunConfig,
+    batches_per_epoch,
     check_config,
     progress,
 )
@@ -322,7 +324,7 @@ def evaluate_parts(
     ``digits_covered``: both digits hold a chosen part).
 
     Under ``torchrun`` every rank must call it: each plays its slice of the split
-    (:func:`glimpse.distributed.evaluate_sharded`), the predictions and chosen locations
+    (:func:`glimpse.evaluation.evaluate_sharded`), the predictions and chosen locations
     are gathered, so every rank gets the metrics of a single-process evaluation."""
     chosen: list[Tensor] = []
 
@@ -332,7 +334,7 @@ def evaluate_parts(
         chosen.append(locs.permute(1, 0, 2, 3).reshape(idx.numel(), -1, 2).cpu())
         return preds
 
-    metrics = distributed.evaluate_sharded(run, venv.source.labels, venv.num_envs, desc, evaluate)
+    metrics = evaluate_sharded(run, venv.source.labels, venv.num_envs, desc, evaluate)
     per_image = venv.config.num_parts * (venv.config.num_glimpses - 1)  # S * K parts
     mine = torch.cat(chosen) if chosen else torch.zeros(0, per_image, 2)
     locations = distributed.all_gather_cat(mine)  # rank order = the split's order
@@ -372,11 +374,80 @@ def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, 
 
 
 # --------------------------------------------------------------------------- training
-def train_parts(cfg: PartsTrainConfig) -> dict[str, float]:
-    """Train the parts agent; return the test metrics (also in ``metrics.json``)."""
-    cfg = cfg.resolved()
-    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
-        return _train(cfg, device, run)
+class PartsMethod(Method):
+    """The FCAN-style parts agent (Liu et al. 2016) for :func:`glimpse.loop.fit`:
+    classification by backpropagation, part choices by REINFORCE (:func:`parts_loss`)."""
+
+    name = "parts"
+
+    def __init__(self, cfg: PartsTrainConfig, device: torch.device, run: Run) -> None:
+        self.cfg = cfg
+        world = distributed.world_size()
+        with distributed.local_main_first():  # one process per node generates the datasets
+            self.train_env, self.evals, self.parts = build_parts_envs(cfg, device)
+        if world > 1:
+            self.train_env.stream.shard(distributed.rank(), world)
+        self.train_env.reset(seed=cfg.seed)
+        self.model = self.net = build_parts_net(cfg, self.train_env).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.stream = self.train_env.stream
+        per_epoch = batches_per_epoch(
+            self.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+        )
+        mdp = self.train_env.config
+        self.budget = Budget(
+            total_updates=cfg.epochs * per_epoch,
+            eval_every=per_epoch,
+            images_per_update=cfg.batch_size * world,
+            env_steps_per_update=cfg.batch_size * world * mdp.num_glimpses,
+        )
+        self.task = "cub" if cfg.dataset == "cub" else "twodigit100"
+        self.rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
+        self.world = world
+
+    def update(self) -> Update:
+        ro = collect_parts_rollout(self.net, self.train_env)
+        loss, metrics = parts_loss(
+            ro, self.rcfg, self.cfg.reward, self.cfg.reward_scope, sync_baseline=self.world > 1
+        )
+        apply_gradients(loss, self.net, self.optimizer, self.cfg.grad_clip)
+        return Update(metrics, indices=ro.indices)
+
+    def train_scalars(self, last: Update) -> dict[str, float]:
+        return _reduced(last.metrics)
+
+    def validate(self) -> dict[str, float]:
+        val, _ = evaluate_parts(self.net, self.evals["val"], self.cfg, self.parts["val"], "val")
+        return val
+
+    def log_images(self, run: Run, step: int) -> None:
+        log_parts_playback(run, self.net, self.evals["val"], self.cfg.playback, step)
+
+    def report(self) -> Report:
+        test, _ = evaluate_parts(self.net, self.evals["test"], self.cfg, self.parts["test"], "test")
+        details = {f"test_{k}": v for k, v in test.items() if k.startswith(("part_hit", "digits"))}
+        return Report(
+            test_error=test["error"],
+            protocol="deterministic",
+            protocols={"deterministic": {"test_error": test["error"]}},
+            selection="best.pt: highest validation accuracy after an epoch (greedy parts)",
+            details=details,
+        )
+
+    def cost(self) -> dict[str, Any]:
+        return {
+            "inference_flops_per_image": None,
+            "pixels_per_image": None,
+            "params": sum(p.numel() for p in self.net.parameters()),
+        }
+
+
+def train_parts(cfg: PartsTrainConfig) -> dict[str, Any]:
+    """Train the parts agent through :func:`glimpse.loop.fit`; return the ``metrics.json``
+    record (test metrics of the best-on-validation weights)."""
+    return fit(PartsMethod, cfg.resolved())
 
 
 def _reduced(metrics: dict[str, float]) -> dict[str, float]:
@@ -386,94 +457,3 @@ def _reduced(metrics: dict[str, float]) -> dict[str, float]:
         top = distributed.all_gather_cat(torch.tensor([metrics["charts/entropy_max"]]))
         out["charts/entropy_max"] = float(top.max())
     return out
-
-
-def _eval_scalars(metrics: dict[str, float]) -> dict[str, float]:
-    return {f"eval/{k}": v for k, v in metrics.items() if k != "n"}
-
-
-def _train(cfg: PartsTrainConfig, device: torch.device, run: Run) -> dict[str, float]:
-    world = distributed.world_size()
-    with distributed.local_main_first():  # one process per node generates the datasets
-        train_env, evals, parts = build_parts_envs(cfg, device)
-    if world > 1:
-        train_env.stream.shard(distributed.rank(), world)
-    train_env.reset(seed=cfg.seed)
-    net = build_parts_net(cfg, train_env).to(device)
-    # same weights on every rank, own sampling noise per rank, Adam + schedule, resume
-    opt, sched, per_epoch, start_epoch, global_step, best = distributed.start_training(
-        net, cfg, run, train_env.stream
-    )
-    rcfg = ReinforceConfig(policy_coef=cfg.policy_coef, entropy_coef=cfg.entropy_coef)
-    t_start = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        running = 0.0
-        for it in bar:
-            t0 = time.perf_counter()
-            ro = collect_parts_rollout(net, train_env)
-            loss, metrics = parts_loss(
-                ro, rcfg, cfg.reward, cfg.reward_scope, sync_baseline=world > 1
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.allreduce_gradients(net.parameters())
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            global_step += cfg.batch_size * world
-            if distributed.debugging():  # tests: per-step, per-rank weights and batch
-                distributed.debug_record(global_step, net, ro.indices, **metrics)
-            acc = metrics["train/accuracy"]
-            running = 0.9 * running + 0.1 * acc if it else acc
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
-            if it % cfg.log_every == 0 or it == per_epoch - 1:
-                metrics = _reduced(metrics)
-                metrics["charts/lr"] = opt.param_groups[0]["lr"]
-                metrics["charts/images_per_s"] = cfg.batch_size * world / (time.perf_counter() - t0)
-                run.log_scalars(metrics, global_step)
-        distributed.broadcast_buffers(net)  # rank 0's BatchNorm statistics everywhere
-        net.eval()
-        val, _ = evaluate_parts(net, evals["val"], cfg, parts["val"], desc="val")
-        run.log_scalars(_eval_scalars(val), global_step)
-        log_parts_playback(run, net, evals["val"], cfg.playback, global_step)
-        best = distributed.end_epoch(
-            run,
-            net,
-            opt,
-            sched,
-            train_env.stream,
-            epoch=epoch + 1,
-            global_step=global_step,
-            best=best,
-            accuracy=val["accuracy"],
-        )
-        hit = f", part hit {val['part_hit']:.3f}" if "part_hit" in val else ""
-        if distributed.is_main():
-            print(
-                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}){hit}",
-                flush=True,
-            )
-    best_model = distributed.best_model_state(run)
-    if best_model is not None:
-        net.load_state_dict(best_model)
-    net.eval()
-    test, _ = evaluate_parts(net, evals["test"], cfg, parts["test"], desc="test")
-    result = {
-        "test_accuracy": test["accuracy"],
-        "test_error": test["error"],
-        "val_best_accuracy": best,
-        "epochs": cfg.epochs,
-        "episodes_seen": global_step,
-        "train_seconds_this_session": time.time() - t_start,
-        "world_size": world,
-    }
-    result.update({f"test_{k}": v for k, v in test.items() if k.startswith(("part_hit", "digits"))})
-    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
-    run.write_json("metrics.json", result)
-    if distributed.is_main():
-        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
-    return result

@@ -35,7 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agents.policy import GlimpsePolicy
+from agents.reinforce import check_rollout_env
 from envs import GlimpseVectorEnv
+from glimpse import distributed
+from glimpse.loop import apply_gradients
 
 __all__ = [
     "EpisodeBatch",
@@ -135,9 +138,7 @@ def collect_episodes(
     policy: GlimpsePolicy, venv: GlimpseVectorEnv, generator: torch.Generator | None = None
 ) -> EpisodeBatch:
     """Play ``venv.num_envs`` complete episodes with sampled locations (no gradients)."""
-    from agents.reinforce import _check_env
-
-    _check_env(venv)
+    check_rollout_env(venv, "PPO")
     cfg = venv.config
     obs, info = venv.reset()
     labels = info["label"].reshape(venv.num_envs, -1)
@@ -298,7 +299,13 @@ def ppo_hybrid_loss(
     log_probs, entropies, values, logits = replay(policy, batch)
     used = slice(0, batch.rewards.shape[0] - 1)
     adv = advantages
-    if cfg.normalize_advantages and adv.numel() > 1:
+    if cfg.normalize_advantages and distributed.active():  # the global minibatch's moments
+        n, total, squares = distributed.reduce_counts(adv.numel(), adv.sum(), adv.square().sum())
+        if n > 1:
+            mean = total / n
+            std = max((squares - n * mean**2) / (n - 1), 0.0) ** 0.5
+            adv = (adv - mean) / (std + 1e-8)
+    elif cfg.normalize_advantages and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     if adv.numel():
         policy_loss, stats = ppo_clip_loss(
@@ -348,16 +355,13 @@ def ppo_update(
         kls = []
         for idx in perm.tensor_split(cfg.minibatches):
             loss, m = ppo_hybrid_loss(policy, batch.select(idx), adv[:, idx], ret[:, idx], cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            optimizer.step()
+            apply_gradients(loss, policy, optimizer, cfg.grad_clip)  # rank-averaged
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v
             count += 1
             kls.append(m["charts/approx_kl"])
-        if cfg.target_kl and sum(kls) / len(kls) > cfg.target_kl:
+        # every rank stops at the same pass: the KL is averaged over ranks
+        if cfg.target_kl and distributed.all_reduce(sum(kls) / len(kls), "mean") > cfg.target_kl:
             break
     out = {k: v / count for k, v in totals.items()}
     out["charts/optimizer_steps"] = float(count)

@@ -32,6 +32,7 @@ __all__ = [
     "PROTOCOLS",
     "ReinforceConfig",
     "Rollout",
+    "check_rollout_env",
     "collect_rollout",
     "episode_draws",
     "predict",
@@ -81,13 +82,15 @@ class Rollout:
         return self.logits.argmax(-1).T
 
 
-def _check_env(venv: GlimpseVectorEnv) -> None:
+def check_rollout_env(venv: GlimpseVectorEnv, who: str = "REINFORCE") -> None:
+    """Raise a ``ValueError`` unless ``venv`` plays fixed-length episodes on torch tensors
+    (what batched rollouts of :func:`collect_rollout` and PPO's need)."""
     if venv.config.early_stop:
         raise ValueError(
-            "REINFORCE rollouts need fixed-length episodes; build the env with early_stop=False"
+            f"{who} rollouts need fixed-length episodes; build the env with early_stop=False"
         )
     if venv.array_type != "torch":
-        raise ValueError("REINFORCE needs a GlimpseVectorEnv with array_type='torch'")
+        raise ValueError(f"{who} needs a GlimpseVectorEnv with array_type='torch'")
 
 
 def collect_rollout(
@@ -103,7 +106,7 @@ def collect_rollout(
     ``noise`` ``(max_steps, num_envs, 2)``: the standard normal draws of the sampled
     locations (default: drawn from ``generator``, i.e. depending on the whole batch).
     """
-    _check_env(venv)
+    check_rollout_env(venv)
     cfg = venv.config
     if noise is not None and noise.shape != (cfg.max_steps, venv.num_envs, 2):
         raise ValueError(

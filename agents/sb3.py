@@ -35,16 +35,18 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
+from agents.config import PPOTrainConfig
 from agents.ram import GlimpseNetwork
+from agents.train import build_envs
 from envs import GlimpseVectorEnv
 from envs.spaces import ActionCodec
 from glimpse.evaluation import evaluate
-from glimpse.training import Run, rng_state, set_rng_state
+from glimpse.loop import Checkpoints, Report, metrics_record
+from glimpse.rng import rng_state, set_rng_state
+from glimpse.training import Run
 
 if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
-
-    from agents.ppo_train import PPOTrainConfig
 
 __all__ = [
     "GlimpseEvalCallback",
@@ -376,17 +378,12 @@ class GlimpseEvalCallback(BaseCallback):
         log_sb3_playback(
             self.run, self.model, self.eval_env, self.cfg.playback, step, self.cfg.sb3_grid
         )
-        if self.run.enabled:
-            self.run.writer.flush()
         improved = val["accuracy"] > self.best
         self.best = max(self.best, val["accuracy"])
         extra = {"best": self.best, "elapsed": elapsed, "global_step": step}
         if self.stream is not None:
             extra["stream"] = self.stream.state_dict()
-        ckpt = sb3_state(self.model, **extra)
-        if improved:
-            self.run.save_checkpoint(ckpt, "best")
-        self.run.save_checkpoint(ckpt, "last")
+        Checkpoints(self.run).save(sb3_state(self.model, **extra), improved)
         self.last_eval = step
         print(
             f"env step {step}: val accuracy {val['accuracy']:.4f} (best {self.best:.4f}), "
@@ -396,17 +393,27 @@ class GlimpseEvalCallback(BaseCallback):
         return val
 
 
-def train_sb3(cfg: PPOTrainConfig, device: torch.device, run: Run) -> dict[str, float]:
-    """The ``sb3-recurrent-ppo`` branch of :func:`agents.ppo_train.train_ppo`.
+def train_sb3(cfg: PPOTrainConfig) -> dict[str, Any]:
+    """The ``sb3-recurrent-ppo`` branch of :func:`agents.ppo_train.train_ppo`: SB3's own
+    ``learn()`` (one process) with :class:`GlimpseEvalCallback` evaluating, checkpointing
+    (:class:`glimpse.loop.Checkpoints`) and logging; ``metrics.json`` in the one schema of
+    :func:`glimpse.loop.metrics_record` (``train_flops``/``inference_flops_per_image``:
+    ``None``, not counted inside SB3).
 
     Resuming restores the policy, optimizer, RNG, data order and step count; the rollout
     buffer and LSTM states start afresh (the first rollout after a resume begins with new
     episodes), so a resumed run is close to, not bit-identical with, an uninterrupted one.
     """
-    from stable_baselines3.common.logger import Logger
+    device = cfg.setup()
+    run = Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume)
+    try:
+        return _train_sb3(cfg, device, run)
+    finally:
+        run.close()
 
-    from agents.ppo_train import finish
-    from agents.train import build_envs
+
+def _train_sb3(cfg: PPOTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
+    from stable_baselines3.common.logger import Logger
 
     train_env, evals = build_envs(cfg, device)
     train_env.reset(seed=cfg.seed)
@@ -425,7 +432,8 @@ def train_sb3(cfg: PPOTrainConfig, device: torch.device, run: Run) -> dict[str, 
     callback = GlimpseEvalCallback(
         run, evals["val"], cfg, eval_every, total, best, elapsed, train_env.stream
     )
-    t_start = time.time()
+    t_start = time.perf_counter()
+    start_steps = int(model.num_timesteps)
     remaining = total - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callback, log_interval=1, reset_num_timesteps=state is None)
@@ -433,14 +441,46 @@ def train_sb3(cfg: PPOTrainConfig, device: torch.device, run: Run) -> dict[str, 
     if best_state is not None:
         model.policy.load_state_dict(best_state["model"])
     test = evaluate_sb3(model, evals["test"], cfg, desc="test")
-    result = {
-        "test_accuracy": test["accuracy"],
-        "test_error": test["error"],
-        "val_best_accuracy": callback.best,
-        "env_steps": int(model.num_timesteps),
-        "episodes_seen": int(model.num_timesteps) // cfg.episode_steps(),
-        "train_seconds_this_session": time.time() - t_start,
-        "mc_samples": 1,
-    }
-    finish(run, result, test, int(model.num_timesteps))
+    steps = int(model.num_timesteps)
+    per_rollout = train_env.num_envs * model.n_steps
+    mdp = train_env.config
+    details: dict[str, Any] = {"mc_samples": 1}
+    if "digit_accuracy" in test:
+        details["test_digit_accuracy"] = test["digit_accuracy"]
+    report = Report(
+        test_error=test["error"],
+        protocol="deterministic",
+        protocols={"deterministic": {"test_error": test["error"]}},
+        selection="best.pt: highest validation accuracy (deterministic policy) at an evaluation",
+        details=details,
+    )
+    for entry in report.protocols.values():
+        entry["val_error"] = 1 - callback.best
+    session = time.perf_counter() - t_start
+    result = metrics_record(
+        method="sb3-recurrent-ppo",
+        task=cfg.task,
+        cfg=cfg,
+        report=report,
+        val_best_accuracy=callback.best,
+        budget=None,
+        updates=steps // per_rollout,
+        images_seen=steps // cfg.episode_steps(),
+        env_steps=steps,
+        global_step_unit="env_steps",
+        train_seconds=callback.elapsed0 + session,
+        train_seconds_this_session=session,
+        start_update=start_steps // per_rollout,
+        train_flops_per_update=None,
+        cost={
+            "inference_flops_per_image": None,
+            "pixels_per_image": mdp.max_steps * mdp.num_scales * mdp.glimpse_size**2,
+            "params": sum(p.numel() for p in model.policy.parameters()),
+        },
+        device=device,
+        epochs=-(-total // eval_every),
+    )
+    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, steps)
+    run.write_json("metrics.json", result)
+    print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})", flush=True)
     return result

@@ -46,15 +46,17 @@ from agents.reinforce import (
 from envs import PROXY_TASKS, TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
 from glimpse.data import get_dataset
-from glimpse.evaluation import evaluate
-from glimpse.results import command_line, machine_description, paper_figure
+from glimpse.evaluation import evaluate, evaluate_sharded
+from glimpse.flops import count_flops
+from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
+from glimpse.results import paper_figure
 from glimpse.training import (
     Rule,
     Run,
     RunConfig,
+    batches_per_epoch,
     check_config,
     load_weights,
-    progress,
 )
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
@@ -288,9 +290,7 @@ def evaluate_policy(
         preds, _ = predict(policy, venv, idx, samples, sampled=sampled, seed=seed)
         return preds
 
-    return distributed.evaluate_sharded(
-        run, venv.source.labels, cfg.eval_batch_size, desc, evaluate
-    )
+    return evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc, evaluate)
 
 
 TRAIN_SAMPLE_ID = 2**16 - 1
@@ -436,127 +436,113 @@ POLICIES: dict[str, Callable[..., GlimpsePolicy]] = {
 """Agent name -> ``build(cfg, glimpse_shape, num_targets, num_classes=None)``."""
 
 
-def train_reinforce(cfg: HardTrainConfig) -> dict[str, float]:
-    """Train the agent ``cfg.agent`` with REINFORCE; return the test metrics (also written
-    to ``metrics.json`` in the run folder)."""
-    cfg = cfg.resolved()
-    build_policy = POLICIES[cfg.agent]
-    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
-        return _train(cfg, build_policy, device, run)
-
-
-def _train(cfg, build_policy, device, run: Run) -> dict[str, float]:
+def reinforce_budget(cfg: HardTrainConfig, train_env: GlimpseVectorEnv) -> Budget:
+    """``cfg.epochs`` passes over this rank's shard of the training split, one update per
+    batch of ``cfg.batch_size`` episodes per rank, a validation after every epoch."""
     world = distributed.world_size()
-    with distributed.local_main_first():  # one process per node generates the datasets
-        train_env, evals = build_envs(cfg, device)
-    if world > 1:
-        train_env.stream.shard(distributed.rank(), world)
-    train_env.reset(seed=cfg.seed)
-    glimpse_shape = train_env.single_observation_space["glimpse"].shape
+    per_epoch = batches_per_epoch(
+        train_env.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+    )
     mdp = train_env.config
-    policy = build_policy(cfg, glimpse_shape, mdp.num_targets, mdp.num_classes).to(device)
-    if cfg.init_from:  # rank 0's weights are broadcast below; a resumed checkpoint wins
-        load_weights(policy, cfg.init_from, device)
-    # same weights on every rank, own sampling noise per rank, Adam + schedule, resume
-    opt, sched, per_epoch, start_epoch, global_step, best = distributed.start_training(
-        policy, cfg, run, train_env.stream
+    return Budget(
+        total_updates=cfg.epochs * per_epoch,
+        eval_every=per_epoch,
+        images_per_update=cfg.batch_size * world,
+        env_steps_per_update=cfg.batch_size * world * mdp.max_steps,
     )
-    rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
-    t_start = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        policy.train()
-        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        running = 0.0
-        for it in bar:
-            t0 = time.perf_counter()
-            ro = collect_rollout(policy, train_env, options=train_first_fixations(cfg, global_step))
-            loss, metrics = reinforce_loss(ro, rcfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.allreduce_gradients(policy.parameters())
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            global_step += cfg.batch_size * world
-            if distributed.debugging():  # tests: per-step, per-rank weights and batch
-                distributed.debug_record(global_step, policy, train_env.indices, **metrics)
-            running = (
-                0.9 * running + 0.1 * metrics["train/accuracy"]
-                if it
-                else (metrics["train/accuracy"])
-            )
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(acc=f"{running:.3f}", loss=f"{metrics['losses/total']:.3f}")
-            if it % cfg.log_every == 0 or it == per_epoch - 1:
-                metrics = distributed.mean_metrics(metrics)
-                metrics["charts/std"] = policy.std.mean().item()
-                metrics["charts/lr"] = opt.param_groups[0]["lr"]
-                metrics["charts/images_per_s"] = cfg.batch_size * world / (time.perf_counter() - t0)
-                run.log_scalars(metrics, global_step)
-        policy.eval()
-        val = evaluate_policy(policy, evals["val"], cfg, desc="val")
-        run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
-        log_playback(run, policy, evals["val"], cfg.playback, global_step, cfg)
-        best = distributed.end_epoch(
-            run,
-            policy,
-            opt,
-            sched,
-            train_env.stream,
-            epoch=epoch + 1,
-            global_step=global_step,
-            best=best,
-            accuracy=val["accuracy"],
+
+
+class ReinforceMethod(Method):
+    """RAM / DRAM trained by the hybrid REINFORCE loss (Mnih et al. 2014): the pieces that
+    :func:`glimpse.loop.fit` cannot know."""
+
+    def __init__(self, cfg: HardTrainConfig, device: torch.device, run: Run) -> None:
+        self.cfg, self.run = cfg, run
+        world = distributed.world_size()
+        with distributed.local_main_first():  # one process per node generates the datasets
+            self.train_env, self.evals = build_envs(cfg, device)
+        if world > 1:
+            self.train_env.stream.shard(distributed.rank(), world)
+        self.train_env.reset(seed=cfg.seed)
+        glimpse_shape = self.train_env.single_observation_space["glimpse"].shape
+        mdp = self.train_env.config
+        policy = POLICIES[cfg.agent](cfg, glimpse_shape, mdp.num_targets, mdp.num_classes)
+        self.model = self.policy = policy.to(device)
+        if cfg.init_from:  # rank 0's weights are broadcast by fit; a resumed checkpoint wins
+            load_weights(self.policy, cfg.init_from, device)
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        if distributed.is_main():
-            print(
-                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f})",
-                flush=True,
-            )
-    best_model = distributed.best_model_state(run)
-    if best_model is not None:
-        policy.load_state_dict(best_model)
-    policy.eval()
-    train_seconds = time.time() - t_start
-    protocols = ("single-mean", "single-sampled") + (("mc",) if cfg.mc_samples > 1 else ())
-    report = evaluate_protocols(
-        policy, {"val": evals["val"], "test": evals["test"]}, cfg, protocols, cfg.eval_seeds
-    )
-    head = headline_protocol(report)
-    test_error = report[head]["test_error"]
-    paper = paper_figure(cfg.task, cfg.agent)
-    result = {
-        "test_accuracy": 1 - test_error,
-        "test_error": test_error,
-        "headline_protocol": head,
-        "protocols": report,
-        "selection": "best.pt: highest validation accuracy after an epoch, single-mean, "
-        "evaluation seed = the run's seed; headline: the single-trajectory protocol with "
-        "the lower mean validation error",
-        "val_best_accuracy": best,
-        "epochs": cfg.epochs,
-        "start_epoch": start_epoch,
-        "episodes_seen": global_step,
-        "train_seconds_this_session": train_seconds,
-        "mc_samples": cfg.mc_samples,
-        "world_size": world,
-        "machine": machine_description(device),
-        "command": command_line(),
-        "paper_error": None if paper is None else paper.error_pct / 100,
-        "paper_ref": None if paper is None else paper.ref,
-    }
-    if "test_digit_error" in report[head]:
-        result["test_digit_accuracy"] = 1 - report[head]["test_digit_error"]
-    run.log_scalars({"eval/test_accuracy": 1 - test_error}, global_step)
-    run.write_json("metrics.json", result)
-    if distributed.is_main():
-        for label, r in report.items():
-            print(
-                f"{label}: test error {r['test_error']:.2%} ± {r['test_error_std']:.2%} "
-                f"(val {r['val_error']:.2%}; {len(r['eval_seeds'])} evaluation seed(s))",
-                flush=True,
-            )
-        ref = "no paper figure" if paper is None else f"paper {paper.error_pct}% ({paper.ref})"
-        print(f"test error {test_error:.2%} ({head}, chosen on validation); {ref}", flush=True)
-    return result
+        self.stream = self.train_env.stream
+        self.budget = reinforce_budget(cfg, self.train_env)
+        self.name, self.task = cfg.agent, cfg.task
+        self.rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
+        self.updates = 0  # this session's updates, for the first fixations below
+        self.device = device
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["global_step"]) // self.budget.images_per_update
+
+    def update(self) -> Update:
+        step = self.updates * self.budget.images_per_update
+        options = train_first_fixations(self.cfg, step)
+        ro = collect_rollout(self.policy, self.train_env, options=options)
+        loss, metrics = reinforce_loss(ro, self.rcfg)
+        apply_gradients(loss, self.policy, self.optimizer, self.cfg.grad_clip)
+        self.updates += 1
+        return Update(metrics, indices=self.train_env.indices)
+
+    def train_scalars(self, last: Update) -> dict[str, float]:
+        out = distributed.mean_metrics(last.metrics)
+        out["charts/std"] = self.policy.std.mean().item()
+        return out
+
+    def validate(self) -> dict[str, float]:
+        val = evaluate_policy(self.policy, self.evals["val"], self.cfg, desc="val")
+        return {"accuracy": val["accuracy"], "error": val["error"]}
+
+    def log_images(self, run: Run, step: int) -> None:
+        log_playback(run, self.policy, self.evals["val"], self.cfg.playback, step, self.cfg)
+
+    def report(self) -> Report:
+        cfg = self.cfg
+        protocols = ("single-mean", "single-sampled") + (("mc",) if cfg.mc_samples > 1 else ())
+        evals = {"val": self.evals["val"], "test": self.evals["test"]}
+        report = evaluate_protocols(self.policy, evals, cfg, protocols, cfg.eval_seeds)
+        head = headline_protocol(report)
+        paper = paper_figure(cfg.task, cfg.agent)
+        details: dict[str, Any] = {"mc_samples": cfg.mc_samples}
+        if "test_digit_error" in report[head]:
+            details["test_digit_accuracy"] = 1 - report[head]["test_digit_error"]
+        return Report(
+            test_error=report[head]["test_error"],
+            protocol=head,
+            protocols=report,
+            selection="best.pt: highest validation accuracy after an epoch, single-mean, "
+            "evaluation seed = the run's seed; headline: the single-trajectory protocol with "
+            "the lower mean validation error",
+            details=details,
+            paper_error=None if paper is None else paper.error_pct / 100,
+            paper_ref=None if paper is None else paper.ref,
+        )
+
+    def cost(self) -> dict[str, Any]:
+        return hard_cost(self.policy, self.evals["test"])
+
+
+def hard_cost(policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int = 8) -> dict[str, Any]:
+    """Inference FLOPs per image (counted on ``n`` images of ``venv``'s split, mean
+    locations), glimpse pixels read per image (``steps x scales x g^2`` plus DRAM's context
+    view) and parameters of ``policy``."""
+    n = max(1, min(n, venv.num_envs, len(venv.source)))
+    flops, _ = count_flops(lambda: predict(policy, venv, torch.arange(n), 1, sampled=False))
+    mdp = venv.config
+    pixels = mdp.max_steps * mdp.num_scales * mdp.glimpse_size**2 + mdp.context_size**2
+    params = sum(p.numel() for p in policy.parameters())
+    return {"inference_flops_per_image": flops / n, "pixels_per_image": pixels, "params": params}
+
+
+def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:
+    """Train the agent ``cfg.agent`` with REINFORCE through :func:`glimpse.loop.fit`;
+    return the ``metrics.json`` record (test metrics of the best-on-validation weights)."""
+    return fit(ReinforceMethod, cfg.resolved())

@@ -7,7 +7,7 @@ the process group; launched plainly, every helper is a no-op for a world of one 
 
 A trainer adopts it in a few lines::
 
-    with distributed.session(cfg.setup()) as device, distributed.training_run(cfg) as (cfg, run):
+    with distributed.session(cfg.setup()) as device, loop.training_run(cfg) as (cfg, run):
         # NCCL on CUDA, gloo on CPU; rank 0's cfg on every rank; the Run writes on rank 0
         model = build(...).to(device)
         distributed.broadcast_parameters(model)             # identical initial weights
@@ -17,7 +17,7 @@ A trainer adopts it in a few lines::
         ...
         loss.backward(); distributed.allreduce_gradients(model.parameters()); opt.step()
         metrics = distributed.mean_metrics(metrics)          # for logging
-        val = distributed.evaluate_sharded(predict, labels, batch_size)
+        val = evaluation.evaluate_sharded(predict, labels, batch_size)
 
 Conventions (Goyal et al. 2017, "Accurate, Large Minibatch SGD"):
 
@@ -80,6 +80,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from glimpse.rng import seed_everything
+
 T = TypeVar("T")
 
 __all__ = [
@@ -89,15 +91,12 @@ __all__ = [
     "all_reduce",
     "allreduce_gradients",
     "barrier",
-    "best_model_state",
     "broadcast_buffers",
     "broadcast_object",
     "broadcast_parameters",
     "collective_call",
     "debug_record",
     "debugging",
-    "end_epoch",
-    "evaluate_sharded",
     "gather_rank_states",
     "init",
     "is_main",
@@ -110,13 +109,10 @@ __all__ = [
     "rank",
     "rank_state",
     "reduce_counts",
-    "resume_run",
     "seed_rank",
     "session",
     "shard_range",
     "shutdown",
-    "start_training",
-    "training_run",
     "unwrap",
     "world_size",
     "wrap_ddp",
@@ -204,25 +200,6 @@ def shutdown(wait: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
     _owned = False
-
-
-@contextmanager
-def training_run(cfg: Any) -> Iterator[tuple[Any, Any]]:
-    """``with training_run(cfg) as (cfg, run):`` inside a :func:`session`: rank 0's config on
-    every rank (one run name, even when it was generated from the time), and its
-    :class:`glimpse.training.Run` (``cfg.run_name`` under ``cfg.runs_root``, resumed when
-    ``cfg.resume``), which writes on rank 0 only and is closed on exit. A failure to open
-    the run on any rank raises on every rank (:func:`collective_call`)."""
-    from glimpse.training import Run
-
-    cfg = broadcast_object(cfg)
-    run = collective_call(
-        lambda: Run(cfg.run_name, cfg, cfg.runs_root, resume=cfg.resume, enabled=is_main())
-    )
-    try:
-        yield cfg, run
-    finally:
-        run.close()
 
 
 @contextmanager
@@ -451,8 +428,6 @@ def seed_rank(seed: int) -> None:
     r = rank()
     if r == 0:
         return
-    from glimpse.training import seed_everything
-
     seed_everything(int(seed) + 1_000_003 * r)
 
 
@@ -503,41 +478,6 @@ def shard_range(n: int, r: int | None = None, w: int | None = None) -> Tensor:
     return torch.tensor_split(torch.arange(n), w)[r]
 
 
-def evaluate_sharded(
-    predict: Callable[[Tensor], Tensor],
-    labels: Tensor,
-    batch_size: int = 1000,
-    desc: str = "eval",
-    evaluate_fn: Callable[..., dict[str, float]] | None = None,
-) -> dict[str, float]:
-    """:func:`glimpse.evaluation.evaluate` split over ranks: each rank predicts its
-    :func:`shard_range` of the split, the predictions are gathered and the metrics computed
-    once on all of them, so they equal a single-process evaluation. Every rank must call
-    it; in one process it is ``evaluate_fn`` (default :func:`~glimpse.evaluation.evaluate`)
-    itself."""
-    from glimpse.evaluation import accuracy_metrics
-
-    if evaluate_fn is None:
-        from glimpse.evaluation import evaluate as evaluate_fn
-    evaluate = evaluate_fn
-    if not active():
-        return evaluate(predict, labels, batch_size, desc)
-    mine = shard_range(labels.shape[0])
-    preds: list[Tensor] = []
-
-    def local(idx: Tensor) -> Tensor:
-        out = predict(mine[idx])
-        preds.append(out.detach().cpu())
-        return out
-
-    if mine.numel():
-        evaluate(local, labels[mine.to(labels.device)], batch_size, desc)
-    tail = labels.shape[1:]
-    out = torch.cat(preds) if preds else torch.zeros((0, *tail), dtype=torch.long)
-    out = out.reshape(-1, *tail).long()
-    return accuracy_metrics(all_gather_cat(out), labels.cpu())
-
-
 # ------------------------------------------------------------------------ debugging
 def parameter_digest(module: nn.Module) -> str:
     """SHA-256 of every parameter's bytes (equal digests: bitwise equal weights)."""
@@ -569,95 +509,3 @@ def debug_record(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def resume_run(run: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, stream: Any):
-    """Resume every rank from ``run``'s last checkpoint, if any: rank 0 reads it, every rank
-    gets it (:func:`main_then_broadcast`), and restores the model, optimiser and schedule,
-    then its own RNG and data-stream state (:func:`rank_state`). Returns the checkpoint
-    (for trainer-specific fields), or ``None`` for a fresh run, whose hyperparameters are
-    then logged once. ``run`` is a :class:`glimpse.training.Run`, ``stream`` an
-    :class:`envs.source.IndexStream`."""
-    from glimpse.training import restore_checkpoint_state, set_rng_state
-
-    state = main_then_broadcast(lambda: run.resume_state("cpu"))
-    if state is None:
-        run.log_hparams()
-        return None
-    restore_checkpoint_state(state, model, optimizer, scheduler)
-    mine = rank_state(state)
-    set_rng_state(mine["rng"])
-    stream.load_state_dict(mine["stream"])
-    return state
-
-
-def best_model_state(run: Any) -> dict[str, Any] | None:
-    """The weights of ``run``'s ``best`` checkpoint (rank 0 reads, every rank gets them), or
-    ``None`` when there is none."""
-
-    def load() -> dict[str, Any] | None:
-        state = run.load_checkpoint("best", "cpu")
-        return None if state is None else state["model"]
-
-    return main_then_broadcast(load)
-
-
-def start_training(model: torch.nn.Module, cfg: Any, run: Any, stream: Any) -> tuple[Any, ...]:
-    """The shared start of the REINFORCE-style trainers: identical weights on every rank
-    (:func:`broadcast_parameters`), own sampling noise per rank (:func:`seed_rank`), Adam
-    with ``cfg.lr``/``cfg.weight_decay``, the per-batch ``cfg.lr_schedule`` over
-    ``cfg.epochs`` epochs of this rank's shard of ``stream``, and :func:`resume_run`.
-
-    Returns ``(optimizer, scheduler, batches_per_epoch, start_epoch, global_step, best)``.
-    """
-    from glimpse.training import batches_per_epoch, lr_scheduler
-
-    broadcast_parameters(model)
-    seed_rank(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = batches_per_epoch(stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch)
-    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
-    state = resume_run(run, model, opt, sched, stream)
-    if state is None:
-        return opt, sched, per_epoch, 0, 0, -1.0
-    return opt, sched, per_epoch, state["epoch"], state["global_step"], state["best"]
-
-
-def end_epoch(
-    run: Any,
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    stream: Any,
-    *,
-    epoch: int,
-    global_step: int,
-    best: float,
-    accuracy: float,
-) -> float:
-    """The shared end of a REINFORCE-style trainer's epoch (counterpart of
-    :func:`start_training`): flush the logs, then save ``last`` (and ``best`` when
-    ``accuracy`` beats ``best``) with every rank's RNG and data-stream state
-    (:func:`gather_rank_states`) so that ``--resume`` continues exactly. ``epoch`` counts
-    finished epochs. Returns the new best accuracy."""
-    from glimpse.training import checkpoint_state, rng_state
-
-    if run.enabled:
-        run.writer.flush()
-    improved = accuracy > best
-    best = max(best, accuracy)
-    stream_state = stream.state_dict()
-    ckpt = checkpoint_state(
-        model,
-        optimizer,
-        scheduler,
-        epoch=epoch,
-        global_step=global_step,
-        best=best,
-        stream=stream_state,
-        **gather_rank_states({"rng": rng_state(), "stream": stream_state}),
-    )
-    if improved:
-        run.save_checkpoint(ckpt, "best")
-    run.save_checkpoint(ckpt, "last")
-    return best

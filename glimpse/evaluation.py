@@ -13,9 +13,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from glimpse import distributed
 from glimpse.training import progress
 
-__all__ = ["accuracy_metrics", "evaluate"]
+__all__ = ["accuracy_metrics", "evaluate", "evaluate_sharded"]
 
 
 def accuracy_metrics(predictions: Tensor, labels: Tensor) -> dict[str, float]:
@@ -60,3 +61,34 @@ def evaluate(
             raise ValueError(f"predict returned {out.shape[0]} predictions for {idx.numel()}")
         preds.append(out.cpu())
     return accuracy_metrics(torch.cat(preds), labels.cpu())
+
+
+def evaluate_sharded(
+    predict: Callable[[Tensor], Tensor],
+    labels: Tensor,
+    batch_size: int = 1000,
+    desc: str = "eval",
+    evaluate_fn: Callable[..., dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """:func:`evaluate` split over ``torchrun`` ranks: each rank predicts its
+    :func:`glimpse.distributed.shard_range` of the split, the predictions are gathered and
+    the metrics computed once on all of them, so they equal a single-process evaluation.
+    Every rank must call it; in one process it is ``evaluate_fn`` (default
+    :func:`evaluate`) itself."""
+    run = evaluate if evaluate_fn is None else evaluate_fn
+    if not distributed.active():
+        return run(predict, labels, batch_size, desc)
+    mine = distributed.shard_range(labels.shape[0])
+    preds: list[Tensor] = []
+
+    def local(idx: Tensor) -> Tensor:
+        out = predict(mine[idx])
+        preds.append(out.detach().cpu())
+        return out
+
+    if mine.numel():
+        run(local, labels[mine.to(labels.device)], batch_size, desc)
+    tail = labels.shape[1:]
+    out = torch.cat(preds) if preds else torch.zeros((0, *tail), dtype=torch.long)
+    out = out.reshape(-1, *tail).long()
+    return accuracy_metrics(distributed.all_gather_cat(out), labels.cpu())

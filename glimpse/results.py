@@ -195,7 +195,7 @@ def rows_from_run(run_dir: str | Path, machine: str | None = None) -> list[dict[
     if not command:
         raise ValueError(f"{run_dir}: no command recorded (write it to command.txt)")
     paper = paper_figure(task, method)
-    wall = metrics.get("train_seconds_this_session")
+    wall = metrics.get("train_seconds", metrics.get("train_seconds_this_session"))
     rows = []
     for protocol, res in protocols.items():
         rows.append(

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import pickle
-import random
 import re
 import sys
 import types
@@ -29,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
-import numpy as np
 import torch
 
+from glimpse import distributed
 from glimpse.io import atomic_write, read_json
+from glimpse.rng import rng_state, seed_everything, set_rng_state
 
 T = TypeVar("T")
 
@@ -354,20 +354,11 @@ def exit_after_torchrun() -> None:
     then reports the run as failed and SIGTERMs the other rank, possibly mid-write. All
     files here are closed before this point (runs close their writers and write
     atomically), so skipping finalisation loses nothing."""
-    from glimpse import distributed
-
     if not distributed.launched() or distributed.active():
         return
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 -- seeds the legacy global RNG others use
-    torch.manual_seed(seed)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -745,18 +736,3 @@ def load_weights(
         )
     model.load_state_dict(weights)
     return path
-
-
-def rng_state() -> dict[str, Any]:
-    """Torch (CPU, CUDA) RNG states as tensors, for checkpoints."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

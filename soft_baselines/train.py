@@ -59,17 +59,16 @@ from torch import Tensor
 from envs.source import ImageSource, IndexStream
 from glimpse import distributed
 from glimpse.data import DATASETS, get_dataset
-from glimpse.evaluation import evaluate
+from glimpse.evaluation import evaluate, evaluate_sharded
+from glimpse.flops import count_flops
+from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.training import (
     Rule,
     Run,
     RunConfig,
     batches_per_epoch,
     check_config,
-    checkpoint_state,
-    lr_scheduler,
-    progress,
-    rng_state,
+    resolve_device,
 )
 from soft_baselines.backbones import SmallCNN, count_parameters
 from soft_baselines.registry import get_entry, list_modules
@@ -291,7 +290,7 @@ def evaluate_model(
             return model(x).argmax(1)
 
     try:
-        return distributed.evaluate_sharded(predict, source.labels, batch_size, desc, evaluate)
+        return evaluate_sharded(predict, source.labels, batch_size, desc, evaluate)
     finally:
         model.train(was_training)
 
@@ -383,157 +382,144 @@ def log_stn_images(
     run.writer.add_image("eval/stn", stn_image_grid(x, warped, theta), step)
 
 
-def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
-    """Train the model ``cfg`` describes; return the test metrics of the best-on-validation
-    checkpoint (also written to ``metrics.json`` in the run folder)."""
-    cfg = cfg.resolved()
-    device = cfg.setup()
-    if cfg.amp and device.type != "cuda":
-        warnings.warn(
-            f"--amp is CUDA-only; training in float32 on {device}", UserWarning, stacklevel=2
-        )
-    with distributed.session(device) as device:
-        if cfg.sync_bn and distributed.world_size() > 1 and device.type != "cuda":
+class SoftMethod(Method):
+    """A SmallCNN with an attention block or an STN front end, trained by cross-entropy:
+    the pieces that :func:`glimpse.loop.fit` cannot know. Data-parallel through DDP
+    (:func:`glimpse.distributed.wrap_ddp`); AMP on CUDA with ``--amp``."""
+
+    loss_key = "losses/cross_entropy"
+
+    def __init__(self, cfg: SoftTrainConfig, device: torch.device, run: Run) -> None:
+        world = distributed.world_size()
+        if cfg.sync_bn and world > 1 and device.type != "cuda":
             raise ValueError(f"--sync-bn needs CUDA (SyncBatchNorm); this job runs on {device}")
-        with distributed.training_run(cfg) as (cfg, run):
-            return _train(cfg, device, run)
-
-
-def _train(cfg: SoftTrainConfig, device: torch.device, run: Run) -> dict[str, Any]:
-    world = distributed.world_size()
-    with distributed.local_main_first():  # one process per node generates the datasets
-        splits = load_splits(cfg, device)
-    train = splits["train"]
-    num_classes = getattr(splits, "num_classes", 10)
-    model = build_model(cfg, train.image_shape, num_classes).to(device)
-    params = count_parameters(model)
-    if cfg.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    distributed.broadcast_parameters(model)
-    distributed.seed_rank(cfg.seed)
-    net = distributed.wrap_ddp(model, device)  # trains; `model` is saved and evaluated
-    amp = cfg.amp and device.type == "cuda"
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    stream = IndexStream(
-        len(train), shuffle=True, seed=cfg.seed, rank=distributed.rank(), world_size=world
-    )
-    per_epoch = batches_per_epoch(stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch)
-    sched = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    start_epoch, global_step, best, train_seconds = 0, 0, -1.0, 0.0
-    state = distributed.resume_run(run, model, opt, sched, stream)
-    if state is not None:
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        train_seconds = state["train_seconds"]
-    if distributed.is_main():
-        print(
-            f"{cfg.run_name}: {params:,} parameters, {per_epoch} batches per epoch on {device}"
-            + (f" x {world} processes" if world > 1 else "")
-        )
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.perf_counter()
-        model.train()
-        bar = progress(range(per_epoch), total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum = torch.zeros((), device=device)
-        right_sum = torch.zeros((), device=device)
-        area_sum = torch.zeros((), device=device)
-        seen, t_log = 0, time.perf_counter()
-        for it in bar:
-            idx = stream.next(cfg.batch_size)
-            x, y = train.get(idx.to(device))
-            with _autocast(device, amp):
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            global_step += cfg.batch_size * world
-            if distributed.debugging():  # tests: per-step, per-rank weights and batch
-                distributed.debug_record(global_step, model, idx, loss=loss.item())
-            seen += y.shape[0]
-            loss_sum += loss.detach() * y.shape[0]
-            right_sum += (logits.detach().argmax(1) == y).sum()
-            if model.stn is not None:
-                area_sum += _stn_area(model.stn.last_theta).sum()
-            if (it + 1) % cfg.log_every == 0 or it == per_epoch - 1:
-                loss_tot, right_tot, area_tot, seen_tot = distributed.reduce_counts(
-                    loss_sum, right_sum, area_sum, seen
-                )
-                metrics = {
-                    "losses/cross_entropy": loss_tot / seen_tot,
-                    "train/accuracy": right_tot / seen_tot,
-                    "charts/lr": opt.param_groups[0]["lr"],
-                    "charts/images_per_s": seen_tot / (time.perf_counter() - t_log),
-                }
-                if model.stn is not None:
-                    metrics["charts/stn_area"] = area_tot / seen_tot
-                run.log_scalars(metrics, global_step)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(
-                        acc=f"{metrics['train/accuracy']:.3f}",
-                        loss=f"{metrics['losses/cross_entropy']:.3f}",
-                    )
-                for acc in (loss_sum, right_sum, area_sum):
-                    acc.zero_()
-                seen, t_log = 0, time.perf_counter()
-        distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
-        val = evaluate_model(model, splits["val"], cfg.eval_batch_size, amp, desc="val")
-        run.log_scalars({"eval/accuracy": val["accuracy"], "eval/error": val["error"]}, global_step)
-        log_stn_images(run, model, splits["val"], cfg.log_images, global_step, amp)
-        log_attention_images(run, model, splits["val"], cfg.log_images, global_step)
-        if run.enabled:
-            run.writer.flush()
-        improved = val["accuracy"] > best
-        best = max(best, val["accuracy"])
-        train_seconds += time.perf_counter() - t_epoch
-        ckpt = checkpoint_state(
-            model,
-            opt,
-            sched,
-            scaler=scaler.state_dict(),
-            epoch=epoch + 1,
-            global_step=global_step,
-            best=best,
-            train_seconds=train_seconds,
-            stream=stream.state_dict(),
-            **distributed.gather_rank_states({"rng": rng_state(), "stream": stream.state_dict()}),
-        )
-        if improved:
-            run.save_checkpoint(ckpt, "best")
-        run.save_checkpoint(ckpt, "last")
-        if distributed.is_main():
-            print(
-                f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f} (best {best:.4f}), "
-                f"{time.perf_counter() - t_epoch:.1f} s"
+        self.cfg, self.device = cfg, device
+        with distributed.local_main_first():  # one process per node generates the datasets
+            self.splits = load_splits(cfg, device)
+        self.train = self.splits["train"]
+        self.num_classes = getattr(self.splits, "num_classes", 10)
+        model = build_model(cfg, self.train.image_shape, self.num_classes).to(device)
+        self.params = count_parameters(model)
+        if cfg.sync_bn and world > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        distributed.broadcast_parameters(model)
+        self.net = distributed.wrap_ddp(model, device)  # trains; `model` is saved and evaluated
+        self.ddp = self.net is not model
+        self.amp = cfg.amp and device.type == "cuda"
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(
+                model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
             )
-    best_model = distributed.best_model_state(run)
-    if best_model is not None:
-        model.load_state_dict(best_model)
-    test = evaluate_model(model, splits["test"], cfg.eval_batch_size, amp, desc="test")
-    result = {
-        "module": cfg.module,
-        "dataset": cfg.dataset,
-        "test_accuracy": test["accuracy"],
-        "test_error": test["error"],
-        "val_best_accuracy": best,
-        "params": params,
-        "num_classes": num_classes,
-        "epochs": cfg.epochs,
-        "images_seen": global_step,
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / max(1, cfg.epochs),
-        "world_size": world,
-    }
-    run.log_scalars({"eval/test_accuracy": test["accuracy"]}, global_step)
-    run.write_json("metrics.json", result)
-    if distributed.is_main():
-        print(f"test accuracy {test['accuracy']:.4f} (error {test['error']:.2%})")
-    return result
+        else:
+            self.optimizer = torch.optim.SGD(
+                model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        self.stream = IndexStream(
+            len(self.train), shuffle=True, seed=cfg.seed, rank=distributed.rank(), world_size=world
+        )
+        self.per_epoch = batches_per_epoch(
+            self.stream.shard_size, cfg.batch_size, cfg.max_batches_per_epoch
+        )
+        self.budget = Budget(
+            total_updates=cfg.epochs * self.per_epoch,
+            eval_every=self.per_epoch,
+            images_per_update=cfg.batch_size * world,
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.name, self.task = f"soft-{cfg.module}", cfg.dataset
+        self.world = world
+        zero = lambda: torch.zeros((), device=device)  # noqa: E731
+        self._sums = {"loss": zero(), "right": zero(), "area": zero()}
+        self._seen = 0
+
+    def describe(self) -> str:
+        procs = f" x {self.world} processes" if self.world > 1 else ""
+        return (
+            f"{self.cfg.run_name}: {self.params:,} parameters, {self.per_epoch} batches per "
+            f"epoch on {self.device}{procs}"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scaler.load_state_dict(state["scaler"])
+
+    def update(self) -> Update:
+        idx = self.stream.next(self.cfg.batch_size)
+        x, y = self.train.get(idx.to(self.device))
+        with _autocast(self.device, self.amp):
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        apply_gradients(loss, self.model, self.optimizer, 0.0, self.scaler, ddp=self.ddp)
+        self._seen += y.shape[0]
+        self._sums["loss"] += loss.detach() * y.shape[0]
+        self._sums["right"] += (logits.detach().argmax(1) == y).sum()
+        if self.model.stn is not None:
+            self._sums["area"] += _stn_area(self.model.stn.last_theta).sum()
+        debug = {"loss": loss.item()} if distributed.debugging() else None
+        return Update(indices=idx, debug=debug)
+
+    def progress_scalars(self, last: Update) -> None:
+        return None  # no per-step host sync: the bar shows the logged window's means
+
+    def train_scalars(self, last: Update) -> dict[str, float]:
+        s = self._sums
+        loss, right, area, seen = distributed.reduce_counts(
+            s["loss"], s["right"], s["area"], self._seen
+        )
+        out = {"losses/cross_entropy": loss / seen, "train/accuracy": right / seen}
+        if self.model.stn is not None:
+            out["charts/stn_area"] = area / seen
+        for acc in s.values():
+            acc.zero_()
+        self._seen = 0
+        return out
+
+    def validate(self) -> dict[str, float]:
+        return evaluate_model(
+            self.model, self.splits["val"], self.cfg.eval_batch_size, self.amp, desc="val"
+        )
+
+    def log_images(self, run: Run, step: int) -> None:
+        val, n = self.splits["val"], self.cfg.log_images
+        log_stn_images(run, self.model, val, n, step, self.amp)
+        log_attention_images(run, self.model, val, n, step)
+
+    def report(self) -> Report:
+        test = evaluate_model(
+            self.model, self.splits["test"], self.cfg.eval_batch_size, self.amp, desc="test"
+        )
+        return Report(
+            test_error=test["error"],
+            protocol="deterministic",
+            protocols={"deterministic": {"test_error": test["error"]}},
+            selection="best.pt: highest validation accuracy after an epoch",
+            details={
+                "module": self.cfg.module,
+                "dataset": self.cfg.dataset,
+                "num_classes": self.num_classes,
+            },
+        )
+
+    def cost(self) -> dict[str, Any]:
+        _, h, w = self.train.image_shape
+        x, _ = self.splits["test"].get(torch.arange(min(8, len(self.splits["test"]))))
+        flops, _ = count_flops(lambda: self.model(x.to(self.device)))
+        return {
+            "inference_flops_per_image": flops / x.shape[0],
+            "pixels_per_image": h * w,
+            "params": self.params,
+        }
+
+
+def train_soft(cfg: SoftTrainConfig) -> dict[str, Any]:
+    """Train the model ``cfg`` describes through :func:`glimpse.loop.fit`; return the
+    ``metrics.json`` record (test metrics of the best-on-validation checkpoint)."""
+    cfg = cfg.resolved()
+    if cfg.amp and resolve_device(cfg.device).type != "cuda":
+        warnings.warn(
+            f"--amp is CUDA-only; training in float32 on {cfg.device}", UserWarning, stacklevel=2
+        )
+    return fit(SoftMethod, cfg)

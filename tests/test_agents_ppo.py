@@ -214,7 +214,7 @@ def test_train_ppo_hybrid_runs_and_logs(tmp_path, data_root):
     result = train_ppo(cfg)
     run = tmp_path / "ppo"
     assert {"config.json", "last.pt", "best.pt", "metrics.json"} <= {p.name for p in run.iterdir()}
-    assert result["env_steps"] == 512 * 6 and result["episodes_seen"] == 512
+    assert result["env_steps"] == 512 * 6 and result["images_seen"] == 512
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == pytest.approx(
         result["test_accuracy"]
     )

@@ -359,8 +359,8 @@ def test_train_ram_script_end_to_end(data_root, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "tmp" / "smoke"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["episodes_seen"] == 3 * 32
-    head = metrics["protocols"][metrics["headline_protocol"]]
+    assert metrics["images_seen"] == 3 * 32
+    head = metrics["protocols"][metrics["protocol"]]
     assert (
         metrics["test_error"] == head["test_error"] == pytest.approx(1 - metrics["test_accuracy"])
     )

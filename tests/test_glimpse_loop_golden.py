@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from glimpse.loop import METRICS_KEYS
 from tests.reference.golden_runs import COMPARED, GOLDEN_FILE, RUNS, machine_key, run_golden
 
 GOLDEN = json.loads(GOLDEN_FILE.read_text())
@@ -18,6 +19,8 @@ GOLDEN = json.loads(GOLDEN_FILE.read_text())
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_trainer_matches_its_golden_run(name, data_root, tmp_path):
+    """Bit-identical weights, equal numbers, and every trainer's ``metrics.json`` holds
+    exactly the keys of the one schema (:data:`glimpse.loop.METRICS_KEYS`)."""
     if GOLDEN["machine"] != machine_key():
         pytest.skip(
             f"golden weights were recorded with {GOLDEN['machine']}, this machine has "
@@ -25,6 +28,7 @@ def test_trainer_matches_its_golden_run(name, data_root, tmp_path):
         )
     want = GOLDEN["runs"][name]
     got = run_golden(name, str(data_root), str(tmp_path))
+    assert got["keys"] == list(METRICS_KEYS), f"{name}: metrics.json is not in the one schema"
     assert got["last_weights"] == want["last_weights"], f"{name}: final weights changed"
     assert got["best_weights"] == want["best_weights"], f"{name}: selected weights changed"
     for old, new in COMPARED.items():

@@ -159,7 +159,7 @@ def test_resume_takes_the_runs_config_and_extends_the_schedule(run_copy, data_ro
         *("--data-root", str(data_root), "--epochs", "3"),
     ]
     metrics = _train_ram(args)  # --hidden 32, --eval-limit ... come from config.json
-    assert metrics["episodes_seen"] == 3 * 2 * 16
+    assert metrics["images_seen"] == 3 * 2 * 16
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["epochs"] == 3 and saved["hidden"] == 32 and saved["eval_limit"] == 100
     state = load_checkpoint(run_dir / "last.pt")

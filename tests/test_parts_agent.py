@@ -176,7 +176,7 @@ def test_cub_pipeline_end_to_end_with_hand_checked_part_hits(tmp_path):
     result = train_parts(cfg)
     saved = json.loads((tmp_path / "runs" / "cub" / "metrics.json").read_text())
     assert saved["test_accuracy"] == result["test_accuracy"]
-    assert {"test_part_hit", "test_part_hit/0", "test_part_hit/1"} <= set(saved)
+    assert {"test_part_hit", "test_part_hit/0", "test_part_hit/1"} <= set(saved["details"])
     assert (tmp_path / "runs" / "cub" / "best.pt").exists()
     # Hand check of the metric on the test split against the fixture's own annotations.
     cfg = cfg.resolved()
@@ -218,7 +218,7 @@ def test_cub_run_resumes(tmp_path):
     )
     result = train_parts(PartsTrainConfig(**{**more.__dict__, "resume": True}))
     # 4 training images, 1 held out for val: one batch of 2 per epoch; epoch 2 only was run.
-    assert result["episodes_seen"] == 2 * 1 * 2
+    assert result["images_seen"] == 2 * 1 * 2
     assert result["train_seconds_this_session"] > 0
 
 
@@ -280,4 +280,4 @@ def test_script_tiny_runs_on_cub_layout_and_proxy(tmp_path, data_root):
             *("--val-size", "100", *common),
         ]
     )
-    assert {"test_part_hit", "test_digits_covered"} <= set(res)
+    assert {"test_part_hit", "test_digits_covered"} <= set(res["details"])

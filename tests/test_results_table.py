@@ -163,7 +163,7 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
     metrics = train_reinforce(cfg)
     rows = rows_from_run(tmp_path / "tiny")
     assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled"]
-    head = metrics["protocols"][metrics["headline_protocol"]]
+    head = metrics["protocols"][metrics["protocol"]]
     assert metrics["test_error"] == head["test_error"]
     for r in rows:
         errs = metrics["protocols"][r["protocol"]]["test_errors"]

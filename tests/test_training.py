@@ -111,11 +111,11 @@ def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
         "eval_batch_size": 2500,
     }
     first = train_reinforce(HardTrainConfig(epochs=1, **base))
-    assert first["episodes_seen"] == 3 * 32
+    assert first["images_seen"] == 3 * 32
     with pytest.raises(RunExistsError):
         train_reinforce(HardTrainConfig(epochs=2, **base))
     second = train_reinforce(HardTrainConfig(epochs=2, resume=True, **base))
-    assert second["episodes_seen"] == 2 * 3 * 32
+    assert second["images_seen"] == 2 * 3 * 32
     with pytest.raises(FileNotFoundError, match="no run folder"):
         train_reinforce(HardTrainConfig(epochs=1, resume=True, **(base | {"run_name": "none"})))
     assert not (tmp_path / "none").exists()

@@ -34,13 +34,13 @@ COMPARED = {
     "test_error": None,
     "test_accuracy": None,
     "val_best_accuracy": None,
-    "episodes_seen": None,
+    "episodes_seen": "images_seen",
     "images_seen": None,
     "env_steps": None,
     "test_part_hit": None,
     "test_digits_covered": None,
     "protocols": None,
-    "headline_protocol": None,
+    "headline_protocol": "protocol",
     "params": None,
 }
 
@@ -178,7 +178,10 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
         ckpt = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
         out[f"{which}_weights"] = weights_digest(ckpt["model"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    out["metrics"] = {k: metrics[k] for k in COMPARED if k in metrics}
+    flat = {**metrics.get("details", {}), **metrics}  # trainer extras live under details
+    names = {new or old for old, new in COMPARED.items()}
+    out["metrics"] = {k: flat[k] for k in sorted(names | set(COMPARED)) if k in flat}
+    out["keys"] = list(metrics)
     return out
 
 
