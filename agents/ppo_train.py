@@ -42,6 +42,7 @@ import torch
 
 from agents.ppo import PPOConfig, collect_episodes, ppo_update
 from agents.train import POLICIES, HardTrainConfig, build_envs, evaluate_policy, log_playback
+from glimpse.tasks import get_task
 from glimpse.training import (
     Rule,
     Run,
@@ -163,8 +164,8 @@ class PPOTrainConfig(HardTrainConfig):
         )
 
     def episode_steps(self) -> int:
-        """Env steps per episode: ``num_targets * T``."""
-        return self.num_glimpses * (2 if self.task == "multimnist" else 1)
+        """Env steps per episode: ``num_targets * T`` (the task's targets, :mod:`glimpse.tasks`)."""
+        return self.num_glimpses * get_task(self.task).num_targets
 
     def budget(self, train_images: int) -> tuple[int, int]:
         """``(total env steps, env steps between evaluations)`` of this run."""
