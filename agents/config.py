@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 from agents.ppo import PPOConfig
 from agents.train import HardTrainConfig
+from glimpse.tasks import get_task
 from glimpse.training import Rule, batches_per_epoch, check_config
 
 __all__ = ["ALGOS", "PPOTrainConfig"]
@@ -122,8 +123,8 @@ class PPOTrainConfig(HardTrainConfig):
         )
 
     def episode_steps(self) -> int:
-        """Env steps per episode: ``num_targets * T``."""
-        return self.num_glimpses * (2 if self.task == "multimnist" else 1)
+        """Env steps per episode: ``num_targets * T`` (the task's targets, :mod:`glimpse.tasks`)."""
+        return self.num_glimpses * get_task(self.task).num_targets
 
     def budget(self, train_images: int) -> tuple[int, int]:
         """``(total env steps, env steps between evaluations)`` of this run."""

@@ -10,7 +10,8 @@ episodes):
   their tags by env steps.
 - REINFORCE runs (:mod:`agents.train`) step by training *episodes*; they are converted
   with ``env steps = episodes * num_glimpses * num_targets`` (``num_glimpses`` from the
-  run's ``config.json``; 2 targets on ``multimnist``, else 1). Every REINFORCE episode
+  run's ``config.json``; ``num_targets`` of its task in :mod:`glimpse.tasks`, 1 if the
+  task is not there). Every REINFORCE episode
   lasts exactly that many steps, so the conversion is exact.
 
 Wall time: ``charts/elapsed_s`` where the run logs it (PPO runs: training plus evaluation
@@ -29,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from glimpse.io import read_json
+from glimpse.tasks import TASKS
 
 __all__ = ["Curve", "CurvesConfig", "accuracy_table", "plot_curves", "read_curve", "run_curves"]
 
@@ -51,7 +53,8 @@ class Curve:
 def _episode_steps(config: dict) -> int:
     if not config.get("num_glimpses"):
         raise ValueError(f"config.json lacks num_glimpses: {sorted(config)}")
-    return int(config["num_glimpses"]) * (2 if config.get("task") == "multimnist" else 1)
+    task = TASKS.get(config.get("task", ""))
+    return int(config["num_glimpses"]) * (1 if task is None else task.num_targets)
 
 
 def read_curve(run_dir: str | Path, name: str | None = None, tag: str = "eval/accuracy") -> Curve:

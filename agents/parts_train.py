@@ -47,11 +47,12 @@ from torch import Tensor
 
 from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_parts
 from agents.reinforce import ReinforceConfig
-from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from envs import GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
 from glimpse.evaluation import evaluate, evaluate_sharded
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
+from glimpse.tasks import task_for_env_id
 from glimpse.training import (
     Rule,
     Run,
@@ -71,12 +72,13 @@ __all__ = [
 ]
 
 PROXY_TASK = "Glimpse/TwoDigitParts-v0"
+_PROXY = task_for_env_id(PROXY_TASK)
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "proxy": {
-        "glimpse_size": PART_TASKS[PROXY_TASK]["glimpse_size"],
-        "context_size": PART_TASKS[PROXY_TASK]["context_size"],
-        "num_scales": PART_TASKS[PROXY_TASK]["num_scales"],
+        "glimpse_size": _PROXY.glimpse_size,
+        "context_size": _PROXY.context_size,
+        "num_scales": _PROXY.num_scales,
         "backbone": "small",
     },
     "cub": {"glimpse_size": 224, "num_scales": 1, "context_size": 224, "backbone": "resnet50"},
@@ -248,12 +250,12 @@ def _sources(
         limit = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
         sources = {
             s: ImageSource.from_any(
-                "twodigit100", s, cfg.data_root, device, {**kw, "limit": limit[s] or None}
+                _PROXY.dataset, s, cfg.data_root, device, {**kw, "limit": limit[s] or None}
             )
             for s in ("train", "val", "test")
         }
         parts: dict[str, Tensor | None] = dict.fromkeys(sources)
-        num_classes = 100
+        num_classes = _PROXY.num_classes
     else:
         train, train_parts = load_cub(cfg.data_root, True, cfg.image_size, device)
         test, test_parts = load_cub(cfg.data_root, False, cfg.image_size, device)

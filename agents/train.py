@@ -43,13 +43,13 @@ from agents.reinforce import (
     predict,
     reinforce_loss,
 )
-from envs import PROXY_TASKS, TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
+from envs import GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
-from glimpse.data import get_dataset
 from glimpse.evaluation import evaluate, evaluate_sharded
 from glimpse.flops import count_flops
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.results import paper_figure
+from glimpse.tasks import get_task, tasks_of
 from glimpse.training import (
     Rule,
     Run,
@@ -61,24 +61,17 @@ from glimpse.training import (
 
 __all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
 
-TASK_IDS = {
-    "mnist": "Glimpse/MNIST-v0",
-    "translated60": "Glimpse/TranslatedMNIST60-v0",
-    "cluttered60": "Glimpse/ClutteredMNIST60-v0",
-    "cluttered100": "Glimpse/ClutteredMNIST100-v0",
-    "multimnist": "Glimpse/MultiMNIST-v0",
-    "twodigit100": "Glimpse/TwoDigit100-v0",
-}
-"""Dataset name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits."""
-
-_GENERATED = ("translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100")
-"""Generated datasets: they take ``limit`` (the first ``n`` images, generated alone)."""
+TASK_IDS: dict[str, str] = {t.name: t.env_id for t in tasks_of("paper", "proxy")}
+"""Task name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits: the
+one-location tasks of :data:`glimpse.tasks.TASKS`."""
 
 
 def task_defaults(task: str) -> dict[str, Any]:
-    """The registered defaults of dataset ``task`` (:data:`TASK_IDS`)."""
-    task_id = TASK_IDS[task]
-    return TASKS[task_id] if task_id in TASKS else PROXY_TASKS[task_id]
+    """The registered defaults of task ``task`` (:data:`TASK_IDS`; its
+    :meth:`glimpse.tasks.Task.env_kwargs`). Raises ``ValueError`` for another name."""
+    if task not in TASK_IDS:
+        raise ValueError(f"unknown task {task!r} for RAM/DRAM; valid: {', '.join(TASK_IDS)}")
+    return get_task(task).env_kwargs()
 
 
 @dataclass
@@ -194,8 +187,8 @@ class HardTrainConfig(RunConfig):
             num_scales=unset(self.num_scales, defaults["num_scales"]),
             run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
         )
-        if out.agent == "ram" and out.task == "multimnist":
-            raise ValueError("RAM classifies one object; use --agent dram for multimnist")
+        if out.agent == "ram" and get_task(out.task).num_targets > 1:
+            raise ValueError(f"RAM classifies one object; use --agent dram for {out.task}")
         for name in (
             "epochs",
             "batch_size",
@@ -216,9 +209,9 @@ class HardTrainConfig(RunConfig):
         return out
 
     def task_num_classes(self) -> int:
-        """Classes of the task's dataset as registered (10 unless the task says otherwise;
-        :func:`build_envs` takes them from the dataset itself)."""
-        return int(task_defaults(self.task).get("num_classes", 10))
+        """Classes of the task's dataset as the task table has them (:func:`build_envs`
+        takes them from the dataset itself)."""
+        return get_task(self.task).num_classes
 
     def mdp(self, num_targets: int = 1, num_classes: int | None = None) -> MDPConfig:
         """The env's MDP parameters for this run (``num_classes``: the dataset's; default
@@ -248,8 +241,9 @@ def build_envs(
     sources: dict[str, ImageSource] = {}
     num_classes = 0
     for split, n in limits.items():
-        lim = {"limit": n} if n and cfg.task in _GENERATED else {}
-        ds = get_dataset(cfg.task, split, cfg.data_root, **kw, **lim)
+        task = get_task(cfg.task)
+        lim = {"limit": n} if n and task.generated else {}
+        ds = task.load(split, cfg.data_root, **kw, **lim)
         num_classes = max(num_classes, len(ds.classes))
         src = ImageSource.from_any(ds, device=device)
         if n and n < len(src):  # MNIST takes no limit: the first n of the split

@@ -1,6 +1,7 @@
 """Glimpse-taking MDPs behind the Gymnasium API (one batched core, two faces).
 
-Importing this package registers the tasks below under the ``Glimpse/`` namespace, for
+Importing this package registers every task of :data:`glimpse.tasks.TASKS` (the one task
+table) under the ``Glimpse/`` namespace, for
 ``gymnasium.make`` (single episode, :class:`GlimpseEnv`) and ``gymnasium.make_vec``
 (batched, :class:`GlimpseVectorEnv`). Keyword arguments override any default::
 
@@ -41,6 +42,7 @@ from envs.single import FlattenActionWrapper, GlimpseEnv
 from envs.source import ImageSource
 from envs.spaces import ActionCodec
 from envs.vector import GlimpseVectorEnv
+from glimpse.tasks import tasks_of
 
 __all__ = [
     "PART_TASKS",
@@ -57,65 +59,15 @@ __all__ = [
     "make_vector_env",
 ]
 
-TASKS: dict[str, dict[str, Any]] = {
-    "Glimpse/MNIST-v0": {
-        "source": "mnist",
-        "glimpse_size": 8,
-        "num_scales": 1,
-        "num_glimpses": 6,
-    },
-    "Glimpse/TranslatedMNIST60-v0": {
-        "source": "translated60",
-        "glimpse_size": 12,
-        "num_scales": 3,
-        "num_glimpses": 8,
-    },
-    "Glimpse/ClutteredMNIST60-v0": {
-        "source": "cluttered60",
-        "glimpse_size": 12,
-        "num_scales": 3,
-        "num_glimpses": 8,
-    },
-    "Glimpse/ClutteredMNIST100-v0": {
-        "source": "cluttered100",
-        "glimpse_size": 12,
-        "num_scales": 4,
-        "num_glimpses": 8,
-    },
-    "Glimpse/MultiMNIST-v0": {
-        "source": "multimnist",
-        "glimpse_size": 12,
-        "num_scales": 4,
-        "num_glimpses": 8,
-        "num_targets": 2,
-        "context_size": 25,
-    },
-}
-"""Registered task ids and their default keyword arguments (one location per step)."""
+TASKS: dict[str, dict[str, Any]] = {t.env_id: t.env_kwargs() for t in tasks_of("paper")}
+"""Registered task ids and their default keyword arguments (one location per step): the
+``paper`` tasks of :data:`glimpse.tasks.TASKS`."""
 
-PROXY_TASKS: dict[str, dict[str, Any]] = {
-    "Glimpse/TwoDigit100-v0": {
-        "source": "twodigit100",
-        "glimpse_size": 12,
-        "num_scales": 4,
-        "num_glimpses": 8,
-        "num_classes": 100,
-    },
-}
+PROXY_TASKS: dict[str, dict[str, Any]] = {t.env_id: t.env_kwargs() for t in tasks_of("proxy")}
 """Registered one-location tasks beyond the papers' (kept out of :data:`TASKS`, whose
 entries follow the papers): the FCAN proxy for RAM and DRAM."""
 
-PART_TASKS: dict[str, dict[str, Any]] = {
-    "Glimpse/TwoDigitParts-v0": {
-        "source": "twodigit100",
-        "glimpse_size": 28,
-        "num_scales": 2,
-        "num_glimpses": 2,
-        "num_classes": 100,
-        "num_parts": 2,
-        "context_size": 25,
-    },
-}
+PART_TASKS: dict[str, dict[str, Any]] = {t.env_id: t.env_kwargs() for t in tasks_of("parts")}
 """Registered part-localization tasks (parts mode, ``num_parts = K``; FCAN, Liu et al. 2016)."""
 
 _ENV_KEYS = {"source", "split", "data_root", "dataset_kwargs", "device", "render_mode"}
@@ -137,11 +89,11 @@ def make_vector_env(num_envs: int = 64, **kwargs: Any) -> GlimpseVectorEnv:
     return GlimpseVectorEnv(num_envs=num_envs, config=config, **env_kwargs)
 
 
-for _id, _kwargs in {**TASKS, **PROXY_TASKS, **PART_TASKS}.items():
-    if _id not in gym.registry:
+for _task in tasks_of():
+    if _task.env_id not in gym.registry:
         gym.register(
-            id=_id,
+            id=_task.env_id,
             entry_point="envs.single:GlimpseEnv",
             vector_entry_point="envs:make_vector_env",
-            kwargs=dict(_kwargs),
+            kwargs=_task.env_kwargs(),
         )

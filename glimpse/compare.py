@@ -62,6 +62,7 @@ import torch
 
 from glimpse.flops import count_flops
 from glimpse.io import atomic_write, read_json
+from glimpse.tasks import TASKS, tasks_of
 from glimpse.training import Rule, check_config
 
 __all__ = [
@@ -79,15 +80,9 @@ __all__ = [
     "write_outputs",
 ]
 
-ALL_DATASETS: tuple[str, ...] = (
-    "mnist",
-    "translated60",
-    "cluttered60",
-    "cluttered100",
-    "multimnist",
-    "cub",
-)
-"""Datasets of the full comparison (``cub`` only when CUB-200-2011 is in the data root)."""
+ALL_DATASETS: tuple[str, ...] = (*(t.name for t in tasks_of("paper")), "cub")
+"""Datasets of the full comparison: the papers' tasks of :data:`glimpse.tasks.TASKS`, then
+``cub`` (only when CUB-200-2011 is in the data root)."""
 
 QUICK: dict[str, Any] = {
     "datasets": ("mnist", "cub"),
@@ -136,7 +131,7 @@ class CompareConfig:
     """Validation images held out from the training split (the same for every method)."""
     soft_widths: tuple[int, ...] = (32, 64, 128)
     """Channels of the soft models' SmallCNN stages."""
-    dram_datasets: tuple[str, ...] = ("multimnist",)
+    dram_datasets: tuple[str, ...] = tuple(t.name for t in tasks_of("paper") if t.num_targets > 1)
     """Datasets DRAM runs on (it is the multi-object agent; RAM covers the single digits)."""
     eval_batch_size: int = 1000
     """Images per evaluation / throughput batch."""
@@ -324,15 +319,14 @@ class HardMethod(Method):
     kind: str = "hard"
 
     def not_applicable(self, dataset: str, cc: CompareConfig) -> str | None:
-        from agents.train import TASK_IDS
-
         tasks = cc.dram_datasets if self.agent == "dram" and self.tasks is None else self.tasks
         if tasks is not None and dataset not in tasks:
             return f"{self.name} runs on {', '.join(tasks)} here"
-        if dataset not in TASK_IDS:
+        task = TASKS.get(dataset)
+        if task is None or task.kind == "parts":
             return f"no glimpse task for {dataset}"
-        if self.agent == "ram" and dataset == "multimnist":
-            return "RAM reads one digit (DRAM covers multimnist)"
+        if self.agent == "ram" and task.num_targets > 1:
+            return f"RAM reads one digit (DRAM covers {dataset})"
         return None
 
     def make_config(self, cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> Any:

@@ -58,10 +58,11 @@ from torch import Tensor
 
 from envs.source import ImageSource, IndexStream
 from glimpse import distributed
-from glimpse.data import DATASETS, get_dataset
+from glimpse.data import DATASETS
 from glimpse.evaluation import evaluate, evaluate_sharded
 from glimpse.flops import count_flops
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
+from glimpse.tasks import TASKS, get_task, tasks_of
 from glimpse.training import (
     Rule,
     Run,
@@ -87,15 +88,12 @@ __all__ = [
     "valid_modules",
 ]
 
-SOFT_DATASETS: tuple[str, ...] = (
-    "mnist",
-    "translated60",
-    "cluttered60",
-    "cluttered100",
-    "twodigit100",
+SOFT_DATASETS: tuple[str, ...] = tuple(
+    t.name for t in tasks_of("paper", "proxy") if t.num_targets == 1
 )
-"""Single-label datasets the soft trainer accepts (a subset of :data:`glimpse.data.DATASETS`);
-``twodigit100`` has 100 classes (two digits, ``10 * left + right``), the others 10."""
+"""Single-label tasks the soft trainer accepts (the one-location, one-target tasks of
+:data:`glimpse.tasks.TASKS`); ``twodigit100`` has 100 classes (two digits,
+``10 * left + right``), the others 10."""
 
 
 def valid_modules() -> list[str]:
@@ -166,9 +164,11 @@ class SoftTrainConfig(RunConfig):
         """A checked copy with the run name chosen. Raises ``ValueError`` on bad input."""
         check_config(self)
         if self.dataset not in SOFT_DATASETS:
+            task = TASKS.get(self.dataset)
             hint = (
-                " (two digits per image; read it with the hard-attention DRAM agent)"
-                if self.dataset == "multimnist"
+                f" ({task.num_targets} digits per image; read it with the hard-attention DRAM "
+                "agent)"
+                if task is not None and task.num_targets > 1
                 else ""
             )
             known = "one of" if self.dataset in DATASETS else "not"
@@ -239,8 +239,9 @@ def load_splits(cfg: SoftTrainConfig, device: torch.device) -> Splits:
     limits = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
     splits = Splits()
     for split, n in limits.items():
-        lim = {"limit": n} if n and cfg.dataset != "mnist" else {}  # generated sets take it
-        ds = get_dataset(cfg.dataset, split, cfg.data_root, **kw, **lim)
+        task = get_task(cfg.dataset)
+        lim = {"limit": n} if n and task.generated else {}
+        ds = task.load(split, cfg.data_root, **kw, **lim)
         splits.num_classes = max(splits.num_classes, len(ds.classes))
         src = ImageSource.from_any(ds, device=device)
         if n and n < len(src):  # MNIST: the first n of the split
