@@ -1,19 +1,188 @@
-"""Training configurations of the hard-attention trainers that build on
-:class:`agents.train.HardTrainConfig`: :class:`PPOTrainConfig` (PPO-hybrid and sb3-contrib's
-RecurrentPPO; :mod:`agents.ppo_train`, :mod:`agents.sb3`)."""
+"""Training configurations of the hard-attention trainers: :class:`HardTrainConfig`
+(REINFORCE on RAM/DRAM, :mod:`agents.train`) and :class:`PPOTrainConfig` (PPO-hybrid and
+sb3-contrib's RecurrentPPO; :mod:`agents.ppo_train`, :mod:`agents.sb3`); the task
+defaults they inherit come from the task table (:mod:`glimpse.tasks`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from agents.ppo import PPOConfig
-from agents.train import HardTrainConfig
-from glimpse.tasks import get_task
-from glimpse.training import Rule, batches_per_epoch, check_config
+from envs import MDPConfig
+from glimpse.tasks import get_task, tasks_of
+from glimpse.training import Rule, RunConfig, batches_per_epoch, check_config
 
-__all__ = ["ALGOS", "PPOTrainConfig"]
+__all__ = ["ALGOS", "TASK_IDS", "HardTrainConfig", "PPOTrainConfig", "task_defaults"]
+
+TASK_IDS: dict[str, str] = {t.name: t.env_id for t in tasks_of("paper", "proxy")}
+"""Task name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits: the
+one-location tasks of :data:`glimpse.tasks.TASKS`."""
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    """The registered defaults of task ``task`` (:data:`TASK_IDS`; its
+    :meth:`glimpse.tasks.Task.env_kwargs`). Raises ``ValueError`` for another name."""
+    if task not in TASK_IDS:
+        raise ValueError(f"unknown task {task!r} for RAM/DRAM; valid: {', '.join(TASK_IDS)}")
+    return get_task(task).env_kwargs()
+
+
+@dataclass
+class HardTrainConfig(RunConfig):
+    """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
+
+    task: Literal[
+        "mnist", "translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100"
+    ] = "mnist"
+    """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST,
+    or twodigit100 (two cluttered digits on 100x100 as one of 100 classes: the FCAN proxy)."""
+    agent: Literal["ram", "dram"] = "ram"
+    """The agent: RAM (Mnih et al. 2014) or DRAM (Ba et al. 2015)."""
+    num_glimpses: int | None = None
+    """Glimpses per target ``T`` (default: the task's, e.g. 6 on MNIST, 8 on cluttered)."""
+    glimpse_size: int | None = None
+    """Glimpse side ``g`` in pixels (default: the task's: 8 on MNIST, 12 otherwise)."""
+    num_scales: int | None = None
+    """Scales ``k`` per glimpse (default: the task's: 1, 3 or 4)."""
+    scale_factor: float = 2.0
+    """Each scale covers ``scale_factor`` times the previous one's side."""
+    init_location: Literal["center", "random"] = "random"
+    """Where the first glimpse of every episode is taken (training and evaluation): the
+    image centre, or uniformly at random in [-1, 1]^2 (as some RAM reimplementations do).
+    Random is the default since issue 16: better on validation in every comparison made
+    (docs/RESULTS.md); in evaluation the draws are seeded per (seed, image, sample)."""
+    context_size: int = 25
+    """DRAM only: side of the coarse whole-image view that initialises its upper LSTM."""
+    std: float = 0.15
+    """Standard deviation of the Gaussian location policy (initial value if learned)."""
+    learn_std: bool = False
+    """Learn the location policy's standard deviation."""
+    core: Literal["rnn", "lstm"] = "rnn"
+    """Core network: the paper's rectifier RNN or an LSTM (DRAM always uses LSTMs)."""
+    hidden: int = 256
+    """Core state size."""
+    detach_location: bool = True
+    """Keep REINFORCE and classification gradients apart: REINFORCE trains only the
+    location pathway (RAM: the location head; DRAM: context network, upper LSTM, emission),
+    classification the rest (--no-detach-location: the paper's joint gradient, which
+    learns much slower here)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over all training batches."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    epochs: int = 100
+    """Passes over the training split (100: the 28x28 recipe of issue 16, docs/RESULTS.md)."""
+    batch_size: int = 128
+    """Episodes per gradient step and process (the vector env's ``num_envs``); under
+    torchrun the global batch is this times the number of processes."""
+    entropy_coef: float = 0.0
+    """Weight of the location-entropy bonus."""
+    baseline_coef: float = 1.0
+    """Weight of the baseline's regression loss."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (0 disables)."""
+    mc_samples: int = 1
+    """``M`` of the Monte-Carlo protocol ``mc<M>`` (M sampled episodes per image, class
+    probabilities averaged; M times the inference cost), reported at the end beside the
+    single-trajectory protocols, never instead of them (1: not evaluated)."""
+    eval_seeds: int = 5
+    """Evaluation seeds of the final report: every protocol with random first fixations or
+    sampled locations is evaluated under seeds ``0 .. eval_seeds - 1`` (mean and spread)."""
+    playback: int = 8
+    """Validation images whose glimpse trajectories are logged at each evaluation."""
+    train_limit: int = 0
+    """Train on only the first this many images of the training split (0: all of it)."""
+    eval_limit: int = 0
+    """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default). 1 by default here: faster on the small,
+    shared CPU machines this is run on (docs/BENCHMARKS.md); set 0 on a large machine."""
+    init_from: str | None = None
+    """Warm start: begin from the weights of this checkpoint (a ``.pt`` file or a run
+    folder, whose ``best.pt`` is used) with a fresh optimiser and schedule; the agent's
+    architecture must match. Ignored when ``--resume`` finds a checkpoint."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "num_glimpses": (">=", 1),
+        "glimpse_size": (">=", 1),
+        "num_scales": (">=", 1),
+        "scale_factor": (">=", 1),
+        "context_size": (">=", 1),
+        "std": (">", 0),
+        "hidden": (">=", 1),
+        "lr": (">=", 0),
+        "weight_decay": (">=", 0),
+        "epochs": (">=", 1),
+        "batch_size": (">=", 1),
+        "entropy_coef": (">=", 0),
+        "baseline_coef": (">=", 0),
+        "grad_clip": (">=", 0),
+        "mc_samples": (">=", 1),
+        "eval_seeds": (">=", 1),
+        "playback": (">=", 0),
+        "train_limit": (">=", 0),
+        "eval_limit": (">=", 0),
+    }
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
+
+    def resolved(self) -> HardTrainConfig:
+        """A checked copy with the task's defaults filled in and the run name chosen."""
+        check_config(self)
+        defaults = task_defaults(self.task)
+        unset = lambda v, d: d if v is None else v  # noqa: E731 -- 0 is a value, not "unset"
+        out = replace(
+            self,
+            num_glimpses=unset(self.num_glimpses, defaults["num_glimpses"]),
+            glimpse_size=unset(self.glimpse_size, defaults["glimpse_size"]),
+            num_scales=unset(self.num_scales, defaults["num_scales"]),
+            run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
+        )
+        if out.agent == "ram" and get_task(out.task).num_targets > 1:
+            raise ValueError(f"RAM classifies one object; use --agent dram for {out.task}")
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "mc_samples",
+            "eval_seeds",
+            "log_every",
+        ):
+            if getattr(out, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
+        for name in ("train_limit", "eval_limit"):
+            if getattr(out, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
+        if out.init_from and not Path(out.init_from).exists():  # fail before building data
+            raise FileNotFoundError(
+                f"--init-from {out.init_from}: no such checkpoint or run folder"
+            )
+        return out
+
+    def task_num_classes(self) -> int:
+        """Classes of the task's dataset as the task table has them (:func:`build_envs`
+        takes them from the dataset itself)."""
+        return get_task(self.task).num_classes
+
+    def mdp(self, num_targets: int = 1, num_classes: int | None = None) -> MDPConfig:
+        """The env's MDP parameters for this run (``num_classes``: the dataset's; default
+        :meth:`task_num_classes`)."""
+        return MDPConfig(
+            context_size=self.context_size if self.agent == "dram" else 0,
+            glimpse_size=self.glimpse_size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+            num_glimpses=self.num_glimpses,
+            num_classes=num_classes or self.task_num_classes(),
+            num_targets=num_targets,
+            init_location=self.init_location,
+        )
+
 
 ALGOS = ("ppo-hybrid", "sb3-recurrent-ppo")
 

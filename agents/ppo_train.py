@@ -39,15 +39,12 @@ from typing import Any
 import torch
 
 from agents.config import ALGOS, PPOTrainConfig
+from agents.environments import build_envs
+from agents.evaluation import evaluate_policy, hard_cost
+from agents.policies import POLICIES
 from agents.ppo import collect_episodes, ppo_update
 from agents.sb3 import train_sb3
-from agents.train import (
-    POLICIES,
-    build_envs,
-    evaluate_policy,
-    hard_cost,
-    log_playback,
-)
+from agents.train import log_playback
 from glimpse import distributed
 from glimpse.loop import Budget, Method, Report, Update, fit
 from glimpse.training import Run

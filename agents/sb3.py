@@ -36,8 +36,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
 from agents.config import PPOTrainConfig
+from agents.environments import build_envs
 from agents.ram import GlimpseNetwork
-from agents.train import build_envs
 from envs import GlimpseVectorEnv
 from envs.spaces import ActionCodec
 from glimpse.evaluation import evaluate

@@ -26,265 +26,23 @@ rank means, evaluation is sharded and exact; rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 
+from agents.config import HardTrainConfig
+from agents.environments import build_envs
+from agents.evaluation import evaluate_policy, evaluate_protocols, hard_cost, headline_protocol
+from agents.policies import POLICIES
 from agents.policy import GlimpsePolicy
-from agents.reinforce import (
-    PROTOCOLS,
-    ReinforceConfig,
-    collect_rollout,
-    episode_draws,
-    predict,
-    reinforce_loss,
-)
-from envs import GlimpseVectorEnv, ImageSource, MDPConfig
+from agents.reinforce import ReinforceConfig, collect_rollout, episode_draws, reinforce_loss
+from envs import GlimpseVectorEnv
 from glimpse import distributed
-from glimpse.evaluation import evaluate, evaluate_sharded
-from glimpse.flops import count_flops
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.results import paper_figure
-from glimpse.tasks import get_task, tasks_of
-from glimpse.training import (
-    Rule,
-    Run,
-    RunConfig,
-    batches_per_epoch,
-    check_config,
-    load_weights,
-)
+from glimpse.training import Run, batches_per_epoch, load_weights
 
-__all__ = ["POLICIES", "TASK_IDS", "HardTrainConfig", "build_envs", "train_reinforce"]
-
-TASK_IDS: dict[str, str] = {t.name: t.env_id for t in tasks_of("paper", "proxy")}
-"""Task name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits: the
-one-location tasks of :data:`glimpse.tasks.TASKS`."""
-
-
-def task_defaults(task: str) -> dict[str, Any]:
-    """The registered defaults of task ``task`` (:data:`TASK_IDS`; its
-    :meth:`glimpse.tasks.Task.env_kwargs`). Raises ``ValueError`` for another name."""
-    if task not in TASK_IDS:
-        raise ValueError(f"unknown task {task!r} for RAM/DRAM; valid: {', '.join(TASK_IDS)}")
-    return get_task(task).env_kwargs()
-
-
-@dataclass
-class HardTrainConfig(RunConfig):
-    """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
-
-    task: Literal[
-        "mnist", "translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100"
-    ] = "mnist"
-    """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST,
-    or twodigit100 (two cluttered digits on 100x100 as one of 100 classes: the FCAN proxy)."""
-    agent: Literal["ram", "dram"] = "ram"
-    """The agent: RAM (Mnih et al. 2014) or DRAM (Ba et al. 2015)."""
-    num_glimpses: int | None = None
-    """Glimpses per target ``T`` (default: the task's, e.g. 6 on MNIST, 8 on cluttered)."""
-    glimpse_size: int | None = None
-    """Glimpse side ``g`` in pixels (default: the task's: 8 on MNIST, 12 otherwise)."""
-    num_scales: int | None = None
-    """Scales ``k`` per glimpse (default: the task's: 1, 3 or 4)."""
-    scale_factor: float = 2.0
-    """Each scale covers ``scale_factor`` times the previous one's side."""
-    init_location: Literal["center", "random"] = "random"
-    """Where the first glimpse of every episode is taken (training and evaluation): the
-    image centre, or uniformly at random in [-1, 1]^2 (as some RAM reimplementations do).
-    Random is the default since issue 16: better on validation in every comparison made
-    (docs/RESULTS.md); in evaluation the draws are seeded per (seed, image, sample)."""
-    context_size: int = 25
-    """DRAM only: side of the coarse whole-image view that initialises its upper LSTM."""
-    std: float = 0.15
-    """Standard deviation of the Gaussian location policy (initial value if learned)."""
-    learn_std: bool = False
-    """Learn the location policy's standard deviation."""
-    core: Literal["rnn", "lstm"] = "rnn"
-    """Core network: the paper's rectifier RNN or an LSTM (DRAM always uses LSTMs)."""
-    hidden: int = 256
-    """Core state size."""
-    detach_location: bool = True
-    """Keep REINFORCE and classification gradients apart: REINFORCE trains only the
-    location pathway (RAM: the location head; DRAM: context network, upper LSTM, emission),
-    classification the rest (--no-detach-location: the paper's joint gradient, which
-    learns much slower here)."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    """Learning-rate schedule over all training batches."""
-    weight_decay: float = 0.0
-    """Adam weight decay."""
-    epochs: int = 100
-    """Passes over the training split (100: the 28x28 recipe of issue 16, docs/RESULTS.md)."""
-    batch_size: int = 128
-    """Episodes per gradient step and process (the vector env's ``num_envs``); under
-    torchrun the global batch is this times the number of processes."""
-    entropy_coef: float = 0.0
-    """Weight of the location-entropy bonus."""
-    baseline_coef: float = 1.0
-    """Weight of the baseline's regression loss."""
-    grad_clip: float = 10.0
-    """Clip the global gradient norm to this (0 disables)."""
-    mc_samples: int = 1
-    """``M`` of the Monte-Carlo protocol ``mc<M>`` (M sampled episodes per image, class
-    probabilities averaged; M times the inference cost), reported at the end beside the
-    single-trajectory protocols, never instead of them (1: not evaluated)."""
-    eval_seeds: int = 5
-    """Evaluation seeds of the final report: every protocol with random first fixations or
-    sampled locations is evaluated under seeds ``0 .. eval_seeds - 1`` (mean and spread)."""
-    playback: int = 8
-    """Validation images whose glimpse trajectories are logged at each evaluation."""
-    train_limit: int = 0
-    """Train on only the first this many images of the training split (0: all of it)."""
-    eval_limit: int = 0
-    """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
-    threads: int = 1
-    """PyTorch CPU threads (0: PyTorch's default). 1 by default here: faster on the small,
-    shared CPU machines this is run on (docs/BENCHMARKS.md); set 0 on a large machine."""
-    init_from: str | None = None
-    """Warm start: begin from the weights of this checkpoint (a ``.pt`` file or a run
-    folder, whose ``best.pt`` is used) with a fresh optimiser and schedule; the agent's
-    architecture must match. Ignored when ``--resume`` finds a checkpoint."""
-
-    RULES: ClassVar[dict[str, Rule]] = {
-        "num_glimpses": (">=", 1),
-        "glimpse_size": (">=", 1),
-        "num_scales": (">=", 1),
-        "scale_factor": (">=", 1),
-        "context_size": (">=", 1),
-        "std": (">", 0),
-        "hidden": (">=", 1),
-        "lr": (">=", 0),
-        "weight_decay": (">=", 0),
-        "epochs": (">=", 1),
-        "batch_size": (">=", 1),
-        "entropy_coef": (">=", 0),
-        "baseline_coef": (">=", 0),
-        "grad_clip": (">=", 0),
-        "mc_samples": (">=", 1),
-        "eval_seeds": (">=", 1),
-        "playback": (">=", 0),
-        "train_limit": (">=", 0),
-        "eval_limit": (">=", 0),
-    }
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
-    """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
-
-    def resolved(self) -> HardTrainConfig:
-        """A checked copy with the task's defaults filled in and the run name chosen."""
-        check_config(self)
-        defaults = task_defaults(self.task)
-        unset = lambda v, d: d if v is None else v  # noqa: E731 -- 0 is a value, not "unset"
-        out = replace(
-            self,
-            num_glimpses=unset(self.num_glimpses, defaults["num_glimpses"]),
-            glimpse_size=unset(self.glimpse_size, defaults["glimpse_size"]),
-            num_scales=unset(self.num_scales, defaults["num_scales"]),
-            run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
-        )
-        if out.agent == "ram" and get_task(out.task).num_targets > 1:
-            raise ValueError(f"RAM classifies one object; use --agent dram for {out.task}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "mc_samples",
-            "eval_seeds",
-            "log_every",
-        ):
-            if getattr(out, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
-        for name in ("train_limit", "eval_limit"):
-            if getattr(out, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
-        if out.init_from and not Path(out.init_from).exists():  # fail before building data
-            raise FileNotFoundError(
-                f"--init-from {out.init_from}: no such checkpoint or run folder"
-            )
-        return out
-
-    def task_num_classes(self) -> int:
-        """Classes of the task's dataset as the task table has them (:func:`build_envs`
-        takes them from the dataset itself)."""
-        return get_task(self.task).num_classes
-
-    def mdp(self, num_targets: int = 1, num_classes: int | None = None) -> MDPConfig:
-        """The env's MDP parameters for this run (``num_classes``: the dataset's; default
-        :meth:`task_num_classes`)."""
-        return MDPConfig(
-            context_size=self.context_size if self.agent == "dram" else 0,
-            glimpse_size=self.glimpse_size,
-            num_scales=self.num_scales,
-            scale_factor=self.scale_factor,
-            num_glimpses=self.num_glimpses,
-            num_classes=num_classes or self.task_num_classes(),
-            num_targets=num_targets,
-            init_location=self.init_location,
-        )
-
-
-def build_envs(
-    cfg: HardTrainConfig, device: torch.device
-) -> tuple[GlimpseVectorEnv, dict[str, GlimpseVectorEnv]]:
-    """The training env (shuffled train split, its first ``cfg.train_limit`` images if
-    set) and ordered evaluation envs (val, test; their first ``cfg.eval_limit`` images if
-    set). The number of classes is the dataset's (``len(dataset.classes)``)."""
-    kw: dict[str, Any] = {"val_size": cfg.val_size}
-    if cfg.download:
-        kw["download"] = True
-    limits = {"train": cfg.train_limit, "val": cfg.eval_limit, "test": cfg.eval_limit}
-    sources: dict[str, ImageSource] = {}
-    num_classes = 0
-    for split, n in limits.items():
-        task = get_task(cfg.task)
-        lim = {"limit": n} if n and task.generated else {}
-        ds = task.load(split, cfg.data_root, **kw, **lim)
-        num_classes = max(num_classes, len(ds.classes))
-        src = ImageSource.from_any(ds, device=device)
-        if n and n < len(src):  # MNIST takes no limit: the first n of the split
-            boxes = None if src.boxes is None else src.boxes[:n]
-            src = ImageSource(src.images[:n], src.labels[:n], boxes)
-        sources[split] = src
-    mdp = cfg.mdp(sources["train"].num_targets, num_classes)
-    train_env = GlimpseVectorEnv(sources["train"], cfg.batch_size, mdp, device=device)
-    n_eval = cfg.eval_batch_size * cfg.mc_samples
-    evals = {
-        split: GlimpseVectorEnv(sources[split], n_eval, mdp, device=device, shuffle=False)
-        for split in ("val", "test")
-    }
-    return train_env, evals
-
-
-def evaluate_policy(
-    policy: GlimpsePolicy,
-    venv: GlimpseVectorEnv,
-    cfg: HardTrainConfig,
-    desc: str = "eval",
-    protocol: str = "single-mean",
-    seed: int | None = None,
-) -> dict[str, float]:
-    """Accuracy of ``policy`` on every image of ``venv``'s split under ``protocol`` (one of
-    :data:`agents.reinforce.PROTOCOLS`; ``"mc"`` averages ``cfg.mc_samples`` episodes) and
-    evaluation seed ``seed`` (default ``cfg.seed``): the first fixations and location noise
-    of image ``i``, sample ``m`` come from ``(seed, i, m)``, so the result does not depend on
-    ``cfg.eval_batch_size`` (shared evaluation; under ``torchrun`` every rank must call it:
-    each plays its slice of the split)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    samples = cfg.mc_samples if protocol == "mc" else 1
-    sampled = protocol != "single-mean"
-    seed = cfg.seed if seed is None else seed
-
-    def run(idx: torch.Tensor) -> torch.Tensor:
-        preds, _ = predict(policy, venv, idx, samples, sampled=sampled, seed=seed)
-        return preds
-
-    return evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc, evaluate)
+__all__ = ["ReinforceMethod", "log_playback", "train_first_fixations", "train_reinforce"]
 
 
 TRAIN_SAMPLE_ID = 2**16 - 1
@@ -307,63 +65,6 @@ def train_first_fixations(cfg: HardTrainConfig, global_step: int) -> dict[str, A
     return {"init_loc": init}
 
 
-def protocol_name(protocol: str, mc_samples: int) -> str:
-    """The results label of ``protocol``: ``single-mean``, ``single-sampled`` or ``mc<M>``."""
-    return f"mc{mc_samples}" if protocol == "mc" else protocol
-
-
-def evaluate_protocols(
-    policy: GlimpsePolicy,
-    envs: dict[str, GlimpseVectorEnv],
-    cfg: HardTrainConfig,
-    protocols: tuple[str, ...] = ("single-mean", "single-sampled"),
-    eval_seeds: int = 5,
-) -> dict[str, dict[str, Any]]:
-    """Errors of ``policy`` on each split of ``envs`` (e.g. ``{"val": ..., "test": ...}``)
-    under each protocol, over evaluation seeds ``0 .. eval_seeds - 1``.
-
-    Returns ``{label: {"eval_seeds": [...], "mc_samples": M, "<split>_errors": [...],
-    "<split>_error": mean, "<split>_error_std": sample std (0 for one seed)}}`` with labels
-    from :func:`protocol_name`. A protocol without randomness (mean locations from the
-    centre) is evaluated with one seed only: every seed gives the same predictions.
-    """
-    if eval_seeds < 1:
-        raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
-    out: dict[str, dict[str, Any]] = {}
-    for protocol in protocols:
-        random_free = protocol == "single-mean" and cfg.init_location == "center"
-        seeds = [0] if random_free else list(range(eval_seeds))
-        label = protocol_name(protocol, cfg.mc_samples)
-        res: dict[str, Any] = {
-            "eval_seeds": seeds,
-            "mc_samples": cfg.mc_samples if protocol == "mc" else 1,
-        }
-        for split, venv in envs.items():
-            runs = [
-                evaluate_policy(policy, venv, cfg, f"{split} {label} seed {s}", protocol, s)
-                for s in seeds
-            ]
-            for key, name in (("error", "error"), ("digit_accuracy", "digit_error")):
-                if key not in runs[0]:
-                    continue
-                errs = [r[key] if key == "error" else 1 - r[key] for r in runs]
-                t = torch.tensor(errs, dtype=torch.float64)
-                res[f"{split}_{name}s"] = errs
-                res[f"{split}_{name}"] = t.mean().item()
-                res[f"{split}_{name}_std"] = t.std().item() if len(errs) > 1 else 0.0
-        out[label] = res
-    return out
-
-
-def headline_protocol(protocols: dict[str, dict[str, Any]]) -> str:
-    """The single-trajectory protocol with the lower mean validation error (ties: the
-    deterministic ``single-mean``): the headline, chosen on validation only."""
-    single = [p for p in ("single-mean", "single-sampled") if p in protocols]
-    if not single:
-        raise ValueError(f"no single-trajectory protocol among {sorted(protocols)}")
-    return min(single, key=lambda p: (protocols[p]["val_error"], p != "single-mean"))
-
-
 def log_playback(
     run: Run, policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int, step: int, cfg: HardTrainConfig
 ) -> None:
@@ -378,56 +79,6 @@ def log_playback(
     n = min(n, venv.num_envs, len(venv.source))
     frames = render_episodes(policy, venv, torch.arange(n))
     log_trajectories(run.writer, "eval/trajectories", frames, step)
-
-
-def build_ram(
-    cfg: HardTrainConfig,
-    glimpse_shape: tuple[int, int, int, int],
-    num_targets: int,
-    num_classes: int | None = None,
-) -> GlimpsePolicy:
-    """RAM sized from the config, the env's glimpse shape and its number of classes
-    (default: the task's, :meth:`HardTrainConfig.task_num_classes`)."""
-    from agents.ram import RAM
-
-    return RAM(
-        glimpse_shape,
-        num_classes=num_classes or cfg.task_num_classes(),
-        hidden=cfg.hidden,
-        core=cfg.core,
-        std=cfg.std,
-        learn_std=cfg.learn_std,
-        detach_location=cfg.detach_location,
-    )
-
-
-def build_dram(
-    cfg: HardTrainConfig,
-    glimpse_shape: tuple[int, int, int, int],
-    num_targets: int,
-    num_classes: int | None = None,
-) -> GlimpsePolicy:
-    """DRAM sized from the config, the env's glimpse shape, its context view and number of
-    classes (default: the task's)."""
-    from agents.dram import DRAM
-
-    context_shape = (glimpse_shape[1], cfg.context_size, cfg.context_size)
-    return DRAM(
-        glimpse_shape,
-        context_shape,
-        num_classes=num_classes or cfg.task_num_classes(),
-        hidden=cfg.hidden,
-        std=cfg.std,
-        learn_std=cfg.learn_std,
-        detach_location=cfg.detach_location,
-    )
-
-
-POLICIES: dict[str, Callable[..., GlimpsePolicy]] = {
-    "ram": build_ram,
-    "dram": build_dram,
-}
-"""Agent name -> ``build(cfg, glimpse_shape, num_targets, num_classes=None)``."""
 
 
 def reinforce_budget(cfg: HardTrainConfig, train_env: GlimpseVectorEnv) -> Budget:
@@ -522,18 +173,6 @@ class ReinforceMethod(Method):
 
     def cost(self) -> dict[str, Any]:
         return hard_cost(self.policy, self.evals["test"])
-
-
-def hard_cost(policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int = 8) -> dict[str, Any]:
-    """Inference FLOPs per image (counted on ``n`` images of ``venv``'s split, mean
-    locations), glimpse pixels read per image (``steps x scales x g^2`` plus DRAM's context
-    view) and parameters of ``policy``."""
-    n = max(1, min(n, venv.num_envs, len(venv.source)))
-    flops, _ = count_flops(lambda: predict(policy, venv, torch.arange(n), 1, sampled=False))
-    mdp = venv.config
-    pixels = mdp.max_steps * mdp.num_scales * mdp.glimpse_size**2 + mdp.context_size**2
-    params = sum(p.numel() for p in policy.parameters())
-    return {"inference_flops_per_image": flops / n, "pixels_per_image": pixels, "params": params}
 
 
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:

@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from agents.config import HardTrainConfig
+from agents.policies import POLICIES
 from agents.reinforce import ReinforceConfig, collect_rollout, reinforce_loss
-from agents.train import POLICIES, HardTrainConfig
 from envs import GlimpseVectorEnv, ImageSource
 from glimpse.training import lr_scheduler
 

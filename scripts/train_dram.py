@@ -15,7 +15,8 @@ Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
 
 from __future__ import annotations
 
-from agents.train import HardTrainConfig, train_reinforce
+from agents.config import HardTrainConfig
+from agents.train import train_reinforce
 from glimpse.training import cli_main, parse_config
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agents.config import HardTrainConfig
+from agents.environments import build_envs
+from agents.evaluation import evaluate_policy
+from agents.policies import POLICIES
 from agents.reinforce import predict
-from agents.train import POLICIES, HardTrainConfig, build_envs, evaluate_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,7 +32,7 @@ def _setup(data_root, init_location: str):
 
 
 def test_random_first_fixations_and_reproducible_evaluation(data_root, monkeypatch):
-    import agents.train as train_module
+    import agents.evaluation as train_module
 
     starts: list[torch.Tensor] = []
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from agents.curves import CurvesConfig, accuracy_table, plot_curves, read_curve, run_curves
+from agents.policies import POLICIES
 from agents.ppo import (
     PPOConfig,
     collect_episodes,
@@ -24,7 +25,6 @@ from agents.ppo import (
 from agents.ppo_train import PPOTrainConfig, train_ppo
 from agents.ram import RAM
 from agents.reinforce import collect_rollout
-from agents.train import POLICIES
 from envs import GlimpseVectorEnv, MDPConfig
 from glimpse.training import load_checkpoint
 

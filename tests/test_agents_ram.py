@@ -163,7 +163,8 @@ def test_ram_learns_mnist_beyond_chance(data_root, tmp_path):
 
     Measured: 83.2% test accuracy with this budget and seed (chance is 10%).
     """
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     threads = torch.get_num_threads()
     cfg = HardTrainConfig(

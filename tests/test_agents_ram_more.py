@@ -217,7 +217,8 @@ def trainer_runs(data_root, tmp_path_factory):
     - ``seed1``: 1 epoch with seed 1;
     - ``warm``: 1 epoch warm-started from ``full`` (``init_from``) with a zero learning rate.
     """
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     root = tmp_path_factory.mktemp("trainer")
     base = {
@@ -268,7 +269,8 @@ def test_warm_start_begins_from_the_checkpoint_weights(trainer_runs):
 
 
 def test_warm_start_refuses_a_missing_or_mismatched_checkpoint(trainer_runs, data_root):
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere"):
         HardTrainConfig(init_from=str(trainer_runs / "nowhere")).resolved()
@@ -374,7 +376,8 @@ def test_train_ram_script_end_to_end(data_root, tmp_path):
 
 # ---------------------------------------------------------------------- learning
 def test_train_limit_takes_the_first_images(data_root):
-    from agents.train import HardTrainConfig, build_envs
+    from agents.config import HardTrainConfig
+    from agents.environments import build_envs
 
     cfg = HardTrainConfig(
         data_root=str(data_root), train_limit=1000, val_size=500, run_name="x"
@@ -410,7 +413,8 @@ def test_ram_beats_90_percent_on_a_10k_mnist_subset(data_root, tmp_path):
     gave 92.7/93.6/93.1% test accuracy in 99/101/102 s of CPU each. The centre start
     gave 91.6/92.1/89.7% with the same budget, so it is not used here.
     """
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     result = train_reinforce(
         HardTrainConfig(

@@ -70,8 +70,11 @@ def test_evaluate_policy_same_result_for_two_eval_batch_sizes(data_root, monkeyp
     """Through the trainer's evaluation on real MNIST: the same metrics and, image by image,
     the same first fixations and predictions (failed before: the first fixations and the
     location noise came from one generator over the whole, padded batch)."""
-    import agents.train as train_module
-    from agents.train import POLICIES, HardTrainConfig, build_envs, evaluate_policy
+    import agents.evaluation as train_module
+    from agents.config import HardTrainConfig
+    from agents.environments import build_envs
+    from agents.evaluation import evaluate_policy
+    from agents.policies import POLICIES
 
     seen: dict[int, dict[int, tuple]] = {}
 
@@ -173,7 +176,8 @@ def test_training_first_fixations_resume_and_torchrun_safe(monkeypatch):
     a resumed run (same ``global_step``) repeats them, and two ranks of 16 (interleaved
     positions, as their index streams are sharded) get those of one process of 32."""
     import agents.train as train_module
-    from agents.train import HardTrainConfig, train_first_fixations
+    from agents.config import HardTrainConfig
+    from agents.train import train_first_fixations
 
     cfg = HardTrainConfig(batch_size=32)
     one = train_first_fixations(cfg, 64)["init_loc"]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.config import HardTrainConfig
 from agents.evaluate import EvalConfig, evaluate_run
-from agents.train import HardTrainConfig, train_reinforce
+from agents.train import train_reinforce
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -25,7 +25,8 @@ def _script():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_root):
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     root = tmp_path_factory.mktemp("maps")
     cfg = HardTrainConfig(

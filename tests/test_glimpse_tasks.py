@@ -19,9 +19,9 @@ import pytest
 
 import envs
 from agents import curves
+from agents.config import TASK_IDS, HardTrainConfig, task_defaults
 from agents.parts_train import PROXY_TASK, PartsTrainConfig
 from agents.ppo_train import PPOTrainConfig
-from agents.train import TASK_IDS, HardTrainConfig, task_defaults
 from envs import ImageSource
 from glimpse.compare import ALL_DATASETS, CompareConfig, HardMethod
 from glimpse.tasks import KINDS, TASKS, Task, get_task, task_for_env_id, tasks_of

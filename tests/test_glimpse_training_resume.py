@@ -78,7 +78,7 @@ def run_copy(trained, tmp_path):
 
 # ------------------------------------------------------------------------ data roots
 def test_relative_data_root_and_env_become_absolute(tmp_path, monkeypatch):
-    from agents.train import HardTrainConfig
+    from agents.config import HardTrainConfig
 
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(HardTrainConfig, ["--data-root", "../somewhere/data"])
@@ -258,7 +258,7 @@ def test_opening_a_run_writes_nothing_until_it_has_something(tmp_path):
     ],
 )
 def test_hand_edited_config_gives_one_line_naming_file_and_field(run_copy, edit, message):
-    from agents.train import HardTrainConfig
+    from agents.config import HardTrainConfig
 
     path = run_copy / "runs" / "r" / "config.json"
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
@@ -324,11 +324,11 @@ def test_checkpoint_errors_are_one_line(tmp_path):
 
 # ---------------------------------------------------------- every numeric CLI field
 def _configs():
+    from agents.config import HardTrainConfig
     from agents.curves import CurvesConfig
     from agents.evaluate import EvalConfig
     from agents.parts_train import PartsTrainConfig
     from agents.ppo_train import PPOTrainConfig
-    from agents.train import HardTrainConfig
     from glimpse.compare import CompareConfig
     from glimpse.playback import PlaybackConfig
     from soft_baselines.train import SoftTrainConfig
@@ -404,7 +404,7 @@ def test_any_value_of_a_numeric_field_passes_or_fails_in_one_line(which, field_i
 
 
 def test_zero_is_a_value_not_unset():
-    from agents.train import HardTrainConfig
+    from agents.config import HardTrainConfig
 
     for flag in ("--num-glimpses", "--glimpse-size", "--num-scales"):
         with pytest.raises(ValueError, match=f"{flag} must be >= 1, got 0"):
@@ -421,7 +421,7 @@ def test_zero_is_a_value_not_unset():
     ],
 )
 def test_bad_cli_values_are_one_line(args, message):
-    from agents.train import HardTrainConfig
+    from agents.config import HardTrainConfig
 
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_config(HardTrainConfig, args)

@@ -34,7 +34,8 @@ FRAME_SHAPE = (CELL + 4, PLAYBACK * (CELL + 2) + 2, 3)  # tiled with 2-pixel pad
 
 def make_small_run(root: Path, data_root: Path, name: str = "ram-small") -> Path:
     """Train RAM for 2 tiny batches on MNIST; the run folder holds events with playback."""
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     cfg = HardTrainConfig(
         task="mnist",

@@ -142,7 +142,8 @@ def test_update_writes_csv_and_tables_and_check_catches_drift(tmp_path):
 
 
 def test_a_real_training_run_becomes_rows(data_root, tmp_path):
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     cfg = HardTrainConfig(
         data_root=str(data_root),

@@ -16,7 +16,9 @@ import torch
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from agents.train import HardTrainConfig, build_envs, build_ram
+from agents.config import HardTrainConfig
+from agents.environments import build_envs
+from agents.policies import build_ram
 from envs import FlattenActionWrapper
 from glimpse.training import load_checkpoint
 from soft_baselines.train import SoftTrainConfig, build_model, load_splits

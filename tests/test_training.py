@@ -98,7 +98,8 @@ def test_resolve_device():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
-    from agents.train import HardTrainConfig, train_reinforce
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
 
     base = {
         "max_batches_per_epoch": 3,

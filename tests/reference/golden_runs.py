@@ -60,7 +60,8 @@ def _common(data_root: str, runs_root: str, name: str) -> dict[str, Any]:
 
 def _hard(name: str, agent: str) -> Callable[[str, str], None]:
     def run(data_root: str, runs_root: str) -> None:
-        from agents.train import HardTrainConfig, train_reinforce
+        from agents.config import HardTrainConfig
+        from agents.train import train_reinforce
 
         train_reinforce(
             HardTrainConfig(
