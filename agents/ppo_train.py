@@ -18,7 +18,7 @@ test split (final).
 
 TensorBoard tags; **the global step is the number of environment steps (glimpses taken,
 summed over all episodes)** -- not episodes as in the REINFORCE trainer (there
-``env steps = episodes * num_glimpses * num_targets``; :mod:`agents.curves` converts):
+``env steps = episodes * num_glimpses * num_targets``; :mod:`glimpse.experiments.curves` converts):
 
 - ``losses/{total,classification,policy,value,entropy}`` (ppo-hybrid; sb3 logs
   ``losses/{total,policy,value,entropy}``), ``train/{accuracy,reward}``,

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from agents.playback import log_playback
 from agents.policy import GlimpsePolicy
 from agents.reinforce import (
     PROTOCOLS,
@@ -368,22 +369,6 @@ def headline_protocol(protocols: dict[str, dict[str, Any]]) -> str:
     if not single:
         raise ValueError(f"no single-trajectory protocol among {sorted(protocols)}")
     return min(single, key=lambda p: (protocols[p]["val_error"], p != "single-mean"))
-
-
-def log_playback(
-    run: Run, policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int, step: int, cfg: HardTrainConfig
-) -> None:
-    """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split (rendered
-    by :func:`glimpse.playback.render_episodes`, the same frames ``scripts/playback.py``
-    exports)."""
-    from glimpse.playback import render_episodes
-    from glimpse.viz import log_trajectories
-
-    if n <= 0 or not run.enabled:
-        return
-    n = min(n, venv.num_envs, len(venv.source))
-    frames = render_episodes(policy, venv, torch.arange(n))
-    log_trajectories(run.writer, "eval/trajectories", frames, step)
 
 
 def build_ram(
