@@ -347,7 +347,7 @@ def collect_parts_rollout(
     _check_parts_env(venv, net)
     obs, info = venv.reset(options=options)
     labels, indices = info["label"], info["index"]
-    image_hw = tuple(venv.core.images.shape[-2:])
+    image_hw = tuple(venv.source.image_shape[1:])
     scores, whole = net.attend(obs["context"])
     b, steps, k, h, w = scores.shape
     centres = cell_locations(h, w, image_hw, device=scores.device)

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from agents.parts import PartsNet, collect_parts_rollout, parts_loss, predict_parts
+from agents.playback import log_parts_playback
 from agents.reinforce import ReinforceConfig
 from envs import GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse import distributed
@@ -350,29 +351,6 @@ def evaluate_parts(
         covered = digits_covered(locations, boxes.cpu(), image_hw)
         metrics["digits_covered"] = covered.float().mean().item()
     return metrics, locations
-
-
-def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, step: int) -> None:
-    """Log the chosen parts of the first ``n`` images of ``venv``'s split, one per frame."""
-    from glimpse.viz import log_trajectories, render_batch
-
-    if n <= 0 or not run.enabled:
-        return
-    n = min(n, venv.num_envs, len(venv.source))
-    preds, ro = predict_parts(net, venv, torch.arange(n))
-    mdp = venv.config
-    locs = ro.locations[:, :n].permute(1, 0, 2, 3).reshape(n, -1, 2).cpu()
-    frames = render_batch(
-        venv.core.images[:n].cpu(),
-        locs,
-        mdp.glimpse_size,
-        mdp.num_scales,
-        mdp.scale_factor,
-        labels=venv.core.labels[:n, 0].cpu(),
-        predictions=preds.cpu(),
-        show_path=False,
-    )
-    log_trajectories(run.writer, "eval/parts", frames, step)
 
 
 # --------------------------------------------------------------------------- training

@@ -18,7 +18,7 @@ test split (final).
 
 TensorBoard tags; **the global step is the number of environment steps (glimpses taken,
 summed over all episodes)** -- not episodes as in the REINFORCE trainer (there
-``env steps = episodes * num_glimpses * num_targets``; :mod:`agents.curves` converts):
+``env steps = episodes * num_glimpses * num_targets``; :mod:`glimpse.experiments.curves` converts):
 
 - ``losses/{total,classification,policy,value,entropy}`` (ppo-hybrid; sb3 logs
   ``losses/{total,policy,value,entropy}``), ``train/{accuracy,reward}``,
@@ -39,20 +39,18 @@ from typing import Any
 import torch
 
 from agents.config import ALGOS, PPOTrainConfig
-from agents.environments import build_envs
-from agents.evaluation import evaluate_policy, hard_cost
-from agents.policies import POLICIES
+from agents.evaluation import evaluate_policy
 from agents.ppo import collect_episodes, ppo_update
 from agents.sb3 import train_sb3
-from agents.train import log_playback
+from agents.train import GlimpseAgentMethod
 from glimpse import distributed
-from glimpse.loop import Budget, Method, Report, Update, fit
+from glimpse.loop import Budget, Report, Update, fit
 from glimpse.training import Run
 
 __all__ = ["ALGOS", "PPOTrainConfig", "train_ppo"]
 
 
-class PPOHybridMethod(Method):
+class PPOHybridMethod(GlimpseAgentMethod):
     """PPO-hybrid for :func:`glimpse.loop.fit`: one update is one rollout of
     ``batch_size`` episodes per rank followed by :func:`agents.ppo.ppo_update` (several
     passes of minibatch steps, gradients averaged over ranks); the schedule steps once per
@@ -62,20 +60,8 @@ class PPOHybridMethod(Method):
     name = "ppo-hybrid"
 
     def __init__(self, cfg: PPOTrainConfig, device: torch.device, run: Run) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, device, run)
         world = distributed.world_size()
-        with distributed.local_main_first():  # one process per node generates the datasets
-            self.train_env, self.evals = build_envs(cfg, device)
-        if world > 1:
-            self.train_env.stream.shard(distributed.rank(), world)
-        self.train_env.reset(seed=cfg.seed)
-        glimpse_shape = self.train_env.single_observation_space["glimpse"].shape
-        policy = POLICIES[cfg.agent](cfg, glimpse_shape, self.train_env.config.num_targets)
-        self.model = self.policy = policy.to(device)
-        self.optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        self.stream = self.train_env.stream
         per_rollout = cfg.batch_size * cfg.episode_steps() * world
         total_steps, eval_every = cfg.budget(len(self.train_env.source))
         self.budget = Budget(
@@ -85,25 +71,12 @@ class PPOHybridMethod(Method):
             env_steps_per_update=per_rollout,
             step_unit="env_steps",
         )
-        self.task = cfg.task
         self.pcfg = cfg.ppo()
 
     def update(self) -> Update:
         batch = collect_episodes(self.policy, self.train_env)
         metrics = ppo_update(self.policy, self.optimizer, batch, self.pcfg)
         return Update(metrics, indices=self.train_env.indices)
-
-    def train_scalars(self, last: Update) -> dict[str, float]:
-        out = distributed.mean_metrics(last.metrics)
-        out["charts/std"] = self.policy.std.mean().item()
-        return out
-
-    def validate(self) -> dict[str, float]:
-        val = evaluate_policy(self.policy, self.evals["val"], self.cfg, desc="val")
-        return {"accuracy": val["accuracy"], "error": val["error"]}
-
-    def log_images(self, run: Run, step: int) -> None:
-        log_playback(run, self.policy, self.evals["val"], self.cfg.playback, step, self.cfg)
 
     def report(self) -> Report:
         test = evaluate_policy(self.policy, self.evals["test"], self.cfg, desc="test")
@@ -118,9 +91,6 @@ class PPOHybridMethod(Method):
             "run's seed) at an evaluation",
             details=details,
         )
-
-    def cost(self) -> dict[str, Any]:
-        return hard_cost(self.policy, self.evals["test"])
 
 
 def train_ppo(cfg: PPOTrainConfig) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from glimpse.evaluation import evaluate
 from glimpse.loop import Checkpoints, Report, metrics_record
 from glimpse.rng import rng_state, set_rng_state
 from glimpse.training import Run
+from glimpse.viz import log_trajectories, render_fixations
 
 if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
@@ -209,7 +210,7 @@ def sb3_predict(
         if (t + 1) % cfg.num_glimpses == 0:
             preds.append(label[:n])
         obs, *_ = venv.step({"location": location, "label": label})
-    fixations = venv.core.history[:n, : cfg.max_steps].cpu()
+    fixations = venv.episodes(n).fixations[:, : cfg.max_steps].cpu()
     return torch.stack(preds, 1), fixations
 
 
@@ -228,27 +229,22 @@ def log_sb3_playback(
     run: Run, model: Any, venv: GlimpseVectorEnv, n: int, step: int, grid_size: int
 ) -> None:
     """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split, in the
-    format of :func:`agents.train.log_playback`."""
-    from glimpse.viz import log_trajectories, render_batch
-
+    format of :func:`agents.playback.log_playback`: the model's own deterministic episodes
+    (:func:`sb3_predict`) drawn by :func:`glimpse.viz.render_fixations`."""
     if n <= 0 or not run.enabled:
         return
     n = min(n, venv.num_envs, len(venv.source))
     preds, fixations = sb3_predict(model, venv, torch.arange(n), grid_size)
     mdp = venv.config
-    labels = venv.core.labels[:n].cpu()
-
-    def text(x: Tensor) -> Any:
-        return x[:, 0] if x.shape[1] == 1 else [" ".join(map(str, r)) for r in x.tolist()]
-
-    frames = render_batch(
-        venv.core.images[:n].cpu(),
+    images, labels, _ = venv.episodes(n)
+    frames = render_fixations(
+        images,
         fixations,
         mdp.glimpse_size,
         mdp.num_scales,
         mdp.scale_factor,
-        labels=text(labels),
-        predictions=text(preds.cpu()),
+        labels=labels,
+        predictions=preds,
     )
     log_trajectories(run.writer, "eval/trajectories", frames, step)
 

@@ -33,8 +33,8 @@ import torch
 from agents.config import HardTrainConfig
 from agents.environments import build_envs
 from agents.evaluation import evaluate_policy, evaluate_protocols, hard_cost, headline_protocol
+from agents.playback import log_playback
 from agents.policies import POLICIES
-from agents.policy import GlimpsePolicy
 from agents.reinforce import ReinforceConfig, collect_rollout, episode_draws, reinforce_loss
 from envs import GlimpseVectorEnv
 from glimpse import distributed
@@ -42,7 +42,13 @@ from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
 from glimpse.results import paper_figure
 from glimpse.training import Run, batches_per_epoch, load_weights
 
-__all__ = ["ReinforceMethod", "log_playback", "train_first_fixations", "train_reinforce"]
+__all__ = [
+    "GlimpseAgentMethod",
+    "ReinforceMethod",
+    "log_playback",
+    "train_first_fixations",
+    "train_reinforce",
+]
 
 
 TRAIN_SAMPLE_ID = 2**16 - 1
@@ -65,22 +71,6 @@ def train_first_fixations(cfg: HardTrainConfig, global_step: int) -> dict[str, A
     return {"init_loc": init}
 
 
-def log_playback(
-    run: Run, policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int, step: int, cfg: HardTrainConfig
-) -> None:
-    """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split (rendered
-    by :func:`glimpse.playback.render_episodes`, the same frames ``scripts/playback.py``
-    exports)."""
-    from glimpse.playback import render_episodes
-    from glimpse.viz import log_trajectories
-
-    if n <= 0 or not run.enabled:
-        return
-    n = min(n, venv.num_envs, len(venv.source))
-    frames = render_episodes(policy, venv, torch.arange(n))
-    log_trajectories(run.writer, "eval/trajectories", frames, step)
-
-
 def reinforce_budget(cfg: HardTrainConfig, train_env: GlimpseVectorEnv) -> Budget:
     """``cfg.epochs`` passes over this rank's shard of the training split, one update per
     batch of ``cfg.batch_size`` episodes per rank, a validation after every epoch."""
@@ -97,12 +87,16 @@ def reinforce_budget(cfg: HardTrainConfig, train_env: GlimpseVectorEnv) -> Budge
     )
 
 
-class ReinforceMethod(Method):
-    """RAM / DRAM trained by the hybrid REINFORCE loss (Mnih et al. 2014): the pieces that
-    :func:`glimpse.loop.fit` cannot know."""
+class GlimpseAgentMethod(Method):
+    """What the trainers of glimpse policies (REINFORCE here, PPO-hybrid in
+    :mod:`agents.ppo_train`) share: the run's vector envs (:func:`build_envs`; each rank
+    plays its shard of the training split), the policy ``cfg.agent`` from
+    :data:`agents.policies.POLICIES` (warm-started from ``cfg.init_from``), Adam, and the
+    validation, playback and cost of the policy. A subclass sets :attr:`budget` and writes
+    :meth:`update` and :meth:`report`."""
 
     def __init__(self, cfg: HardTrainConfig, device: torch.device, run: Run) -> None:
-        self.cfg, self.run = cfg, run
+        self.cfg, self.device = cfg, device
         world = distributed.world_size()
         with distributed.local_main_first():  # one process per node generates the datasets
             self.train_env, self.evals = build_envs(cfg, device)
@@ -119,23 +113,7 @@ class ReinforceMethod(Method):
             self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.stream = self.train_env.stream
-        self.budget = reinforce_budget(cfg, self.train_env)
-        self.name, self.task = cfg.agent, cfg.task
-        self.rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
-        self.updates = 0  # this session's updates, for the first fixations below
-        self.device = device
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.updates = int(state["global_step"]) // self.budget.images_per_update
-
-    def update(self) -> Update:
-        step = self.updates * self.budget.images_per_update
-        options = train_first_fixations(self.cfg, step)
-        ro = collect_rollout(self.policy, self.train_env, options=options)
-        loss, metrics = reinforce_loss(ro, self.rcfg)
-        apply_gradients(loss, self.policy, self.optimizer, self.cfg.grad_clip)
-        self.updates += 1
-        return Update(metrics, indices=self.train_env.indices)
+        self.task = cfg.task
 
     def train_scalars(self, last: Update) -> dict[str, float]:
         out = distributed.mean_metrics(last.metrics)
@@ -148,6 +126,34 @@ class ReinforceMethod(Method):
 
     def log_images(self, run: Run, step: int) -> None:
         log_playback(run, self.policy, self.evals["val"], self.cfg.playback, step, self.cfg)
+
+    def cost(self) -> dict[str, Any]:
+        return hard_cost(self.policy, self.evals["test"])
+
+
+class ReinforceMethod(GlimpseAgentMethod):
+    """RAM / DRAM trained by the hybrid REINFORCE loss (Mnih et al. 2014): classification
+    by backpropagation, locations by REINFORCE with a learned baseline
+    (:func:`agents.reinforce.reinforce_loss`); one update per batch."""
+
+    def __init__(self, cfg: HardTrainConfig, device: torch.device, run: Run) -> None:
+        super().__init__(cfg, device, run)
+        self.budget = reinforce_budget(cfg, self.train_env)
+        self.name = cfg.agent
+        self.rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
+        self.updates = 0  # updates done (restored on resume), for the first fixations
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["global_step"]) // self.budget.images_per_update
+
+    def update(self) -> Update:
+        step = self.updates * self.budget.images_per_update
+        options = train_first_fixations(self.cfg, step)
+        ro = collect_rollout(self.policy, self.train_env, options=options)
+        loss, metrics = reinforce_loss(ro, self.rcfg)
+        apply_gradients(loss, self.policy, self.optimizer, self.cfg.grad_clip)
+        self.updates += 1
+        return Update(metrics, indices=self.train_env.indices)
 
     def report(self) -> Report:
         cfg = self.cfg
@@ -170,9 +176,6 @@ class ReinforceMethod(Method):
             paper_error=None if paper is None else paper.error_pct / 100,
             paper_ref=None if paper is None else paper.ref,
         )
-
-    def cost(self) -> dict[str, Any]:
-        return hard_cost(self.policy, self.evals["test"])
 
 
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:

@@ -39,9 +39,9 @@ import gymnasium as gym
 
 from envs.core import ActionError, GlimpseMDP, MDPConfig
 from envs.single import FlattenActionWrapper, GlimpseEnv
-from envs.source import ImageSource
 from envs.spaces import ActionCodec
 from envs.vector import GlimpseVectorEnv
+from glimpse.data.source import ImageSource
 from glimpse.tasks import tasks_of
 
 __all__ = [

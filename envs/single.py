@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from envs.core import ActionError, GlimpseMDP, MDPConfig
-from envs.source import ImageSource
 from envs.spaces import ActionCodec, action_space, check_action_keys, describe, observation_space
+from glimpse.data.source import ImageSource
 from glimpse.training import resolve_device
 
 __all__ = ["FlattenActionWrapper", "GlimpseEnv"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -12,11 +12,23 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from envs.core import ActionError, GlimpseMDP, MDPConfig, StepResult
-from envs.source import ImageSource, IndexStream
 from envs.spaces import ACTION_KEYS, action_space, check_action_keys, describe, observation_space
+from glimpse.data.source import ImageSource, IndexStream
 from glimpse.training import resolve_device
 
-__all__ = ["GlimpseVectorEnv"]
+__all__ = ["Episodes", "GlimpseVectorEnv"]
+
+
+class Episodes(NamedTuple):
+    """The episodes a :class:`GlimpseVectorEnv` is playing (:meth:`GlimpseVectorEnv.episodes`)."""
+
+    images: Tensor
+    """``(n, C, H, W)`` the images, as the env holds them (uint8 or float in ``[0, 1]``)."""
+    labels: Tensor
+    """``(n, L)`` long: the true labels (``L = num_targets``)."""
+    fixations: Tensor
+    """``(n, max_steps, 2)`` (``(n, max_steps, K, 2)`` in parts mode): the glimpse centres
+    ``(x, y)`` in ``[-1, 1]`` in the order taken; rows past the steps taken are zero."""
 
 
 def _as_tensor(value: Any) -> Tensor | None:
@@ -277,6 +289,19 @@ class GlimpseVectorEnv(VectorEnv):
             self._out(truncated),
             self._out(info),
         )
+
+    def episodes(self, n: int | None = None) -> Episodes:
+        """What the first ``n`` sub-envs (all if ``None``) are playing, as copies (not views
+        of the live state): their images, labels and the fixations taken so far.
+
+        The public way to see the episodes from outside the engine (e.g. to draw them with
+        :func:`glimpse.viz.render_fixations`); see :class:`Episodes` for the shapes.
+        """
+        n = self.num_envs if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= self.num_envs:
+            raise ValueError(f"n must be an int in [1, {self.num_envs}], got {n!r}")
+        core = self.core
+        return Episodes(core.images[:n].clone(), core.labels[:n].clone(), core.history[:n].clone())
 
     def render(self) -> np.ndarray | None:
         """RGB frame of sub-env ``render_index``: its image with the trajectory so far."""

@@ -25,7 +25,7 @@ Conventions (Goyal et al. 2017, "Accurate, Large Minibatch SGD"):
   world_size`` images (the global batch). The learning rate is not rescaled for you.
 - **Data.** Every rank builds the same dataset (generated sets come from a fixed seed)
   and reads a disjoint, seeded, equally long shard of each epoch
-  (:class:`envs.source.IndexStream` with ``rank``/``world_size``).
+  (:class:`glimpse.data.source.IndexStream` with ``rank``/``world_size``).
 - **Gradients** are averaged over ranks (DDP, :func:`wrap_ddp`, or the explicit
   :func:`allreduce_gradients`), so with equal per-rank batches the update is that of the
   mean of the per-rank losses. For a loss that is a mean over its batch this *is* the

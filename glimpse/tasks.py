@@ -14,7 +14,7 @@ the paper's glimpse defaults and the Gymnasium id under which :mod:`envs` regist
 Readers: :mod:`envs` registers one id per task from :meth:`Task.env_kwargs`;
 ``agents.train`` (RAM, DRAM) fills unset glimpse settings from it and trains on the
 ``paper`` and ``proxy`` tasks; ``soft_baselines.train`` takes the single-target ones; the
-comparison, ``agents.ppo_train`` and ``agents.curves`` read ``num_targets`` from it.
+comparison, ``agents.ppo_train`` and ``glimpse.experiments.curves`` read ``num_targets`` from it.
 
 Kinds: ``paper`` (the papers' tasks and settings), ``proxy`` (one-location tasks beyond
 the papers': the FCAN proxy for RAM and DRAM) and ``parts`` (part localization, ``K``

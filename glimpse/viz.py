@@ -1,6 +1,8 @@
 """Drawing glimpse trajectories: frames, tiled episodes, GIFs and TensorBoard playback.
 
-The env's ``render()`` and every trainer's TensorBoard playback go through this module.
+The env's ``render()`` and every agent's playback (TensorBoard during training, GIF/MP4
+export afterwards) go through this module: an agent hands :func:`render_fixations` the
+images, its fixations and its predictions; no env is needed.
 
 Frames
     :func:`render_trajectory` turns one image and its fixations ``(T, 2)`` into ``T`` RGB
@@ -66,6 +68,7 @@ __all__ = [
     "log_trajectories",
     "overlay_map",
     "render_batch",
+    "render_fixations",
     "render_trajectory",
     "save_gif",
     "tile_frames",
@@ -536,6 +539,73 @@ def render_batch(
         for i in range(n_img)
     ]
     return tile_frames(sequences, ncols=ncols, pad=pad)
+
+
+def _target_captions(values: Any, n: int, name: str) -> list[Any] | None:
+    """``(n,)`` or ``(n, L)`` labels/predictions -> ``n`` captions: the value itself for one
+    target (``L = 1``), ``"3 7"`` for a sequence of ``L > 1`` targets."""
+    if values is None:
+        return None
+    arr = _to_numpy(values)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, L), got {arr.shape}")
+    if arr.shape[1] == 1:
+        return arr[:, 0].tolist()
+    return [" ".join(map(str, row)) for row in arr.tolist()]
+
+
+def render_fixations(
+    images: Tensor | np.ndarray,
+    fixations: Tensor | np.ndarray,
+    glimpse_size: int,
+    num_scales: int = 1,
+    scale_factor: float = 2.0,
+    *,
+    labels: Tensor | np.ndarray | Sequence[int] | None = None,
+    predictions: Tensor | np.ndarray | Sequence[int] | None = None,
+    ncols: int | None = None,
+    **render_kwargs: Any,
+) -> np.ndarray:
+    """The one playback renderer: ``N`` episodes, given as their fixations and predictions,
+    drawn tiled side by side: ``(T, H'', W'', 3)`` uint8 frames.
+
+    Every agent's playback (TensorBoard during training, GIF/MP4 export afterwards) comes
+    here with what its own rollout produced; no env is needed.
+
+    Args:
+        images: ``(N, C, H, W)`` (or ``(N, H, W)``) images, float in ``[0, 1]`` or uint8,
+            on any device.
+        fixations: ``(N, T, 2)`` glimpse centres ``(x, y)`` in ``[-1, 1]`` in the order
+            taken, or ``(N, S, K, 2)`` (``K`` parts per step: drawn one part per frame,
+            ``T = S * K``).
+        glimpse_size, num_scales, scale_factor: the retina's ``g``, ``k``, ``s``.
+        labels: ``(N,)`` or ``(N, L)`` true labels, captioned ``"y=<label>"`` on every
+            frame (``"y=3 7"`` for ``L > 1`` targets); or ``None``.
+        predictions: the predicted labels, shaped like ``labels``: shown on the last frame
+            as ``"p=<prediction>"``, green where right and red where wrong; or ``None``.
+        ncols: episodes per row (:func:`tile_frames`).
+        **render_kwargs: to :func:`render_trajectory` (``upscale``, ``footprint``,
+            ``show_path``, ``colors``, ...).
+    """
+    fix = _to_numpy(fixations)
+    n = len(images)
+    if fix.ndim not in (3, 4) or fix.shape[0] != n or fix.shape[-1] != 2:
+        raise ValueError(
+            f"fixations must be (N, T, 2) or (N, S, K, 2) with N = {n} images, got {fix.shape}"
+        )
+    return render_batch(
+        images,
+        fix.reshape(n, -1, 2),
+        glimpse_size,
+        num_scales,
+        scale_factor,
+        labels=_target_captions(labels, n, "labels"),
+        predictions=_target_captions(predictions, n, "predictions"),
+        ncols=ncols,
+        **render_kwargs,
+    )
 
 
 # --------------------------------------------------------------------------- GIF / video

@@ -2,7 +2,7 @@
 
 Plays the run's agent on a split (one episode per image, the policy's mean locations),
 writes its fixations, footprint maps and box scores to an ``.npz`` (layout in
-``glimpse/attention_maps.py``) and prints the summary. Examples::
+``glimpse/experiments/attention_maps.py``) and prints the summary. Examples::
 
     python scripts/attention_maps.py runs/ram-cluttered60 --split test --out maps.npz
     python scripts/attention_maps.py runs/ram-translated60 --limit 1000 --scales all
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from glimpse.attention_maps import AttentionMapsConfig, export_attention_maps
+from glimpse.experiments.attention_maps import AttentionMapsConfig, export_attention_maps
 from glimpse.training import cli_main, parse_config
 
 

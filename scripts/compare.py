@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from glimpse.compare import CompareConfig, format_summary, merge_comparisons, run_comparison
+from glimpse.experiments.compare import (
+    CompareConfig,
+    format_summary,
+    merge_comparisons,
+    run_comparison,
+)
 from glimpse.training import cli_main, parse_config
 
 

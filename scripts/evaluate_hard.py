@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.evaluate import EvalConfig, evaluate_run
+from glimpse.experiments.evaluate import EvalConfig, evaluate_run
 from glimpse.training import cli_main, parse_config
 
 

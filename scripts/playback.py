@@ -12,7 +12,7 @@ checkpoint and writes the episodes. Examples::
 
 from __future__ import annotations
 
-from glimpse.playback import PlaybackConfig, playback
+from glimpse.experiments.playback import PlaybackConfig, playback
 from glimpse.training import cli_main, parse_config
 
 

@@ -2,14 +2,14 @@
 
 Validation accuracy vs environment steps and vs wall time (PNG) and a Markdown table at
 fixed env-step budgets; REINFORCE runs (stepped by episodes) are converted to env steps
-(:mod:`agents.curves`). Example::
+(:mod:`glimpse.experiments.curves`). Example::
 
     python scripts/plot_curves.py --runs runs/reinforce runs/ppo --prefix ppo_mnist
 """
 
 from __future__ import annotations
 
-from agents.curves import CurvesConfig, run_curves
+from glimpse.experiments.curves import CurvesConfig, run_curves
 from glimpse.training import cli_main, parse_config
 
 

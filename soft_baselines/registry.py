@@ -22,6 +22,10 @@ timm compatibility (``create`` and :func:`timm_attn_layer`):
   each block keeps its own rounding and floor of the hidden width (timm rounds with
   ``make_divisible``). Any other keyword, including ``rd_ratio`` for a block without a
   translation, raises ``TypeError``.
+
+The registry is full whenever it is queried: importing this module imports the package
+``soft_baselines`` first, whose ``__init__`` imports every family module (one file per
+family), and each registers itself.
 """
 
 from __future__ import annotations
@@ -95,27 +99,19 @@ def register(
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family (one file per family).
-    import soft_baselines  # noqa: F401
-
-
 def list_modules(kind: Kind | None = None) -> list[str]:
     """Sorted names of registered modules, optionally only those of one ``kind``."""
-    _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
 def list_aliases() -> dict[str, str]:
     """Alias -> registered name (timm's attention-type names, e.g. ``"nl"``)."""
-    _ensure_loaded()
     return dict(sorted(_ALIASES.items()))
 
 
 def get_entry(name: str) -> Entry:
     """The registry entry for ``name`` or an alias of it; ``ValueError`` listing valid
     names if unknown."""
-    _ensure_loaded()
     try:
         return _REGISTRY[_ALIASES.get(name, name)]
     except (KeyError, TypeError):

@@ -7,9 +7,9 @@ cross-entropy on the same splits the hard-attention agents use and evaluated by 
 code (:func:`glimpse.evaluation.evaluate`), so their numbers share one table.
 
 Each split is held whole as one ``uint8`` tensor on the device (an
-:class:`envs.source.ImageSource`, as the glimpse envs hold it); batches are indexed from it
+:class:`glimpse.data.source.ImageSource`, as the glimpse envs hold it); batches are indexed from it
 and scaled to ``[0, 1]``, with shuffled epochs drawn from a seeded
-:class:`envs.source.IndexStream`. No data loader, no workers.
+:class:`glimpse.data.source.IndexStream`. No data loader, no workers.
 
 Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
 ``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (test metrics
@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from envs.source import ImageSource, IndexStream
 from glimpse import distributed
 from glimpse.data import DATASETS
+from glimpse.data.source import ImageSource, IndexStream
 from glimpse.evaluation import evaluate, evaluate_sharded
 from glimpse.flops import count_flops
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit

@@ -1,5 +1,5 @@
 """Tests for PPO-hybrid (agents/ppo.py), its trainer and script (agents/ppo_train.py,
-scripts/train_ppo.py) and the learning-curve reader (agents/curves.py)."""
+scripts/train_ppo.py) and the learning-curve reader (glimpse/experiments/curves.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from agents.curves import CurvesConfig, accuracy_table, plot_curves, read_curve, run_curves
 from agents.policies import POLICIES
 from agents.ppo import (
     PPOConfig,
@@ -26,6 +25,13 @@ from agents.ppo_train import PPOTrainConfig, train_ppo
 from agents.ram import RAM
 from agents.reinforce import collect_rollout
 from envs import GlimpseVectorEnv, MDPConfig
+from glimpse.experiments.curves import (
+    CurvesConfig,
+    accuracy_table,
+    plot_curves,
+    read_curve,
+    run_curves,
+)
 from glimpse.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glimpse.playback import launch_tensorboard
+from glimpse.experiments.playback import launch_tensorboard
 from glimpse.viz import DEFAULT_COLORS
 from tests.test_playback import FRAME_SHAPE, make_small_run
 

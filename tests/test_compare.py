@@ -1,6 +1,6 @@
-"""The hard-versus-soft comparison (glimpse.compare, scripts/compare.py) and counted FLOPs
-(glimpse.flops): a tiny real comparison on MNIST, missing methods and datasets, reuse and
-resume of runs, and FLOPs against hand counts."""
+"""The hard-versus-soft comparison (glimpse.experiments.compare, scripts/compare.py) and
+counted FLOPs (glimpse.flops): a tiny real comparison on MNIST, missing methods and
+datasets, reuse and resume of runs, and FLOPs against hand counts."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from glimpse.compare import (
+from glimpse.experiments.compare import (
     QUICK,
     CompareConfig,
     HardMethod,
-    LazyMethod,
     Method,
     SoftMethod,
     all_methods,
@@ -54,9 +53,27 @@ def tiny(out: Path, data_root: Path, **kw: Any) -> CompareConfig:
     return CompareConfig(**{**base, **kw})
 
 
+class GhostMethod(Method):
+    """A method that cannot run at all (:meth:`Method.unavailable`): reported missing."""
+
+    name, kind = "ghost", "hard"
+
+    def unavailable(self) -> str | None:
+        return "agents.no_such_trainer_xyz not found (a test ghost)"
+
+    def make_config(self, cc, dataset, seed, run_dir):
+        raise AssertionError("a missing method is never configured")
+
+    def train(self, cfg):
+        raise AssertionError("a missing method is never trained")
+
+    def profile(self, cfg, run_dir, cc, device):
+        raise AssertionError("a missing method is never measured")
+
+
 def methods_with_ghost() -> dict[str, Method]:
     methods = all_methods()
-    methods["ghost"] = LazyMethod("ghost", "agents.no_such_trainer_xyz", "a test ghost")
+    methods["ghost"] = GhostMethod()
     return methods
 
 

@@ -29,8 +29,8 @@ import torch
 from agents.ram import RAM
 from agents.reinforce import Rollout, collect_rollout, reinforce_loss
 from envs import GlimpseVectorEnv, MDPConfig
-from envs.source import IndexStream
 from glimpse import distributed
+from glimpse.data.source import IndexStream
 from glimpse.evaluation import evaluate, evaluate_sharded
 
 REPO = Path(__file__).resolve().parent.parent

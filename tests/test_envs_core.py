@@ -537,7 +537,7 @@ def test_context_observation_is_coarse_view_and_fixed_over_the_episode():
 
 
 def test_index_stream_state_roundtrip_continues_exactly():
-    from envs.source import IndexStream
+    from glimpse.data.source import IndexStream
 
     a = IndexStream(10, shuffle=True, seed=3)
     a.next(7)

@@ -997,3 +997,23 @@ def test_property_any_action_steps_or_is_rejected_cleanly(face, name, data, step
     else:
         assert not must_fail, f"accepted {action!r}"
         assert env.observation_space.contains(obs)
+
+
+def test_vector_env_reports_its_episodes_as_copies():
+    """``GlimpseVectorEnv.episodes``: images, labels and fixations so far, what a renderer
+    needs without reaching into the engine; copies, so drawing cannot change an episode."""
+    images = torch.rand(5, 1, 28, 28)
+    venv = GlimpseVectorEnv((images, torch.arange(5)), 3, MDPConfig(num_glimpses=3), shuffle=False)
+    venv.reset(seed=0, options={"indices": torch.tensor([4, 0, 2])})
+    loc = torch.tensor([[0.5, -0.5], [0.0, 0.25], [-1.0, 1.0]])
+    venv.step({"location": loc, "label": torch.zeros(3, dtype=torch.long)})
+    ep = venv.episodes(2)
+    torch.testing.assert_close(ep.images, images[[4, 0]])
+    assert ep.labels.tolist() == [[4], [0]] and ep.fixations.shape == (2, 3, 2)
+    torch.testing.assert_close(ep.fixations[:, 1], loc[:2])
+    assert (ep.fixations[:, 0] == 0).all() and (ep.fixations[:, 2] == 0).all()  # centre; not yet
+    ep.images.zero_()
+    ep.fixations.fill_(9.0)
+    assert venv.episodes().images[0].equal(images[4]) and venv.episodes().fixations.abs().max() < 9
+    with pytest.raises(ValueError, match=r"n must be an int in \[1, 3\]"):
+        venv.episodes(4)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agents.config import HardTrainConfig
-from agents.evaluate import EvalConfig, evaluate_run
 from agents.train import train_reinforce
+from glimpse.experiments.evaluate import EvalConfig, evaluate_run
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

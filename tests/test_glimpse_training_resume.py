@@ -268,8 +268,8 @@ def test_hand_edited_config_gives_one_line_naming_file_and_field(run_copy, edit,
 
 
 def test_evaluate_and_playback_name_a_broken_config(run_copy):
-    from agents.evaluate import EvalConfig, evaluate_run
-    from glimpse.playback import load_hard_config
+    from glimpse.experiments.evaluate import EvalConfig, evaluate_run
+    from glimpse.experiments.playback import load_hard_config
 
     path = run_copy / "runs" / "r" / "config.json"
     path.write_text(path.read_text()[:40])  # truncated
@@ -283,7 +283,7 @@ def test_evaluate_and_playback_name_a_broken_config(run_copy):
 
 
 def test_playback_of_a_folder_that_is_not_a_run_is_an_error(tmp_path):
-    from glimpse.playback import PlaybackConfig, playback
+    from glimpse.experiments.playback import PlaybackConfig, playback
 
     (tmp_path / "x").mkdir()
     with pytest.raises(ValueError, match="not a run folder"):
@@ -325,12 +325,12 @@ def test_checkpoint_errors_are_one_line(tmp_path):
 # ---------------------------------------------------------- every numeric CLI field
 def _configs():
     from agents.config import HardTrainConfig
-    from agents.curves import CurvesConfig
-    from agents.evaluate import EvalConfig
     from agents.parts_train import PartsTrainConfig
     from agents.ppo_train import PPOTrainConfig
-    from glimpse.compare import CompareConfig
-    from glimpse.playback import PlaybackConfig
+    from glimpse.experiments.compare import CompareConfig
+    from glimpse.experiments.curves import CurvesConfig
+    from glimpse.experiments.evaluate import EvalConfig
+    from glimpse.experiments.playback import PlaybackConfig
     from soft_baselines.train import SoftTrainConfig
 
     return [
@@ -428,7 +428,7 @@ def test_bad_cli_values_are_one_line(args, message):
 
 
 def test_compare_rejects_bad_seeds_and_a_file_as_out(tmp_path):
-    from glimpse.compare import CompareConfig
+    from glimpse.experiments.compare import CompareConfig
 
     with pytest.raises(ValueError, match=r"--seeds must be >= 0, got \(-1,\)"):
         parse_config(CompareConfig, ["--seeds", "-1"])

@@ -1,5 +1,6 @@
 """TensorBoard glimpse playback: the event files a small RAM run writes, read back with
-TensorBoard's own reader, and the GIF/MP4 export from its checkpoint (glimpse.playback)."""
+TensorBoard's own reader, and the GIF/MP4 export from its checkpoint
+(glimpse.experiments.playback, agents.playback)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from glimpse.playback import (
+from agents.playback import render_episodes
+from glimpse.experiments.playback import (
     PlaybackConfig,
     export_episodes,
     load_agent,
     load_hard_config,
     playback,
-    render_episodes,
     save_mp4,
     tensorboard_command,
 )
@@ -102,7 +103,7 @@ def test_event_files_hold_the_trajectory_frames(small_run: Path) -> None:
     assert _count(caption[-1], right) + _count(caption[-1], wrong) > 20 * PLAYBACK
     assert all(_count(f, right) + _count(f, wrong) == 0 for f in caption[:-1])
     # ... and the check can fail: the same episodes rendered without labels have none.
-    ro_images = venv.core.images[:PLAYBACK].cpu()
+    ro_images = venv.episodes(PLAYBACK).images
     bare = render_batch(ro_images, np.zeros((PLAYBACK, STEPS, 2)), 8, 1)
     assert _count(bare[-1, -20:], right) + _count(bare[-1, -20:], wrong) == 0
     assert _count(bare[0, -20:], DEFAULT_COLORS["text"]) == 0

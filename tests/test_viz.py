@@ -20,6 +20,7 @@ from glimpse.viz import (
     frames_to_video_tensor,
     log_trajectories,
     render_batch,
+    render_fixations,
     render_trajectory,
     save_gif,
     tile_frames,
@@ -505,3 +506,34 @@ def test_overlay_map_blends_by_relative_attention() -> None:
     assert np.array_equal(overlay_map(image, torch.zeros(4, 4), 1)[..., 0], np.full((4, 4), 100))
     with pytest.raises(ValueError, match="non-negative"):
         overlay_map(image, -attn)
+
+
+# --------------------------------------------------------------- the playback renderer
+
+
+def test_render_fixations_captions_targets_and_draws_parts_in_turn() -> None:
+    """Fed ``(N, L)`` labels and predictions (what the env and an agent report), it captions
+    one target as the class and several as ``"3 7"``; ``(N, S, K, 2)`` parts are drawn one
+    per frame; the frames are :func:`render_batch`'s."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 20, 24, generator=gen)
+    fix = torch.rand(3, 2, 2, 2, generator=gen) * 2 - 1  # S = 2 steps of K = 2 parts
+    labels, preds = torch.tensor([[3, 7], [1, 1], [0, 2]]), torch.tensor([[3, 7], [1, 2], [5, 5]])
+    frames = render_fixations(images, fix, 6, 2, labels=labels, predictions=preds, ncols=2)
+    expected = render_batch(
+        images,
+        fix.reshape(3, 4, 2),
+        6,
+        2,
+        labels=["3 7", "1 1", "0 2"],
+        predictions=["3 7", "1 2", "5 5"],
+        ncols=2,
+    )
+    np.testing.assert_array_equal(frames, expected)
+    one = render_fixations(images, fix[:, 0], 6, labels=labels[:, :1], predictions=preds[:, 0])
+    same = render_batch(images, fix[:, 0], 6, labels=[3, 1, 0], predictions=[3, 1, 5])
+    np.testing.assert_array_equal(one, same)
+    with pytest.raises(ValueError, match=r"fixations must be \(N, T, 2\)"):
+        render_fixations(images, fix[:2, 0], 6)
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\) or \(3, L\)"):
+        render_fixations(images, fix[:, 0], 6, labels=labels[:2])

@@ -6,6 +6,8 @@
   Visual Attention"), generated vectorised and cached (:mod:`glimpse.data.synthetic`).
 - CUB-200-2011 with boxes and parts (Wah et al. 2011) and joint transforms that move
   them with the image (:mod:`glimpse.data.cub`, :mod:`glimpse.data.transforms`).
+- Any of them as one tensor on a device, drawn in shuffled or sequential order
+  (:class:`ImageSource`, :class:`IndexStream`; :mod:`glimpse.data.source`).
 
 Raw data lives under :func:`default_root` (``$GLIMPSE_DATA`` or ``./data``), generated
 data under :func:`cache_dir` (``$GLIMPSE_CACHE`` or ``~/.cache/glimpse``).
@@ -15,6 +17,7 @@ from glimpse.data.cub import CUB200
 from glimpse.data.mnist import MNISTSplit, load_mnist
 from glimpse.data.paths import DatasetNotFoundError, cache_dir, default_root
 from glimpse.data.registry import DATASETS, get_dataset
+from glimpse.data.source import ImageSource, IndexStream
 from glimpse.data.synthetic import ClutteredMNIST, MultiMNIST, TranslatedMNIST, left_to_right
 from glimpse.data.twodigit import TwoDigitMNIST
 
@@ -23,6 +26,8 @@ __all__ = [
     "DATASETS",
     "ClutteredMNIST",
     "DatasetNotFoundError",
+    "ImageSource",
+    "IndexStream",
     "MNISTSplit",
     "MultiMNIST",
     "TranslatedMNIST",

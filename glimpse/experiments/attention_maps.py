@@ -1,6 +1,6 @@
 """Export where a hard-attention run looks: ``scripts/attention_maps.py RUN``.
 
-Top floor (like :mod:`glimpse.playback`): it loads a run's agent, so it imports the agents.
+Top floor (:mod:`glimpse.experiments`): it loads a run's agent, so it imports the agents.
 The maps and scores themselves are :mod:`glimpse.attention`'s, shared with soft models.
 
 For every image of the split (or its first ``--limit``), one episode with the policy's
@@ -47,8 +47,8 @@ import tyro
 from agents.reinforce import predict
 from glimpse.attention import fixations_in_boxes, footprint_map, mass_in_boxes, pointing_hits
 from glimpse.data import get_dataset
+from glimpse.experiments.playback import load_agent
 from glimpse.io import atomic_write
-from glimpse.playback import load_agent
 from glimpse.training import Rule, check_config, resolve_device
 
 __all__ = ["AttentionMapsConfig", "export_attention_maps"]

@@ -23,16 +23,17 @@ project's own trainers, then measures the trained model the same way for every m
   batches (hard agents: whole episodes through the env, retina included), one warm-up batch.
 
 Methods: ``ram`` (Mnih et al. 2014), ``dram`` (Ba et al. 2015; only where it applies,
-MultiMNIST by default), ``ppo`` and ``parts`` (plug-ins, below), ``soft-none`` (the plain
-SmallCNN), ``soft-stn`` (Jaderberg et al. 2015) and ``soft-<block>`` for every registered
-attention block. A method or dataset that is not there is reported as ``missing`` with the
-reason; a method that does not apply to a dataset as ``n/a``. Nothing is estimated.
+MultiMNIST by default), ``ppo`` (PPO-hybrid on the RAM policy, :mod:`agents.ppo_train`),
+``parts`` (:mod:`agents.parts_train`; it trains on its two-digit proxy and CUB, so it is
+``n/a`` here), ``soft-none`` (the plain SmallCNN), ``soft-stn`` (Jaderberg et al. 2015) and
+``soft-<block>`` for every registered attention block. A method or dataset that is not
+there is reported as ``missing`` with the reason (:meth:`Method.unavailable`); a method
+that does not apply to a dataset as ``n/a``. Nothing is estimated. A REINFORCE-style
+trainer on the glimpse envs joins as a :class:`HardMethod` with its own
+``make_config``/``train``.
 
-Plug-ins: the optional modules ``agents.ppo_train`` (PPO) and ``agents.parts_train`` (parts
-agent) join the table once they exist and define ``compare_method() -> Method`` (a
-:class:`Method`; a REINFORCE-style trainer on the glimpse envs can return a
-:class:`HardMethod` with its own ``make_config``/``train``). Until then they are listed as
-missing.
+Top floor (:mod:`glimpse.experiments`): it trains and loads every kind of model, so it
+imports agents, envs and soft_baselines.
 
 Resuming: a run folder with ``metrics.json`` is finished and reused (after checking that its
 ``config.json`` matches the budgets asked for); one with ``last.pt`` is resumed; anything else
@@ -47,32 +48,51 @@ from __future__ import annotations
 
 import abc
 import csv
-import importlib
 import io
 import json
 import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from agents.config import HardTrainConfig
+from agents.ppo_train import PPOTrainConfig, train_ppo
+from agents.reinforce import predict
+from agents.train import train_reinforce
+from glimpse.data import ImageSource
+from glimpse.data.paths import resolve_root
+from glimpse.experiments.playback import eval_env, load_agent
 from glimpse.flops import count_flops
 from glimpse.io import atomic_write, read_json
 from glimpse.tasks import TASKS, tasks_of
-from glimpse.training import Rule, check_config
+from glimpse.training import (
+    Rule,
+    check_config,
+    config_to_dict,
+    load_checkpoint,
+    resolve_device,
+)
+from soft_baselines.backbones import count_parameters
+from soft_baselines.train import (
+    SOFT_DATASETS,
+    SoftTrainConfig,
+    build_model,
+    train_soft,
+    valid_modules,
+)
 
 __all__ = [
     "ALL_DATASETS",
     "QUICK",
     "CompareConfig",
     "HardMethod",
-    "LazyMethod",
     "Method",
-    "NotHereMethod",
+    "PartsMethod",
     "SoftMethod",
     "all_methods",
     "merge_comparisons",
@@ -114,7 +134,7 @@ class CompareConfig:
     seeds: tuple[int, ...] | None = None
     """Seeds per method and dataset (default 0 1 2; --quick: 0)."""
     quick: bool = False
-    """Smoke comparison in a few CPU minutes: sets the values of glimpse.compare.QUICK."""
+    """Smoke comparison in a few CPU minutes: sets the values of compare.QUICK."""
     out: str | None = None
     """Output folder (default runs/compare, or runs/compare-quick with --quick)."""
     hard_epochs: int = 30
@@ -275,10 +295,6 @@ def profile_glimpse_agent(
 ) -> dict[str, Any]:
     """Measure a :class:`agents.policy.GlimpsePolicy` of a run with config ``cfg``
     (:class:`agents.train.HardTrainConfig`-like) on its test split (see the module docstring)."""
-    from agents.reinforce import predict
-    from glimpse.playback import eval_env
-    from soft_baselines.backbones import count_parameters
-
     venv = eval_env(cfg, "test", cc.flops_batch, device)
     n_flops = min(cc.flops_batch, len(venv.source))
     venv = venv if n_flops == venv.num_envs else eval_env(cfg, "test", n_flops, device)
@@ -332,8 +348,6 @@ class HardMethod(Method):
     def make_config(self, cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> Any:
         if self.make_config_fn is not None:
             return self.make_config_fn(cc, dataset, seed, run_dir)
-        from agents.train import HardTrainConfig
-
         return HardTrainConfig(
             task=dataset,  # type: ignore[arg-type]
             agent=self.agent,  # type: ignore[arg-type]
@@ -345,15 +359,11 @@ class HardMethod(Method):
     def train(self, cfg: Any) -> dict[str, Any]:
         if self.train_fn is not None:
             return self.train_fn(cfg)
-        from agents.train import train_reinforce
-
         return train_reinforce(cfg)
 
     def profile(
         self, cfg: Any, run_dir: Path, cc: CompareConfig, device: torch.device
     ) -> dict[str, Any]:
-        from glimpse.playback import load_agent
-
         policy, cfg, _ = load_agent(run_dir, device, "best", "test", num_envs=1)
         return profile_glimpse_agent(policy, cfg, cc, device)
 
@@ -371,15 +381,11 @@ class SoftMethod(Method):
         return f"soft-{self.module}"
 
     def not_applicable(self, dataset: str, cc: CompareConfig) -> str | None:
-        from soft_baselines.train import SOFT_DATASETS
-
         if dataset not in SOFT_DATASETS:
             return f"the soft trainer takes single-label {', '.join(SOFT_DATASETS)}"
         return None
 
     def make_config(self, cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> Any:
-        from soft_baselines.train import SoftTrainConfig
-
         return SoftTrainConfig(
             module=self.module,
             dataset=dataset,
@@ -389,18 +395,11 @@ class SoftMethod(Method):
         ).resolved()
 
     def train(self, cfg: Any) -> dict[str, Any]:
-        from soft_baselines.train import train_soft
-
         return train_soft(cfg)
 
     def profile(
         self, cfg: Any, run_dir: Path, cc: CompareConfig, device: torch.device
     ) -> dict[str, Any]:
-        from envs.source import ImageSource
-        from glimpse.training import load_checkpoint
-        from soft_baselines.backbones import count_parameters
-        from soft_baselines.train import build_model
-
         test = ImageSource.from_any(
             cfg.dataset, "test", cfg.data_root, device, {"val_size": cfg.val_size}
         )
@@ -426,93 +425,31 @@ class SoftMethod(Method):
         }
 
 
-@dataclass
-class LazyMethod(Method):
-    """A method whose module may not exist yet: ``module.compare_method()`` once it does."""
-
-    name: str
-    module: str
-    what: str
-    adapter: Callable[[Any], Method] | None = None
-    """Builds the method from the imported module when it has no ``compare_method()``."""
-    kind: str = "hard"
-    _loaded: Method | None = field(default=None, repr=False)
-    _reason: str | None = field(default=None, repr=False)
-    _tried: bool = field(default=False, repr=False)
-
-    def _load(self) -> Method | None:
-        if not self._tried:
-            self._tried = True
-            try:
-                mod = importlib.import_module(self.module)
-            except ModuleNotFoundError as err:
-                if err.name is not None and self.module.startswith(err.name):
-                    self._reason = f"{self.module} not found ({self.what} not built yet)"
-                else:
-                    self._reason = f"{self.module} failed to import: {err}"
-                return None
-            except Exception as err:  # a plug-in under construction: report, do not crash
-                self._reason = f"{self.module} failed to import: {type(err).__name__}: {err}"
-                return None
-            hook = getattr(mod, "compare_method", None)
-            if hook is not None:
-                self._loaded = hook()
-            elif self.adapter is not None:
-                self._loaded = self.adapter(mod)
-            else:
-                self._reason = f"{self.module} has no compare_method() hook"
-                return None
-            self.kind = self._loaded.kind
-        return self._loaded
-
-    def unavailable(self) -> str | None:
-        return None if self._load() is not None else self._reason
-
-    def _method(self) -> Method:
-        method = self._load()
-        if method is None:
-            raise RuntimeError(f"method {self.name} is missing: {self._reason}")
-        return method
-
-    def not_applicable(self, dataset: str, cc: CompareConfig) -> str | None:
-        return self._method().not_applicable(dataset, cc)
-
-    def make_config(self, cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> Any:
-        return self._method().make_config(cc, dataset, seed, run_dir)
-
-    def train(self, cfg: Any) -> dict[str, Any]:
-        return self._method().train(cfg)
-
-    def profile(
-        self, cfg: Any, run_dir: Path, cc: CompareConfig, device: torch.device
-    ) -> dict[str, Any]:
-        return self._method().profile(cfg, run_dir, cc, device)
-
-
-def _ppo_adapter(mod: Any) -> Method:
+def _ppo_config(cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> PPOTrainConfig:
     """PPO-hybrid (:mod:`agents.ppo_train`) on the RAM policy, with REINFORCE's budget:
     ``hard_epochs`` passes over the training split, one episode per image."""
-
-    def make_config(cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> Any:
-        return mod.PPOTrainConfig(
-            task=dataset,
-            agent="ram",
-            algo="ppo-hybrid",
-            epochs=cc.hard_epochs,
-            train_limit=cc.train_limit,
-            **_run_kwargs(cc, seed, run_dir),
-        ).resolved()
-
-    return HardMethod("ppo", "ram", make_config_fn=make_config, train_fn=mod.train_ppo)
+    return PPOTrainConfig(
+        task=dataset,
+        agent="ram",
+        algo="ppo-hybrid",
+        epochs=cc.hard_epochs,
+        train_limit=cc.train_limit,
+        **_run_kwargs(cc, seed, run_dir),
+    ).resolved()
 
 
 @dataclass
-class NotHereMethod(Method):
-    """A method that exists but has no comparison adapter for these datasets (reported n/a)."""
+class PartsMethod(Method):
+    """The parts agent (:mod:`agents.parts_train`) trains on its two-digit proxy and on CUB
+    (``scripts/train_parts.py``), not on this comparison's tasks: it is listed, and
+    reported ``n/a`` on every dataset, until it has a comparison adapter."""
 
-    name: str
-    reason: str
+    name: str = "parts"
     kind: str = "hard"
+    reason: str = (
+        "the parts agent runs on its two-digit proxy and CUB (scripts/train_parts.py); "
+        "no comparison adapter yet"
+    )
 
     def not_applicable(self, dataset: str, cc: CompareConfig) -> str | None:
         return self.reason
@@ -529,25 +466,13 @@ class NotHereMethod(Method):
         raise RuntimeError(f"{self.name}: {self.reason}")
 
 
-def _parts_adapter(mod: Any) -> Method:
-    """The parts agent trains on its two-digit proxy and on CUB (:mod:`agents.parts_train`),
-    not on the single-digit tasks; on CUB it needs the data (and a GPU)."""
-    return NotHereMethod(
-        "parts",
-        "the parts agent runs on its two-digit proxy and CUB (scripts/train_parts.py); "
-        "no comparison adapter yet",
-    )
-
-
 def all_methods() -> dict[str, Method]:
     """Every method by name, in table order: hard agents, then soft models."""
-    from soft_baselines.train import valid_modules
-
     methods: list[Method] = [
         HardMethod("ram", "ram"),
         HardMethod("dram", "dram"),
-        LazyMethod("ppo", "agents.ppo_train", "PPO, issue 6", _ppo_adapter),
-        LazyMethod("parts", "agents.parts_train", "parts agent, issue 7", _parts_adapter),
+        HardMethod("ppo", "ram", make_config_fn=_ppo_config, train_fn=train_ppo),
+        PartsMethod(),
         *(SoftMethod(m) for m in valid_modules()),
     ]
     return {m.name: m for m in methods}
@@ -559,8 +484,6 @@ def all_methods() -> dict[str, Method]:
 def _dataset_missing(dataset: str, data_root: str | None) -> str | None:
     if dataset != "cub":
         return None
-    from glimpse.data.paths import resolve_root
-
     root = resolve_root(data_root)
     if not (root / "CUB_200_2011").is_dir():
         return f"CUB-200-2011 not found in {root}/CUB_200_2011"
@@ -574,8 +497,6 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _check_same_config(run_dir: Path, cfg: Any) -> None:
     """Raise ``ValueError`` if the finished run in ``run_dir`` used other settings."""
-    from glimpse.training import config_to_dict
-
     saved = read_json(run_dir / "config.json")
     wanted = config_to_dict(cfg)
     diff = [
@@ -662,8 +583,6 @@ def run_comparison(
 
     ``methods`` replaces :func:`all_methods` (tests plug in their own).
     """
-    from glimpse.training import resolve_device
-
     methods = methods or all_methods()
     cc = cc.resolved(list(methods))
     device = resolve_device(cc.device)

@@ -8,6 +8,8 @@ without retraining; model selection stays what the run did (its ``best.pt`` was 
 the validation split), so evaluating the test split here is honest. Random first
 fixations and location noise are seeded per (evaluation seed, image, sample), so the
 result does not depend on ``eval_batch_size``; ``eval_seeds`` seeds give mean and spread.
+
+Top floor (:mod:`glimpse.experiments`): it rebuilds a run's agent, so it imports agents.
 """
 
 from __future__ import annotations
@@ -18,17 +20,18 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+import tyro
 
+from agents.evaluation import evaluate_policy, evaluate_protocols, headline_protocol
+from agents.policies import POLICIES
+from glimpse.experiments.playback import eval_env, load_hard_config
 from glimpse.io import atomic_write
+from glimpse.results import machine_description
+from glimpse.training import load_checkpoint, resolve_device
 
 __all__ = ["EvalConfig", "evaluate_run"]
 
-try:
-    import tyro
-
-    _RunDir = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-except ImportError:  # pragma: no cover - tyro is a dependency
-    _RunDir = str  # type: ignore[misc]
+_RunDir = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
 
 
 @dataclass
@@ -79,11 +82,6 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
     to ``<run_dir>/evaluations/``: ``<split>-<checkpoint>-<protocol>-<init>.json``
     (``error``: the mean over seeds, ``errors``, ``error_std``), or with ``all_protocols``
     ``protocols-<checkpoint>.json`` (``protocols`` as in a run's ``metrics.json``)."""
-    from agents.train import POLICIES, evaluate_policy, evaluate_protocols, headline_protocol
-    from glimpse.playback import eval_env, load_hard_config
-    from glimpse.results import machine_description
-    from glimpse.training import load_checkpoint, resolve_device
-
     run_cfg = load_hard_config(cfg.run_dir)
     over = {
         k: v

@@ -1,7 +1,7 @@
 """Watching what a hard-attention agent looks at: TensorBoard, GIF and MP4 playback of a run.
 
 Every trainer logs glimpse trajectories to TensorBoard through one helper
-(:func:`agents.train.log_playback` -> :func:`glimpse.viz.log_trajectories`): per evaluation,
+(:func:`agents.playback.log_playback` -> :func:`glimpse.viz.log_trajectories`): per evaluation,
 ``eval/trajectories/video`` (an animated GIF of the first validation images, tiled) and
 ``eval/trajectories/steps/<global step>`` (one frame per glimpse step). Each frame carries
 the step number and the caption ``y=<true class>``; the last frame adds ``p=<predicted
@@ -14,9 +14,12 @@ This module is the library side of ``scripts/playback.py``:
 - :func:`load_agent`: the agent of a run rebuilt from its ``config.json`` and a checkpoint
   (``best.pt`` by default, loaded with ``weights_only=True``);
 - :func:`eval_env`: a deterministic (unshuffled) env over one split of the run's task;
-- :func:`render_episodes` / :func:`export_episodes`: play chosen images' episodes with the
-  agent's mean locations (Mnih et al. 2014's test-time policy) and write them as a GIF or
-  MP4 (MP4 needs the optional ``imageio-ffmpeg``: ``pip install -e ".[video]"``).
+- :func:`export_episodes`: play chosen images' episodes with the agent's mean locations
+  (Mnih et al. 2014's test-time policy; :func:`agents.playback.render_episodes`, the frames
+  the trainers log) and write them as a GIF or MP4 (MP4 needs the optional
+  ``imageio-ffmpeg``: ``pip install -e ".[video]"``).
+
+Top floor (:mod:`glimpse.experiments`): it rebuilds a run's agent, so it imports agents.
 """
 
 from __future__ import annotations
@@ -32,8 +35,16 @@ from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+import tyro
 
+from agents.config import HardTrainConfig
+from agents.playback import render_episodes
+from agents.policies import POLICIES
+from envs import GlimpseVectorEnv
+from glimpse.data import ImageSource
 from glimpse.io import atomic_write, read_json
+from glimpse.training import load_checkpoint, load_run_config, resolve_device
+from glimpse.viz import save_gif
 
 __all__ = [
     "PlaybackConfig",
@@ -43,7 +54,6 @@ __all__ = [
     "load_agent",
     "load_hard_config",
     "playback",
-    "render_episodes",
     "save_mp4",
     "tensorboard_command",
 ]
@@ -98,9 +108,6 @@ def load_hard_config(run_dir: str | os.PathLike[str]):
     Raises ``ValueError`` when the run is not a hard-attention run of the REINFORCE trainer
     (e.g. a soft-attention run, which has no glimpses to play back).
     """
-    from agents.train import POLICIES, HardTrainConfig
-    from glimpse.training import load_run_config
-
     path = _check_run_dir(run_dir) / "config.json"
     data = read_json(path)
     if not isinstance(data, dict) or data.get("agent") not in POLICIES:
@@ -116,8 +123,6 @@ def eval_env(cfg: Any, split: str, num_envs: int, device: torch.device | str = "
     """An unshuffled :class:`envs.GlimpseVectorEnv` of ``num_envs`` episodes over ``split``
     (``"train"``, ``"val"`` or ``"test"``) of the run's task, with the run's MDP settings
     (val and test: the first ``cfg.eval_limit`` images if the run set it, as it evaluated)."""
-    from envs import GlimpseVectorEnv, ImageSource
-
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     kw: dict[str, Any] = {"val_size": cfg.val_size}
@@ -139,9 +144,6 @@ def load_agent(
 ):
     """``(policy, cfg, venv)``: the run's agent with ``<checkpoint>.pt`` loaded (eval mode),
     its config and an env over ``split`` with ``num_envs`` episodes."""
-    from agents.train import POLICIES
-    from glimpse.training import load_checkpoint
-
     cfg = load_hard_config(run_dir)
     ckpt = Path(run_dir) / f"{checkpoint}.pt"
     if not ckpt.is_file():
@@ -152,51 +154,6 @@ def load_agent(
     policy.load_state_dict(load_checkpoint(ckpt, device)["model"])
     policy.eval()
     return policy, cfg, venv
-
-
-def _label_text(rows: torch.Tensor) -> list[Any]:
-    """``(n, L)`` labels -> scalars (``L = 1``) or ``"3 7"`` strings (sequences)."""
-    if rows.shape[1] == 1:
-        return rows[:, 0].tolist()
-    return [" ".join(map(str, r)) for r in rows.tolist()]
-
-
-def render_episodes(
-    policy: Any,
-    venv: Any,
-    indices: Sequence[int] | torch.Tensor,
-    ncols: int | None = None,
-    **render_kwargs: Any,
-) -> np.ndarray:
-    """Play the episodes of dataset ``indices`` of ``venv``'s split (deterministic: mean
-    locations) and render them tiled: ``(T, H'', W'', 3)`` uint8, each frame captioned with
-    the true class and, on the last frame, the prediction (:func:`glimpse.viz.render_batch`;
-    ``render_kwargs`` such as ``upscale`` or ``footprint`` go to it)."""
-    from agents.reinforce import predict
-    from glimpse.viz import render_batch
-
-    idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-    n = idx.numel()
-    if n == 0 or n > venv.num_envs:
-        raise ValueError(f"need 1..{venv.num_envs} episode indices (the env's size), got {n}")
-    if int(idx.min()) < 0 or int(idx.max()) >= len(venv.source):
-        raise ValueError(
-            f"indices must lie in [0, {len(venv.source)}) for this split, got {idx.tolist()}"
-        )
-    preds, ro = predict(policy, venv, idx)
-    mdp = venv.config
-    fixations = ro.locations[: mdp.max_steps, :n].transpose(0, 1).cpu()  # (n, S, 2)
-    return render_batch(
-        venv.core.images[:n].cpu(),
-        fixations,
-        mdp.glimpse_size,
-        mdp.num_scales,
-        mdp.scale_factor,
-        labels=_label_text(venv.core.labels[:n].reshape(n, -1).cpu()),
-        predictions=_label_text(preds.reshape(n, -1).cpu()),
-        ncols=ncols,
-        **render_kwargs,
-    )
 
 
 def save_mp4(frames: np.ndarray, path: str | os.PathLike[str], fps: float = 2) -> Path:
@@ -249,9 +206,7 @@ def export_episodes(
 ) -> Path:
     """Render episodes of a run's agent on ``split`` images ``indices`` to ``out``: a GIF
     (``.gif``) or an MP4 (``.mp4``); ``render_kwargs`` (``upscale``, ``footprint``, ...)
-    go to :func:`glimpse.viz.render_trajectory`. Returns the written path."""
-    from glimpse.viz import save_gif
-
+    go to :func:`glimpse.viz.render_fixations`. Returns the written path."""
     if len(indices) == 0:
         raise ValueError("indices is empty; give at least one image index to export")
     suffix = Path(out).suffix.lower()
@@ -264,20 +219,11 @@ def export_episodes(
     return save_mp4(frames, out, fps=fps)
 
 
-def _positional(tp: Any) -> Any:
-    try:
-        import tyro
-
-        return Annotated[tp, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-    except ImportError:  # pragma: no cover - tyro is a dependency
-        return tp
-
-
 @dataclass
 class PlaybackConfig:
     """Play back a hard-attention run: TensorBoard command, or GIF/MP4 export from a checkpoint."""
 
-    run_dir: _positional(str)  # type: ignore[valid-type]
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run folder (runs/<run_name>/, or a parent folder of several runs for TensorBoard)."""
     launch: bool = False
     """Start TensorBoard on run_dir (runs until interrupted)."""
@@ -315,8 +261,6 @@ def playback(cfg: PlaybackConfig) -> Path | None:
     """Print the TensorBoard command (run it with ``launch``); export episodes if asked.
 
     Returns the exported file, if any."""
-    from glimpse.training import resolve_device
-
     _check_run_dir(cfg.run_dir, parent_ok=not cfg.export)
     cmd = tensorboard_command(cfg.run_dir, cfg.port, cfg.host)
     print("TensorBoard: " + " ".join(cmd))

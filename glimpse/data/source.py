@@ -1,4 +1,9 @@
-"""Where episodes get their images: a dataset held as one uint8 tensor on the env's device."""
+"""Where episodes and batches get their images: a dataset held as one tensor on a device
+(:class:`ImageSource`), and the order images are drawn in (:class:`IndexStream`).
+
+Shared by the glimpse envs (:mod:`envs`) and the soft trainer
+(:mod:`soft_baselines.train`), so both see the same splits the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glimpse.data import get_dataset
+from glimpse.data.registry import get_dataset
 
 __all__ = ["ImageSource", "IndexStream"]
 
