@@ -145,19 +145,6 @@ class HardTrainConfig(RunConfig):
         )
         if out.agent == "ram" and get_task(out.task).num_targets > 1:
             raise ValueError(f"RAM classifies one object; use --agent dram for {out.task}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "mc_samples",
-            "eval_seeds",
-            "log_every",
-        ):
-            if getattr(out, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
-        for name in ("train_limit", "eval_limit"):
-            if getattr(out, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
         if out.init_from and not Path(out.init_from).exists():  # fail before building data
             raise FileNotFoundError(
                 f"--init-from {out.init_from}: no such checkpoint or run folder"

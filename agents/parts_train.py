@@ -184,14 +184,6 @@ class PartsTrainConfig(RunConfig):
             backbone=self.backbone or d["backbone"],
             run_name=self.run_name or f"parts-{self.dataset}-s{self.seed}-{int(time.time())}",
         )
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "num_parts"):
-            if getattr(out, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
-        if out.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {out.steps}")
-        for name in ("train_limit", "eval_limit"):
-            if getattr(out, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: all), got {getattr(out, name)}")
         if not 0 < out.cub_val_fraction < 1:
             raise ValueError(f"cub_val_fraction must be in (0, 1), got {out.cub_val_fraction}")
         return out

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 import torch
 
 from glimpse import distributed
-from glimpse.io import atomic_write, read_json
+from glimpse.io import atomic_write, read_json, write_json
 from glimpse.rng import rng_state, seed_everything, set_rng_state
 
 T = TypeVar("T")
@@ -588,8 +588,7 @@ class Run:
         """Write ``config.json`` (atomically) once per session, before the first file."""
         if self._config_written or not self.enabled:
             return
-        text = json.dumps(config_to_dict(self.config), indent=2, sort_keys=True)
-        atomic_write(self.dir / "config.json", lambda f: f.write(text.encode() + b"\n"))
+        write_json(self.dir / "config.json", config_to_dict(self.config))
         self._config_written = True
 
     @property
@@ -648,8 +647,7 @@ class Run:
         if not self.enabled:
             return None
         self._write_config()
-        text = json.dumps(data, indent=2, sort_keys=True)
-        return atomic_write(self.dir / name, lambda f: f.write(text.encode() + b"\n"))
+        return write_json(self.dir / name, data)
 
     def close(self) -> None:
         if self._writer is not None:

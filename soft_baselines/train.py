@@ -188,18 +188,6 @@ class SoftTrainConfig(RunConfig):
             raise ValueError(f"--module none takes no --module-kwargs, got {kwargs}")
         if self.module == "stn" and "mode" in kwargs:
             raise ValueError("set the STN's mode with --stn-mode, not in --module-kwargs")
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "max_batches_per_epoch",
-            "log_images",
-            "val_size",
-            "train_limit",
-            "eval_limit",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         return replace(

@@ -28,7 +28,9 @@ def test_trainer_matches_its_golden_run(name, data_root, tmp_path):
         )
     want = GOLDEN["runs"][name]
     got = run_golden(name, str(data_root), str(tmp_path))
-    assert sorted(got["keys"]) == sorted(METRICS_KEYS), f"{name}: metrics.json is not in the one schema"
+    assert sorted(got["keys"]) == sorted(METRICS_KEYS), (
+        f"{name}: metrics.json is not in the one schema"
+    )
     assert got["last_weights"] == want["last_weights"], f"{name}: final weights changed"
     assert got["best_weights"] == want["best_weights"], f"{name}: selected weights changed"
     for old, new in COMPARED.items():

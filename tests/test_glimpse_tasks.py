@@ -18,11 +18,11 @@ import gymnasium as gym
 import pytest
 
 import envs
-from agents import curves
 from agents.config import TASK_IDS, HardTrainConfig, task_defaults
 from agents.parts_train import PROXY_TASK, PartsTrainConfig
 from agents.ppo_train import PPOTrainConfig
 from envs import ImageSource
+from glimpse.experiments import curves
 from glimpse.experiments.compare import ALL_DATASETS, CompareConfig, HardMethod
 from glimpse.tasks import KINDS, TASKS, Task, get_task, task_for_env_id, tasks_of
 from soft_baselines.train import SOFT_DATASETS, SoftTrainConfig

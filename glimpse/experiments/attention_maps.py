@@ -35,7 +35,6 @@ The summary (returned, printed and written beside the ``.npz`` as JSON) holds th
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -48,7 +47,7 @@ from agents.reinforce import predict
 from glimpse.attention import fixations_in_boxes, footprint_map, mass_in_boxes, pointing_hits
 from glimpse.data import get_dataset
 from glimpse.experiments.playback import load_agent
-from glimpse.io import atomic_write
+from glimpse.io import atomic_write, write_json
 from glimpse.training import Rule, check_config, resolve_device
 
 __all__ = ["AttentionMapsConfig", "export_attention_maps"]
@@ -180,7 +179,6 @@ def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
     buf = io.BytesIO()
     np.savez_compressed(buf, **out)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
-    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
-    atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+    write_json(path.with_suffix(".json"), summary)
     summary["npz"] = str(path)
     return summary

@@ -16,9 +16,9 @@ project's own trainers, then measures the trained model the same way for every m
   so it adds 0: the numbers are the networks' multiply-accumulates (x2) only;
 - **pixels seen per image**: hard agents ``steps x scales x g^2`` (plus the ``s x s``
   context view for DRAM), soft models the whole ``H x W`` image (per channel);
-- **training wall time**: the trainer's own timing (``train_seconds`` of the soft trainer,
-  ``train_seconds_this_session`` of the REINFORCE trainer; both include the per-epoch
-  validation);
+- **training wall time**: the trainer's own timing, ``train_seconds`` of its
+  ``metrics.json`` (one schema for every trainer, :data:`glimpse.loop.METRICS_KEYS`:
+  training and per-epoch validation, summed over resumed sessions);
 - **inference images/s**: measured on ``throughput_images`` test images in evaluation
   batches (hard agents: whole episodes through the env, retina included), one warm-up batch.
 
@@ -49,7 +49,6 @@ from __future__ import annotations
 import abc
 import csv
 import io
-import json
 import shutil
 import statistics
 import time
@@ -68,7 +67,7 @@ from glimpse.data import ImageSource
 from glimpse.data.paths import resolve_root
 from glimpse.experiments.playback import eval_env, load_agent
 from glimpse.flops import count_flops
-from glimpse.io import atomic_write, read_json
+from glimpse.io import atomic_write, read_json, write_json
 from glimpse.tasks import TASKS, tasks_of
 from glimpse.training import (
     Rule,
@@ -206,15 +205,6 @@ class CompareConfig:
             raise ValueError(f"unknown method(s) {bad}; valid: {', '.join(known)}")
         if not cfg.seeds:
             raise ValueError("seeds must hold at least one seed")
-        for name in ("hard_epochs", "soft_epochs", "batch_size", "eval_batch_size"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        for name in ("flops_batch", "throughput_images"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        for name in ("max_batches_per_epoch", "train_limit", "val_size"):
-            if getattr(cfg, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
         return cfg
 
     def budget(self, kind: str) -> str:
@@ -490,11 +480,6 @@ def _dataset_missing(dataset: str, data_root: str | None) -> str | None:
     return None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True)
-    atomic_write(path, lambda f: f.write(text.encode() + b"\n"))
-
-
 def _check_same_config(run_dir: Path, cfg: Any) -> None:
     """Raise ``ValueError`` if the finished run in ``run_dir`` used other settings."""
     saved = read_json(run_dir / "config.json")
@@ -540,9 +525,10 @@ def run_one(
         prof["device"] = str(device)
         if not reused:
             prof["train_call_seconds"] = wall  # data loading and test evaluation included
-        _write_json(prof_path, prof)
-    keys = ("train_seconds", "train_seconds_this_session", "train_call_seconds")
-    train_s = next((src[k] for k in keys for src in (metrics, prof) if k in src), None)
+        write_json(prof_path, prof)
+    # every trainer's metrics.json holds train_seconds (glimpse.loop.METRICS_KEYS); runs
+    # written before the one schema are timed by the whole train call instead
+    train_s = metrics.get("train_seconds", prof.get("train_call_seconds"))
     return {
         "run": str(run_dir),
         "seed": seed,
@@ -740,7 +726,7 @@ def write_outputs(rows: Sequence[dict[str, Any]], out: Path, cc: CompareConfig) 
         writer.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_FIELDS})
     atomic_write(out / "results.csv", lambda f: f.write(buf.getvalue().encode()))
     config = {f.name: getattr(cc, f.name) for f in fields(cc)}
-    _write_json(out / "results.json", {"config": config, "rows": list(rows)})
+    write_json(out / "results.json", {"config": config, "rows": list(rows)})
     _plot(rows, "pixels_per_image", "pixels seen per image", False, out / "accuracy_vs_pixels.png")
     _plot(rows, "flops_per_image", "FLOPs per image (counted)", True, out / "accuracy_vs_flops.png")
 

@@ -14,7 +14,6 @@ Top floor (:mod:`glimpse.experiments`): it rebuilds a run's agent, so it imports
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,7 +24,7 @@ import tyro
 from agents.evaluation import evaluate_policy, evaluate_protocols, headline_protocol
 from agents.policies import POLICIES
 from glimpse.experiments.playback import eval_env, load_hard_config
-from glimpse.io import atomic_write
+from glimpse.io import write_json
 from glimpse.results import machine_description
 from glimpse.training import load_checkpoint, resolve_device
 
@@ -156,5 +155,5 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
         if protocol == "mc":
             name += str(run_cfg.mc_samples)
         out = out_dir / f"{name}-{run_cfg.init_location}.json"
-    atomic_write(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_json(out, result)
     return result
