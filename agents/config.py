@@ -6,11 +6,11 @@ defaults they inherit come from the task table (:mod:`glimpse.tasks`)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from agents.ppo import PPOConfig
+from agents.ppo import PPOConfig, PPOHyperparameters
 from envs import MDPConfig
 from glimpse.tasks import get_task, tasks_of
 from glimpse.training import Rule, RunConfig, batches_per_epoch, check_config
@@ -175,7 +175,7 @@ ALGOS = ("ppo-hybrid", "sb3-recurrent-ppo")
 
 
 @dataclass
-class PPOTrainConfig(HardTrainConfig):
+class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
     """Training a hard-attention agent with PPO (Schulman et al. 2017): the project's
     PPO-hybrid or sb3-contrib's RecurrentPPO."""
 
@@ -196,20 +196,6 @@ class PPOTrainConfig(HardTrainConfig):
     eval_every_steps: int = 0
     """Evaluate on the validation split every this many env steps (0: once per epoch's
     worth of env steps)."""
-    clip_range: float = 0.2
-    """PPO's clip range epsilon for the probability ratio."""
-    gamma: float = 1.0
-    """Discount factor (1: undiscounted, the episode return is the classification reward)."""
-    gae_lambda: float = 0.95
-    """GAE lambda (1: Monte-Carlo returns)."""
-    update_epochs: int = 4
-    """Passes over each rollout."""
-    minibatches: int = 4
-    """Minibatches per pass (ppo-hybrid: of whole episodes; sb3: of the rollout's steps)."""
-    normalize_advantages: bool = True
-    """Standardise advantages per minibatch."""
-    target_kl: float = 0.0
-    """Stop a rollout's update early once the approximate KL exceeds this (0: never)."""
     sb3_n_steps: int = 0
     """sb3 only: steps per env per rollout (0: one episode length, num_targets * T)."""
     sb3_grid: int = 9
@@ -220,12 +206,6 @@ class PPOTrainConfig(HardTrainConfig):
     RULES: ClassVar[dict[str, Rule]] = {
         "total_env_steps": (">=", 0),
         "eval_every_steps": (">=", 0),
-        "clip_range": (">", 0),
-        "gamma": ("[]", 0, 1),
-        "gae_lambda": ("[]", 0, 1),
-        "update_epochs": (">=", 1),
-        "minibatches": (">=", 1),
-        "target_kl": (">=", 0),
         "sb3_n_steps": (">=", 0),
         "sb3_grid": (">=", 2),
         "sb3_ent_coef": (">=", 0),
@@ -265,16 +245,11 @@ class PPOTrainConfig(HardTrainConfig):
 
     def ppo(self) -> PPOConfig:
         """The PPO-hybrid update's hyperparameters."""
+        own = {f.name: getattr(self, f.name) for f in fields(PPOHyperparameters)}
         return PPOConfig(
-            clip_range=self.clip_range,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            update_epochs=self.update_epochs,
-            minibatches=self.minibatches,
+            **own,
             value_coef=self.baseline_coef,
             entropy_coef=self.entropy_coef,
-            normalize_advantages=self.normalize_advantages,
-            target_kl=self.target_kl,
             grad_clip=self.grad_clip,
         )
 

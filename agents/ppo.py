@@ -29,6 +29,7 @@ REINFORCE for the location policy:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ from glimpse.loop import apply_gradients
 __all__ = [
     "EpisodeBatch",
     "PPOConfig",
+    "PPOHyperparameters",
     "collect_episodes",
     "compute_gae",
     "location_advantages",
@@ -53,30 +55,49 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class PPOConfig:
-    """Hyperparameters of one PPO-hybrid update."""
+@dataclass
+class PPOHyperparameters:
+    """PPO's own hyperparameters (Schulman et al. 2017), declared once: part of
+    :class:`PPOConfig` and of the trainer's command line (:class:`agents.config.PPOTrainConfig`)."""
 
     clip_range: float = 0.2
     """PPO's ``epsilon``: the probability ratio is clipped to ``[1 - eps, 1 + eps]``."""
     gamma: float = 1.0
-    """Discount of the location rewards (1: undiscounted, as REINFORCE here)."""
+    """Discount of the location rewards (1: undiscounted, the episode return is the
+    classification reward, as REINFORCE here)."""
     gae_lambda: float = 0.95
     """GAE's ``lambda`` (1: Monte-Carlo returns minus the value; 0: one-step TD)."""
     update_epochs: int = 4
     """Passes over each rollout."""
     minibatches: int = 4
-    """Minibatches (of whole episodes) per pass."""
+    """Minibatches per pass (PPO-hybrid: of whole episodes; SB3: of the rollout's steps)."""
+    normalize_advantages: bool = True
+    """Standardise the advantages of each minibatch."""
+    target_kl: float = 0.0
+    """Stop the update early once an epoch's mean approximate KL exceeds this (0: never)."""
+
+    RULES: ClassVar[dict[str, tuple]] = {
+        "clip_range": ("()", 0, 1),
+        "gamma": ("[]", 0, 1),
+        "gae_lambda": ("[]", 0, 1),
+        "update_epochs": (">=", 1),
+        "minibatches": (">=", 1),
+        "target_kl": (">=", 0),
+    }
+    """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
+
+
+@dataclass
+class PPOConfig(PPOHyperparameters):
+    """Hyperparameters of one PPO-hybrid update: PPO's own plus the loss weights and
+    clipping."""
+
     policy_coef: float = 1.0
     """Weight of the clipped surrogate."""
     value_coef: float = 1.0
     """Weight of the value regression."""
     entropy_coef: float = 0.0
     """Weight of the location-entropy bonus."""
-    normalize_advantages: bool = True
-    """Standardise the advantages of each minibatch."""
-    target_kl: float = 0.0
-    """Stop the update early once an epoch's mean approximate KL exceeds this (0: never)."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (0 disables)."""
 

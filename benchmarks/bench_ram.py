@@ -9,11 +9,14 @@ Both sides train RAM (Mnih et al. 2014) on 28x28 MNIST, all 60,000 official trai
 images (``val_size=0``), 6 glimpses of 8x8 at one scale, batch 128, on the CPU, in the same
 process and run:
 
-- **framework**: the trainer's per-batch work, exactly as :func:`agents.train._train` does
-  it -- :func:`agents.reinforce.collect_rollout` through :class:`envs.GlimpseVectorEnv`
-  (image stream, retina, reward, action validation), :func:`agents.reinforce.reinforce_loss`
-  (with its logged metrics), backward, gradient clipping, Adam step, lr schedule. Evaluation,
-  logging and checkpoints (once per epoch in the trainer) are excluded.
+- **framework**: the trainer's per-batch work, exactly as
+  :meth:`agents.train.ReinforceMethod.update` and :func:`glimpse.loop.fit` do it -- the
+  random first fixations of :func:`agents.train.train_first_fixations`,
+  :func:`agents.reinforce.collect_rollout` through :class:`envs.GlimpseVectorEnv` (image
+  stream, retina, reward, action validation), :func:`agents.reinforce.reinforce_loss` (with
+  its logged metrics), :func:`glimpse.loop.apply_gradients` (backward, gradient clipping,
+  Adam step), lr schedule. Evaluation, logging and checkpoints (once per epoch in the
+  trainer) are excluded.
 - **reference**: the least plain-torch code for the same math, written below: index a
   uint8 tensor with a shuffled permutation, crop the 8x8 glimpses with one
   ``grid_sample`` per step (bilinear at the pixel centres: the retina's value at one scale),
@@ -50,7 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents.config import HardTrainConfig
 from agents.policies import POLICIES
 from agents.reinforce import ReinforceConfig, collect_rollout, reinforce_loss
+from agents.train import train_first_fixations
 from envs import GlimpseVectorEnv, ImageSource
+from glimpse.loop import apply_gradients
 from glimpse.training import lr_scheduler
 
 BATCH, GLIMPSES, G, HIDDEN, STD, LR, CLIP = 128, 6, 8, 256, 0.15, 1e-3, 10.0
@@ -74,14 +79,16 @@ def framework_step(data_root: str | None) -> Callable[[], None]:
     sched = lr_scheduler(opt, "cosine", 10 * len(source) // BATCH)
     rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
 
+    episodes = 0
+
     def step() -> None:
-        ro = collect_rollout(policy, venv)
+        nonlocal episodes
+        options = train_first_fixations(cfg, episodes)
+        ro = collect_rollout(policy, venv, options=options)
         loss, _ = reinforce_loss(ro, rcfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        opt.step()
+        apply_gradients(loss, policy, opt, cfg.grad_clip)
         sched.step()
+        episodes += BATCH
 
     return step
 
