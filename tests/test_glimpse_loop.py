@@ -117,7 +117,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 
 def test_budget_rejects_empty_runs():
-    with pytest.raises(ValueError, match="Budget.total_updates must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"Budget\.total_updates must be >= 1, got 0"):
         Budget(0, 1, 1)
     assert Budget(10, 4, 2, env_steps_per_update=12, step_unit="env_steps").global_step(3) == 36
     assert Budget(10, 4, 2).global_step(3) == 6 and Budget(10, 4, 2).epochs == 3
