@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import setup_device
 from glimpse.retina import Retina, pixel_to_loc
-from tests.retina_reference import naive_foveate
+from tests.reference.retina import naive_foveate
 
 CONFIGS = [
     # (B, H, W, g, k, s, T): T = glimpses per episode on that task (RAM paper)

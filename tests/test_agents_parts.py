@@ -24,7 +24,7 @@ from agents.parts import (
 from agents.parts_train import PartsTrainConfig, build_parts_envs, evaluate_parts, train_parts
 from envs import PART_TASKS, GlimpseVectorEnv, ImageSource, MDPConfig
 from glimpse.parts_metrics import digit_hits, digits_covered, hit_summary, part_hits
-from tests.cub_fixture import make_tiny_cub
+from tests.helpers.cub import make_tiny_cub
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
