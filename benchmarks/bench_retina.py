@@ -7,7 +7,7 @@ Usage::
 For each configuration it times, in the same run:
 
 - ``retina``: :func:`glimpse.retina.foveate` on the whole batch;
-- ``loop``: the per-sample, per-scale reference (``tests/retina_reference.py``: crop with
+- ``loop``: the per-sample, per-scale reference (``tests/reference/retina.py``: crop with
   zero padding, then ``avg_pool2d``), on pixel-aligned locations so both compute the same
   glimpses (checked);
 - ``copy``: ``out.clone()`` of a tensor of the glimpse output's size.

@@ -1,5 +1,10 @@
-"""``HardTrainConfig.init_location``: random first fixations in training and evaluation,
-with evaluation reproducible (the same first fixations at every call)."""
+"""``agents.environments.build_envs``: what the trainer's envs take from the config.
+
+``HardTrainConfig.init_location``: random first fixations in training and evaluation,
+with evaluation reproducible (the same first fixations at every call); ``train_limit``
+takes the first images; the number of classes comes from the dataset
+(``len(dataset.classes)``), not a constant: 100 for ``twodigit100``, 10 for MNIST.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import torch
 from agents.config import HardTrainConfig
 from agents.environments import build_envs
 from agents.evaluation import evaluate_policy
-from agents.policies import POLICIES
+from agents.policies import POLICIES, build_ram
 from agents.reinforce import predict
+from soft_baselines.train import SoftTrainConfig, build_model, load_splits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,3 +72,45 @@ def test_random_is_the_default_and_centre_an_option(data_root):
 def test_bad_init_location_is_a_clear_error(data_root):
     with pytest.raises(ValueError, match="init_location"):
         _setup(data_root, "corner")
+
+
+# ---------------------------------------------------------------------- learning
+def test_train_limit_takes_the_first_images(data_root):
+    from agents.config import HardTrainConfig
+    from agents.environments import build_envs
+
+    cfg = HardTrainConfig(
+        data_root=str(data_root), train_limit=1000, val_size=500, run_name="x"
+    ).resolved()
+    train, evals = build_envs(cfg, torch.device("cpu"))
+    full, _ = build_envs(HardTrainConfig(data_root=str(data_root), val_size=500).resolved(), "cpu")
+    assert len(train.source) == 1000 and len(evals["test"].source) == 10000
+    assert torch.equal(train.source.images, full.source.images[:1000])
+    with pytest.raises(ValueError, match="--train-limit must be >= 0, got -1"):
+        HardTrainConfig(train_limit=-1).resolved()
+
+
+def test_num_classes_come_from_the_dataset(data_root):
+    cfg = HardTrainConfig(
+        task="twodigit100", data_root=str(data_root), train_limit=40, eval_limit=20
+    ).resolved()
+    assert cfg.mdp().num_classes == 100  # the registered default, e.g. for playback
+    train, evals = build_envs(cfg, torch.device("cpu"))
+    assert train.config.num_classes == 100
+    assert (len(train.source), len(evals["val"].source), len(evals["test"].source)) == (40, 20, 20)
+    # the limited split is the start of the full one (generated alone, same images)
+    assert int(train.source.labels.max()) < 100
+    shape = train.single_observation_space["glimpse"].shape
+    assert build_ram(cfg, shape, 1).classifier.out_features == 100
+    mnist = HardTrainConfig(data_root=str(data_root)).resolved()
+    assert build_ram(mnist, (1, 1, 8, 8), 1).classifier.out_features == 10
+    soft = load_splits(
+        SoftTrainConfig(
+            dataset="twodigit100", data_root=str(data_root), train_limit=30, eval_limit=10
+        ),
+        torch.device("cpu"),
+    )
+    assert soft.num_classes == 100
+    assert [len(soft[s]) for s in ("train", "val", "test")] == [30, 10, 10]
+    assert torch.equal(soft["train"].labels, train.source.labels[:30])
+    assert build_model(SoftTrainConfig(), (1, 100, 100), soft.num_classes).head.out_features == 100
