@@ -7,7 +7,7 @@ Usage::
 For each configuration it times, in the same run:
 
 - ``retina``: :func:`glimpse.retina.foveate` on the whole batch;
-- ``loop``: the per-sample, per-scale reference (``tests/retina_reference.py``: crop with
+- ``loop``: the per-sample, per-scale reference (``tests/reference/retina.py``: crop with
   zero padding, then ``avg_pool2d``), on pixel-aligned locations so both compute the same
   glimpses (checked);
 - ``copy``: ``out.clone()`` of a tensor of the glimpse output's size.
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import setup_device
 from glimpse.retina import Retina, pixel_to_loc
-from tests.retina_reference import naive_foveate
+from tests.reference.retina import naive_foveate
 
 CONFIGS = [
     # (B, H, W, g, k, s, T): T = glimpses per episode on that task (RAM paper)

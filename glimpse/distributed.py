@@ -37,7 +37,7 @@ Conventions (Goyal et al. 2017, "Accurate, Large Minibatch SGD"):
   and the baseline network's own prediction. Nothing is batch-global (no advantage
   normalisation, no batch-mean baseline), so computing ``A`` per rank from that rank's
   rollout and averaging gradients gives exactly the gradient of the loss over the global
-  batch (``tests/test_distributed.py`` checks it against one process on ``2B`` episodes).
+  batch (``tests/test_glimpse_distributed.py`` checks it against one process on ``2B`` episodes).
   A trainer that adds a batch-global statistic (e.g. advantage normalisation in PPO)
   must reduce it across ranks itself (:func:`all_reduce`) to keep this property.
 - Hard-attention policies are driven through ``initial_state``/``act`` rather than

@@ -48,7 +48,7 @@ instead of ``O(k g H W)``. Which preparation depends on the cell sides ``c = s**
 - **Other cells** -- :class:`IntegralImage`, a float64 summed-area table: the integral of
   the image is bilinear inside each pixel, so interpolating it at the cell corners is exact.
 
-All paths agree with the loop reference (``tests/retina_reference.py``; tested).
+All paths agree with the loop reference (``tests/reference/retina.py``; tested).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_each_loss_term_trains_its_own_networks(detach_location):
     """REINFORCE trains the location pathway (context network, upper LSTM, emission), and
     with ``detach_location`` nothing else; classification trains the glimpse network, the
     lower LSTM and the classifier; the baseline term only the baseline."""
-    from tests.test_agents_ram_more import _term_grads, _trained
+    from tests.helpers.reinforce import _term_grads, _trained
 
     cfg = MDPConfig(glimpse_size=6, num_scales=2, num_glimpses=3, num_targets=2, context_size=8)
     venv = GlimpseVectorEnv(_two_digit_source(), 8, cfg, shuffle=False)

@@ -1,4 +1,6 @@
-"""RAM, its clipped-Gaussian location policy and batched REINFORCE."""
+"""RAM, its clipped-Gaussian location policy and batched REINFORCE; log-probs of ``act``
+against ``torch.distributions``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from agents.distributions import ClippedGaussian
 from agents.ram import RAM
 from agents.reinforce import ReinforceConfig, Rollout, collect_rollout, predict, reinforce_loss
 from envs import GlimpseVectorEnv, MDPConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_source(n: int = 32, size: int = 16, seed: int = 0):
@@ -153,7 +157,7 @@ def test_predict_monte_carlo_and_deterministic():
     assert p1.shape == (5, 1) and torch.equal(p1, p2)
     pm, ro = predict(ram, venv, idx, samples=2, seed=0)
     probs = ro.logits[-1, :10].softmax(-1).reshape(2, 5, -1).mean(0)  # values: see also
-    assert torch.equal(pm[:, 0], probs.argmax(-1))  # tests/test_eval_protocol.py
+    assert torch.equal(pm[:, 0], probs.argmax(-1))  # tests/test_agents_reinforce.py
     with pytest.raises(ValueError, match="num_envs"):
         predict(ram, venv, idx, samples=3)
 
@@ -190,3 +194,55 @@ def test_ram_learns_mnist_beyond_chance(data_root, tmp_path):
     )
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
     assert json.loads((run / "config.json").read_text())["batch_size"] == 128
+
+
+def _obs(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "glimpse": torch.rand(n, 1, 1, 8, 8, generator=g),
+        "location": torch.rand(n, 2, generator=g) * 2 - 1,
+        "step": torch.zeros(n, 1),
+    }
+
+
+# ------------------------------------------------------------ log-probs of act()
+@pytest.mark.parametrize(("core", "learn_std"), [("rnn", False), ("lstm", True)])
+def test_act_log_prob_is_the_normal_density_for_interior_actions(core, learn_std):
+    torch.manual_seed(0)
+    ram = RAM((1, 1, 8, 8), hidden=16, core=core, std=0.6, learn_std=learn_std)
+    obs = _obs()
+    out = ram.act(obs, ram.initial_state(obs))
+    inside = (out.location.abs() < 1).all(1)
+    on_bound = (out.location.abs() == 1).any(1)
+    # std 0.6 around means near 0: both kinds of action occur in 64 samples.
+    assert inside.sum() >= 10 and on_bound.sum() >= 1
+    normal = Normal(out.mean, ram.std.expand_as(out.mean))
+    expected = normal.log_prob(out.location).sum(-1)
+    torch.testing.assert_close(out.log_prob[inside], expected[inside])
+    # On a bound the clipped coordinate carries the tail mass (a log-probability <= 0),
+    # never the density the unclipped Normal would give.
+    assert not torch.allclose(out.log_prob[on_bound], expected[on_bound])
+    # The same numbers, and the same gradients, from evaluate_actions (PPO's path).
+    again = ram.evaluate_actions(obs, ram.initial_state(obs), out.location)
+    torch.testing.assert_close(again.log_prob, out.log_prob)
+    (g_act,) = torch.autograd.grad(
+        out.log_prob[inside].sum(), ram.locator.weight, retain_graph=True
+    )
+    (g_ref,) = torch.autograd.grad(expected[inside].sum(), ram.locator.weight)
+    torch.testing.assert_close(g_act, g_ref)
+
+
+def test_act_log_prob_at_a_bound_is_the_tail_mass():
+    ram = RAM((1, 1, 8, 8), hidden=16, std=0.3)
+    with torch.no_grad():
+        ram.locator.weight.zero_()
+        ram.locator.bias.copy_(torch.tensor([3.0, -3.0]))  # mean = tanh(+-3), near the corners
+    obs = _obs(8)
+    loc = torch.tensor([[1.0, -1.0]]).expand(8, 2)
+    out = ram.evaluate_actions(obs, ram.initial_state(obs), loc)
+    std_normal = Normal(0.0, 1.0)
+    mu = out.mean
+    expected = (
+        std_normal.cdf((mu[:, 0] - 1) / 0.3).log() + std_normal.cdf((-1 - mu[:, 1]) / 0.3).log()
+    )
+    torch.testing.assert_close(out.log_prob, expected)

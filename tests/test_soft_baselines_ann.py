@@ -10,7 +10,7 @@ import torch
 
 from soft_baselines import create
 from soft_baselines.ann import AsymmetricFusionNonLocal, pyramid_sample
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     rand,

@@ -7,7 +7,7 @@ import torch
 
 from soft_baselines import create
 from soft_baselines.apcnet import AdaptiveContextModule
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     conv1x1,

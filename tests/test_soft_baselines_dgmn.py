@@ -10,7 +10,7 @@ import torch
 
 from soft_baselines._local import neighbourhoods
 from soft_baselines.dgmn import DynamicGraphMessagePassing, sample_nodes
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     conv1x1,

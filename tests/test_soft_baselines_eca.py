@@ -9,7 +9,7 @@ import torch
 
 from soft_baselines import create
 from soft_baselines.eca import EfficientChannelAttention, eca_kernel_size
-from tests.soft_helpers import assert_all_parameters_get_gradients, rand, randomise
+from tests.helpers.soft import assert_all_parameters_get_gradients, rand, randomise
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from soft_baselines.latentgnn import LatentGNN
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     rand,

@@ -16,8 +16,8 @@ from soft_baselines import create
 from soft_baselines.nonlocal_block import PAIRWISE_FUNCTIONS
 
 pytest.importorskip("mmcv.cnn.bricks")
+from tests.helpers.soft import rand, randomise
 from tests.reference.mmcv_blocks import to_mmcv_context_block, to_mmcv_nonlocal
-from tests.soft_helpers import rand, randomise
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from soft_baselines.polarized import PolarizedSelfAttention
-from tests.soft_helpers import assert_all_parameters_get_gradients, conv1x1, rand, randomise
+from tests.helpers.soft import assert_all_parameters_get_gradients, conv1x1, rand, randomise
 
 
 def _softmax(v: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from soft_baselines.residual_attention import PreActBottleneck, ResidualAttention
-from tests.soft_helpers import assert_all_parameters_get_gradients, rand, randomise
+from tests.helpers.soft import assert_all_parameters_get_gradients, rand, randomise
 
 
 def test_output_is_one_plus_mask_times_trunk():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from soft_baselines.rnl import RegionNonLocal
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     conv1x1,

@@ -11,7 +11,7 @@ import torch
 
 from soft_baselines import create
 from soft_baselines.san import SelfAttention, normalised_coordinates
-from tests.soft_helpers import (
+from tests.helpers.soft import (
     assert_all_parameters_get_gradients,
     assert_identity_at_init,
     conv1x1,

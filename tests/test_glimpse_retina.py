@@ -21,7 +21,7 @@ from glimpse.retina import (
     patch_boxes,
     pixel_to_loc,
 )
-from tests.retina_reference import naive_foveate
+from tests.reference.retina import naive_foveate
 
 
 def _loc_from_pixels(px: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -448,7 +448,7 @@ def test_torchrun_train_ram_two_ranks_match_one_process(data_root, tmp_path, mon
     # from the centre: with random first fixations the per-rank location noise moves the
     # glimpses more than the tolerance below allows (measured 3.6e-4 against 1e-4 on the
     # first step); that the ranks' random first fixations are those of one process is
-    # tested in tests/test_eval_protocol.py::test_training_first_fixations_*
+    # tested in tests/test_agents_train.py::test_training_first_fixations_*
     common += ["--init-location", "center"]
     debug = tmp_path / "dbg"
     _torchrun("train_ram.py", [*common, "--batch-size", "16"], tmp_path, debug)

@@ -34,7 +34,7 @@ from PIL import Image
 
 from glimpse.experiments.playback import launch_tensorboard
 from glimpse.viz import DEFAULT_COLORS
-from tests.test_playback import FRAME_SHAPE, make_small_run
+from tests.helpers.playback import FRAME_SHAPE, make_small_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

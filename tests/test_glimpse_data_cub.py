@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 import glimpse.data.transforms as T
 from glimpse.data import CUB200, DatasetNotFoundError
 from glimpse.data.cub import UnsafeArchiveError, safe_extract_tar
-from tests.cub_fixture import PART_NAMES, make_tiny_cub
+from tests.helpers.cub import PART_NAMES, make_tiny_cub
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The single-trajectory evaluation protocol of hard agents (issue 16).
+"""``agents.reinforce``: which loss term trains which parameters (on a real rollout), and
+the single-trajectory evaluation protocol of hard agents (issue 16).
 
 Random first fixations and sampled locations are drawn per (evaluation seed, image index,
 sample index), so an evaluation does not depend on the batch size; the Monte-Carlo
@@ -13,6 +14,7 @@ import torch
 from agents.ram import RAM
 from agents.reinforce import episode_draws, episode_key, predict
 from envs import GlimpseVectorEnv, MDPConfig
+from tests.helpers.reinforce import _term_grads, _toy_source, _trained
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,52 +66,6 @@ def test_predictions_do_not_depend_on_the_batch_size(samples, sampled):
     if sampled:  # sampled locations after the first differ from the mean-only path
         _, l_mean = _batched(ram, 30, 1, False, seed=3)
         assert (l_big[1:, 0] - l_mean[1:, 0]).abs().mean() > 0.01
-
-
-def test_evaluate_policy_same_result_for_two_eval_batch_sizes(data_root, monkeypatch):
-    """Through the trainer's evaluation on real MNIST: the same metrics and, image by image,
-    the same first fixations and predictions (failed before: the first fixations and the
-    location noise came from one generator over the whole, padded batch)."""
-    import agents.evaluation as train_module
-    from agents.config import HardTrainConfig
-    from agents.environments import build_envs
-    from agents.evaluation import evaluate_policy
-    from agents.policies import POLICIES
-
-    seen: dict[int, dict[int, tuple]] = {}
-
-    def recording_predict(policy, venv, idx, samples=1, **kw):
-        preds, ro = predict(policy, venv, idx, samples, **kw)
-        for j, i in enumerate(idx.tolist()):
-            seen[current].setdefault(i, (ro.locations[0, j].tolist(), preds[j].tolist()))
-        return preds, ro
-
-    monkeypatch.setattr(train_module, "predict", recording_predict)
-    results = {}
-    for bs in (250, 96):
-        current = bs
-        seen[bs] = {}
-        cfg = HardTrainConfig(
-            init_location="random",
-            data_root=str(data_root),
-            train_limit=256,
-            eval_limit=500,
-            val_size=500,
-            eval_batch_size=bs,
-            mc_samples=2,
-            batch_size=64,
-            device="cpu",
-        ).resolved()
-        train_env, evals = build_envs(cfg, torch.device("cpu"))
-        torch.manual_seed(0)
-        policy = POLICIES["ram"](cfg, train_env.single_observation_space["glimpse"].shape, 1)
-        policy.eval()
-        results[bs] = {
-            p: evaluate_policy(policy, evals["val"], cfg, protocol=p, seed=1)
-            for p in ("single-mean", "single-sampled", "mc")
-        }
-    assert results[250] == results[96]
-    assert len(seen[250]) == 500 and seen[250] == seen[96]
 
 
 def test_episode_draws_are_a_function_of_seed_image_and_sample():
@@ -171,24 +127,36 @@ def test_predict_rejects_mc_without_sampling():
         predict(_ram(), _env(10), torch.arange(5), 0)
 
 
-def test_training_first_fixations_resume_and_torchrun_safe(monkeypatch):
-    """Training batches draw their random first fixations from the global episode number:
-    a resumed run (same ``global_step``) repeats them, and two ranks of 16 (interleaved
-    positions, as their index streams are sharded) get those of one process of 32."""
-    import agents.train as train_module
-    from agents.config import HardTrainConfig
-    from agents.train import train_first_fixations
+# ------------------------------------------------- which loss term trains which weights
+@pytest.mark.parametrize("detach_location", [True, False])
+def test_each_loss_term_trains_only_its_networks(detach_location):
+    """The policy term never reaches the baseline or the classifier head; the baseline term
+    reaches only the baseline; classification never reaches the locator or the baseline.
 
-    cfg = HardTrainConfig(batch_size=32)
-    one = train_first_fixations(cfg, 64)["init_loc"]
-    assert one.shape == (32, 2) and one.std(0).min() > 0.3
-    assert torch.equal(one, train_first_fixations(cfg, 64)["init_loc"])
-    assert not torch.equal(one, train_first_fixations(cfg, 96)["init_loc"])
-    half = HardTrainConfig(batch_size=16)
-    monkeypatch.setattr(train_module.distributed, "world_size", lambda: 2)
-    parts = []
-    for r in (0, 1):
-        monkeypatch.setattr(train_module.distributed, "rank", lambda r=r: r)
-        parts.append(train_first_fixations(half, 64)["init_loc"])
-    assert torch.equal(torch.stack(parts, 1).reshape(32, 2), one)  # position 2j + r
-    assert train_first_fixations(HardTrainConfig(init_location="center"), 0) is None
+    With ``detach_location=True`` (the trainer's default) REINFORCE trains the locator
+    alone. With ``detach_location=False`` (the paper's joint gradient) the policy term also
+    flows into the core and the glimpse network, but still not into the classifier head.
+    """
+    venv = GlimpseVectorEnv(
+        _toy_source(), 16, MDPConfig(glimpse_size=8, num_glimpses=4), shuffle=True
+    )
+    ram = RAM((1, 1, 8, 8), hidden=32, std=0.2, detach_location=detach_location)
+    policy = _trained(_term_grads(ram, venv, "policy"))
+    if detach_location:
+        assert policy == {"locator"}
+    else:
+        assert policy == {"locator", "glimpse_net", "core"}
+    assert _trained(_term_grads(ram, venv, "baseline")) == {"baseline"}
+    assert _trained(_term_grads(ram, venv, "classification")) == {
+        "glimpse_net",
+        "core",
+        "classifier",
+    }
+
+
+def test_policy_term_trains_a_learned_std_but_not_the_baseline():
+    venv = GlimpseVectorEnv(_toy_source(), 16, MDPConfig(glimpse_size=8, num_glimpses=3))
+    ram = RAM((1, 1, 8, 8), hidden=16, learn_std=True, detach_location=True)
+    grads = _term_grads(ram, venv, "policy")
+    assert grads["log_std"].abs().sum() > 0
+    assert grads["baseline.weight"].abs().sum() == 0 and grads["classifier.weight"].abs().sum() == 0

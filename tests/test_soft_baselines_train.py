@@ -1,4 +1,6 @@
-"""The soft-attention trainer: config checks, run folder, resume, STN images, shared evaluation."""
+"""The soft-attention trainer: config checks, run folder, resume, STN images, shared
+evaluation, the script on the 100-class two-digit proxy.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from soft_baselines.train import (
     stn_image_grid,
     train_soft,
 )
+from tests.helpers.scripts import COMMON, _run_dir, _script_main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -259,3 +262,21 @@ def test_plain_smallcnn_learns_mnist(data_root, tmp_path):
 def test_amp_run_on_cuda(data_root, tmp_path):
     result = train_soft(_smoke(data_root, tmp_path, module="stn", device="cuda", amp=True))
     assert result["images_seen"] == 3 * 32 and 0.0 <= result["test_accuracy"] <= 1.0
+
+
+def test_train_soft_script_on_twodigit100(data_root, tmp_path):
+    args = [*COMMON, "--dataset", "twodigit100", "--module", "none", "--widths", "4", "8"]
+    result = _script_main(
+        "train_soft", [*args, "--data-root", str(data_root), "--runs-root", str(tmp_path)]
+    )
+    run_dir = _run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    details = metrics["details"]
+    assert (details["dataset"], details["num_classes"], metrics["images_seen"]) == (
+        "twodigit100",
+        100,
+        2 * 16,
+    )
+    model = load_checkpoint(run_dir / "last.pt")["model"]
+    assert model["head.weight"].shape == (100, 8)

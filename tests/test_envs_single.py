@@ -2,7 +2,8 @@
 
 Registered ids are built with ``split="test"`` and, for the generated datasets, a small
 ``limit`` so that no full split is generated; behaviour that does not depend on the
-dataset uses small in-memory ``(images, labels)`` sources.
+dataset uses small in-memory ``(images, labels)`` sources. The two-digit proxy task
+(``Glimpse/TwoDigit100-v0``) is registered apart from the papers' tasks.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs import ActionError, GlimpseEnv, GlimpseVectorEnv, MDPConfig
+from envs import ActionError, FlattenActionWrapper, GlimpseEnv, GlimpseVectorEnv, MDPConfig
 from glimpse.data import DatasetNotFoundError
 from glimpse.viz import render_trajectory
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LIMIT = 32
 """Images generated per synthetic test split (``dataset_kwargs={"limit": LIMIT}``)."""
@@ -1017,3 +1021,26 @@ def test_vector_env_reports_its_episodes_as_copies():
     assert venv.episodes().images[0].equal(images[4]) and venv.episodes().fixations.abs().max() < 9
     with pytest.raises(ValueError, match=r"n must be an int in \[1, 3\]"):
         venv.episodes(4)
+
+
+TASK = "Glimpse/TwoDigit100-v0"
+
+
+# ------------------------------------------------------------------ the registered task
+def test_twodigit_task_is_registered_apart_from_the_papers_tasks(data_root):
+    assert TASK not in envs.TASKS  # TASKS holds the papers' settings only
+    assert envs.PROXY_TASKS[TASK]["num_classes"] == 100
+    env = gym.make(TASK, split="test", dataset_kwargs={"limit": 16})
+    core = env.unwrapped
+    assert core.source.image_shape == (1, 100, 100)
+    assert core.config.num_classes == 100
+    # ClutteredMNIST100's glimpse settings (same canvas)
+    ref = envs.TASKS["Glimpse/ClutteredMNIST100-v0"]
+    assert core.config.glimpse_size == ref["glimpse_size"] == 12
+    assert core.config.num_scales == ref["num_scales"] == 4
+    assert core.config.num_glimpses == ref["num_glimpses"] == 8
+    assert int(core.source.labels.max()) >= 10  # labels beyond 10 classes are accepted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_check_env(FlattenActionWrapper(env, "multidiscrete"))
+    assert [str(w.message) for w in caught if "unconventional shape" not in str(w.message)] == []

@@ -1,7 +1,8 @@
-"""RAM beyond the basics: log-probs of ``act`` against ``torch.distributions``, which loss
-term trains which parameters (on a real rollout), checkpoint round-trip and resume,
-seeding, trajectory summaries read back from the event file, the command-line scripts and
-the learning test of the issue (a 10k-image MNIST subset beyond 90% test accuracy)."""
+"""``agents.train``, the REINFORCE trainer: resume, warm start, seeding, trajectory
+summaries read back from the event file, first fixations of training batches, the
+command-line scripts (also on ``twodigit100``) and the learning test of the issue (a
+10k-image MNIST subset beyond 90% test accuracy).
+"""
 
 from __future__ import annotations
 
@@ -13,186 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.distributions import Normal
 
-from agents.ram import RAM
-from agents.reinforce import ReinforceConfig, collect_rollout, reinforce_loss
-from envs import GlimpseVectorEnv, MDPConfig
-from glimpse.training import checkpoint_state, lr_scheduler, restore_checkpoint_state
+from glimpse.training import (
+    RunExistsError,
+    load_checkpoint,
+)
+from tests.helpers.scripts import COMMON, _run_dir, _script_main
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _toy_source(n: int = 64, size: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = (torch.rand(n, 1, size, size, generator=g) * 255).to(torch.uint8)
-    return images, torch.randint(0, 10, (n,), generator=g)
-
-
-def _obs(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "glimpse": torch.rand(n, 1, 1, 8, 8, generator=g),
-        "location": torch.rand(n, 2, generator=g) * 2 - 1,
-        "step": torch.zeros(n, 1),
-    }
-
-
-# ------------------------------------------------------------ log-probs of act()
-@pytest.mark.parametrize(("core", "learn_std"), [("rnn", False), ("lstm", True)])
-def test_act_log_prob_is_the_normal_density_for_interior_actions(core, learn_std):
-    torch.manual_seed(0)
-    ram = RAM((1, 1, 8, 8), hidden=16, core=core, std=0.6, learn_std=learn_std)
-    obs = _obs()
-    out = ram.act(obs, ram.initial_state(obs))
-    inside = (out.location.abs() < 1).all(1)
-    on_bound = (out.location.abs() == 1).any(1)
-    # std 0.6 around means near 0: both kinds of action occur in 64 samples.
-    assert inside.sum() >= 10 and on_bound.sum() >= 1
-    normal = Normal(out.mean, ram.std.expand_as(out.mean))
-    expected = normal.log_prob(out.location).sum(-1)
-    torch.testing.assert_close(out.log_prob[inside], expected[inside])
-    # On a bound the clipped coordinate carries the tail mass (a log-probability <= 0),
-    # never the density the unclipped Normal would give.
-    assert not torch.allclose(out.log_prob[on_bound], expected[on_bound])
-    # The same numbers, and the same gradients, from evaluate_actions (PPO's path).
-    again = ram.evaluate_actions(obs, ram.initial_state(obs), out.location)
-    torch.testing.assert_close(again.log_prob, out.log_prob)
-    (g_act,) = torch.autograd.grad(
-        out.log_prob[inside].sum(), ram.locator.weight, retain_graph=True
-    )
-    (g_ref,) = torch.autograd.grad(expected[inside].sum(), ram.locator.weight)
-    torch.testing.assert_close(g_act, g_ref)
-
-
-def test_act_log_prob_at_a_bound_is_the_tail_mass():
-    ram = RAM((1, 1, 8, 8), hidden=16, std=0.3)
-    with torch.no_grad():
-        ram.locator.weight.zero_()
-        ram.locator.bias.copy_(torch.tensor([3.0, -3.0]))  # mean = tanh(+-3), near the corners
-    obs = _obs(8)
-    loc = torch.tensor([[1.0, -1.0]]).expand(8, 2)
-    out = ram.evaluate_actions(obs, ram.initial_state(obs), loc)
-    std_normal = Normal(0.0, 1.0)
-    mu = out.mean
-    expected = (
-        std_normal.cdf((mu[:, 0] - 1) / 0.3).log() + std_normal.cdf((-1 - mu[:, 1]) / 0.3).log()
-    )
-    torch.testing.assert_close(out.log_prob, expected)
-
-
-# ------------------------------------------------- which loss term trains which weights
-def _term_grads(ram: RAM, venv: GlimpseVectorEnv, term: str) -> dict[str, torch.Tensor]:
-    """Gradient of one term of the hybrid loss on one real rollout, per parameter.
-
-    ``reinforce_loss`` has no switch for the classification term, so a term's gradient is
-    that of ``loss(term on) - loss(term off)``: both share the rollout's graph, and the other
-    terms' gradients meet at the rollout tensors as ``g + (-g)``, which is exactly zero.
-    """
-    torch.manual_seed(1)
-    venv.reset(seed=0)
-    ro = collect_rollout(ram, venv)
-    off = ReinforceConfig(policy_coef=0.0, baseline_coef=0.0, entropy_coef=0.0)
-    on = {
-        "policy": ReinforceConfig(policy_coef=1.0, baseline_coef=0.0),
-        "baseline": ReinforceConfig(policy_coef=0.0, baseline_coef=1.0),
-        "classification": off,
-    }[term]
-    if term == "classification":
-        diff = reinforce_loss(ro, on)[0]
-    else:
-        diff = reinforce_loss(ro, on)[0] - reinforce_loss(ro, off)[0]
-    names, params = zip(*ram.named_parameters(), strict=True)
-    grads = torch.autograd.grad(diff, params, allow_unused=True)
-    return {
-        n: torch.zeros_like(p) if g is None else g
-        for n, p, g in zip(names, params, grads, strict=True)
-    }
-
-
-def _trained(grads: dict[str, torch.Tensor]) -> set[str]:
-    """Modules (first name component) that receive a nonzero gradient."""
-    return {n.split(".")[0] for n, g in grads.items() if g.abs().sum() > 0}
-
-
-@pytest.mark.parametrize("detach_location", [True, False])
-def test_each_loss_term_trains_only_its_networks(detach_location):
-    """The policy term never reaches the baseline or the classifier head; the baseline term
-    reaches only the baseline; classification never reaches the locator or the baseline.
-
-    With ``detach_location=True`` (the trainer's default) REINFORCE trains the locator
-    alone. With ``detach_location=False`` (the paper's joint gradient) the policy term also
-    flows into the core and the glimpse network, but still not into the classifier head.
-    """
-    venv = GlimpseVectorEnv(
-        _toy_source(), 16, MDPConfig(glimpse_size=8, num_glimpses=4), shuffle=True
-    )
-    ram = RAM((1, 1, 8, 8), hidden=32, std=0.2, detach_location=detach_location)
-    policy = _trained(_term_grads(ram, venv, "policy"))
-    if detach_location:
-        assert policy == {"locator"}
-    else:
-        assert policy == {"locator", "glimpse_net", "core"}
-    assert _trained(_term_grads(ram, venv, "baseline")) == {"baseline"}
-    assert _trained(_term_grads(ram, venv, "classification")) == {
-        "glimpse_net",
-        "core",
-        "classifier",
-    }
-
-
-def test_policy_term_trains_a_learned_std_but_not_the_baseline():
-    venv = GlimpseVectorEnv(_toy_source(), 16, MDPConfig(glimpse_size=8, num_glimpses=3))
-    ram = RAM((1, 1, 8, 8), hidden=16, learn_std=True, detach_location=True)
-    grads = _term_grads(ram, venv, "policy")
-    assert grads["log_std"].abs().sum() > 0
-    assert grads["baseline.weight"].abs().sum() == 0 and grads["classifier.weight"].abs().sum() == 0
-
-
-# ----------------------------------------------- checkpoint round-trip (library level)
-def _setup(seed: int = 0):
-    torch.manual_seed(seed)
-    venv = GlimpseVectorEnv(_toy_source(40), 16, MDPConfig(glimpse_size=8, num_glimpses=3))
-    venv.reset(seed=seed)
-    ram = RAM((1, 1, 8, 8), hidden=16, std=0.2, detach_location=True)
-    opt = torch.optim.Adam(ram.parameters(), lr=1e-2)
-    sched = lr_scheduler(opt, "cosine", 10)
-    return venv, ram, opt, sched
-
-
-def _train_batch(venv, ram, opt, sched) -> float:
-    loss, _ = reinforce_loss(collect_rollout(ram, venv))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return loss.item()
-
-
-def test_checkpoint_round_trip_mid_epoch_gives_the_same_next_losses(tmp_path):
-    """Save after 3 batches (mid-epoch: 40 images, 16 per batch), restore into fresh
-    objects from a ``weights_only`` file: the next batches match an uninterrupted run
-    bitwise (model, Adam, schedule, torch RNG and the image stream all restored)."""
-    venv, ram, opt, sched = _setup()
-    for _ in range(3):
-        _train_batch(venv, ram, opt, sched)
-    state = checkpoint_state(ram, opt, sched, stream=venv.stream.state_dict())
-    torch.save(state, tmp_path / "ck.pt")
-    uninterrupted = [_train_batch(venv, ram, opt, sched) for _ in range(3)]
-
-    venv2, ram2, opt2, sched2 = _setup(seed=7)  # different weights, stream and RNG
-    loaded = torch.load(tmp_path / "ck.pt", weights_only=True)
-    restore_checkpoint_state(loaded, ram2, opt2, sched2)
-    venv2.stream.load_state_dict(loaded["stream"])
-    resumed = [_train_batch(venv2, ram2, opt2, sched2) for _ in range(3)]
-    assert resumed == uninterrupted
-    # Without the stream state the next batch holds other images: the state matters.
-    venv3, ram3, opt3, sched3 = _setup(seed=7)
-    restore_checkpoint_state(loaded, ram3, opt3, sched3)
-    assert _train_batch(venv3, ram3, opt3, sched3) != uninterrupted[0]
 
 
 # ------------------------------------------- trainer runs: resume, seeds, trajectories
@@ -374,22 +206,6 @@ def test_train_ram_script_end_to_end(data_root, tmp_path):
     assert (run / "last.pt").exists()
 
 
-# ---------------------------------------------------------------------- learning
-def test_train_limit_takes_the_first_images(data_root):
-    from agents.config import HardTrainConfig
-    from agents.environments import build_envs
-
-    cfg = HardTrainConfig(
-        data_root=str(data_root), train_limit=1000, val_size=500, run_name="x"
-    ).resolved()
-    train, evals = build_envs(cfg, torch.device("cpu"))
-    full, _ = build_envs(HardTrainConfig(data_root=str(data_root), val_size=500).resolved(), "cpu")
-    assert len(train.source) == 1000 and len(evals["test"].source) == 10000
-    assert torch.equal(train.source.images, full.source.images[:1000])
-    with pytest.raises(ValueError, match="--train-limit must be >= 0, got -1"):
-        HardTrainConfig(train_limit=-1).resolved()
-
-
 LEARN_BUDGET = {
     "train_limit": 10000,
     "epochs": 25,
@@ -429,3 +245,74 @@ def test_ram_beats_90_percent_on_a_10k_mnist_subset(data_root, tmp_path):
         )
     )
     assert result["test_accuracy"] > 0.90, result
+
+
+def test_training_first_fixations_resume_and_torchrun_safe(monkeypatch):
+    """Training batches draw their random first fixations from the global episode number:
+    a resumed run (same ``global_step``) repeats them, and two ranks of 16 (interleaved
+    positions, as their index streams are sharded) get those of one process of 32."""
+    import agents.train as train_module
+    from agents.config import HardTrainConfig
+    from agents.train import train_first_fixations
+
+    cfg = HardTrainConfig(batch_size=32)
+    one = train_first_fixations(cfg, 64)["init_loc"]
+    assert one.shape == (32, 2) and one.std(0).min() > 0.3
+    assert torch.equal(one, train_first_fixations(cfg, 64)["init_loc"])
+    assert not torch.equal(one, train_first_fixations(cfg, 96)["init_loc"])
+    half = HardTrainConfig(batch_size=16)
+    monkeypatch.setattr(train_module.distributed, "world_size", lambda: 2)
+    parts = []
+    for r in (0, 1):
+        monkeypatch.setattr(train_module.distributed, "rank", lambda r=r: r)
+        parts.append(train_first_fixations(half, 64)["init_loc"])
+    assert torch.equal(torch.stack(parts, 1).reshape(32, 2), one)  # position 2j + r
+    assert train_first_fixations(HardTrainConfig(init_location="center"), 0) is None
+
+
+# ------------------------------------------------------------------ the scripts
+def test_train_ram_script_on_twodigit100(data_root, tmp_path):
+    args = [*COMMON, "--task", "twodigit100", "--data-root", str(data_root), "--hidden", "32"]
+    result = _script_main("train_ram", [*args, "--playback", "2", "--runs-root", str(tmp_path)])
+    run_dir = _run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))  # nested: per-protocol results
+    assert metrics["images_seen"] == 2 * 16
+    head = metrics["protocols"][metrics["protocol"]]
+    assert (
+        metrics["test_error"] == head["test_error"] == pytest.approx(1 - metrics["test_accuracy"])
+    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["task"], config["num_glimpses"], config["glimpse_size"]) == (
+        "twodigit100",
+        8,
+        12,
+    )
+    model = load_checkpoint(run_dir / "last.pt")["model"]
+    assert model["classifier.weight"].shape == (100, 32)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
+
+    base = {
+        "max_batches_per_epoch": 3,
+        "batch_size": 32,
+        "data_root": str(data_root),
+        "run_name": "res",
+        "runs_root": str(tmp_path),
+        "playback": 0,
+        "device": "cpu",
+        "eval_batch_size": 2500,
+    }
+    first = train_reinforce(HardTrainConfig(epochs=1, **base))
+    assert first["images_seen"] == 3 * 32
+    with pytest.raises(RunExistsError):
+        train_reinforce(HardTrainConfig(epochs=2, **base))
+    second = train_reinforce(HardTrainConfig(epochs=2, resume=True, **base))
+    assert second["images_seen"] == 2 * 3 * 32
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        train_reinforce(HardTrainConfig(epochs=1, resume=True, **(base | {"run_name": "none"})))
+    assert not (tmp_path / "none").exists()

@@ -1,4 +1,6 @@
-"""Helpers shared by the per-module soft-attention tests (float64 inputs, randomised weights)."""
+"""Helpers shared by the per-module soft-attention tests (float64 inputs, randomised
+weights, explicit softmax and 1x1 convolutions for the slow references).
+"""
 
 from __future__ import annotations
 
@@ -56,3 +58,27 @@ def assert_identity_at_init(module: nn.Module, x: Tensor) -> None:
         module.train(train)
         with torch.no_grad():
             torch.testing.assert_close(module(x), x, rtol=0, atol=0)
+
+
+def _perturb(module: nn.Module, seed: int = 1, scale: float = 0.3) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module
+
+
+def _x(b: int, c: int, h: int, w: int, seed: int = 0) -> Tensor:
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=DT)
+
+
+def _explicit_softmax(e: Tensor, dim: int) -> Tensor:
+    ex = torch.exp(e - e.amax(dim=dim, keepdim=True))
+    return ex / ex.sum(dim=dim, keepdim=True)
+
+
+def _conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1×1 convolution applied as an explicit matrix product: (B, C, N) -> (B, C', N)."""
+    w = conv.weight.reshape(conv.out_channels, -1)
+    y = torch.einsum("oc,bcn->bon", w, x)
+    return y if conv.bias is None else y + conv.bias[None, :, None]

@@ -1,0 +1,1 @@
+"""Helpers and fixture builders shared by several test files (references: tests/reference)."""

@@ -1,0 +1,56 @@
+"""``agents.evaluation``: the evaluation protocols of hard agents."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.reinforce import predict
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_evaluate_policy_same_result_for_two_eval_batch_sizes(data_root, monkeypatch):
+    """Through the trainer's evaluation on real MNIST: the same metrics and, image by image,
+    the same first fixations and predictions (failed before: the first fixations and the
+    location noise came from one generator over the whole, padded batch)."""
+    import agents.evaluation as train_module
+    from agents.config import HardTrainConfig
+    from agents.environments import build_envs
+    from agents.evaluation import evaluate_policy
+    from agents.policies import POLICIES
+
+    seen: dict[int, dict[int, tuple]] = {}
+
+    def recording_predict(policy, venv, idx, samples=1, **kw):
+        preds, ro = predict(policy, venv, idx, samples, **kw)
+        for j, i in enumerate(idx.tolist()):
+            seen[current].setdefault(i, (ro.locations[0, j].tolist(), preds[j].tolist()))
+        return preds, ro
+
+    monkeypatch.setattr(train_module, "predict", recording_predict)
+    results = {}
+    for bs in (250, 96):
+        current = bs
+        seen[bs] = {}
+        cfg = HardTrainConfig(
+            init_location="random",
+            data_root=str(data_root),
+            train_limit=256,
+            eval_limit=500,
+            val_size=500,
+            eval_batch_size=bs,
+            mc_samples=2,
+            batch_size=64,
+            device="cpu",
+        ).resolved()
+        train_env, evals = build_envs(cfg, torch.device("cpu"))
+        torch.manual_seed(0)
+        policy = POLICIES["ram"](cfg, train_env.single_observation_space["glimpse"].shape, 1)
+        policy.eval()
+        results[bs] = {
+            p: evaluate_policy(policy, evals["val"], cfg, protocol=p, seed=1)
+            for p in ("single-mean", "single-sampled", "mc")
+        }
+    assert results[250] == results[96]
+    assert len(seen[250]) == 500 and seen[250] == seen[96]
