@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from glimpse.checks import check_positive_int
 from glimpse.retina import BoxPyramid, IntegralImage, Retina, coarse_view
 
 __all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "StepResult"]
@@ -107,9 +108,7 @@ class MDPConfig:
                 "set context_size > 0"
             )
         for name in ("num_glimpses", "num_classes", "num_targets"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.init_location not in ("center", "random"):
@@ -181,8 +180,7 @@ class GlimpseMDP:
     def __init__(
         self, config: MDPConfig, batch_size: int, device: torch.device | str = "cpu"
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         self.config = config
         self.batch_size = batch_size
         self.device = torch.device(device)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from envs.core import ActionError, GlimpseMDP, MDPConfig, StepResult
 from envs.spaces import ACTION_KEYS, action_space, check_action_keys, describe, observation_space
+from glimpse.checks import check_positive_int
 from glimpse.data.source import ImageSource, IndexStream
 from glimpse.training import resolve_device
 
@@ -122,8 +123,7 @@ class GlimpseVectorEnv(VectorEnv):
             raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_positive_int("num_envs", num_envs)
         self.device = resolve_device(str(device))
         self.source = ImageSource.from_any(source, split, data_root, self.device, dataset_kwargs)
         cfg = config or MDPConfig()

@@ -62,6 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glimpse.checks import check_positive_int
+
 __all__ = [
     "BoxPyramid",
     "IntegralImage",
@@ -155,10 +157,8 @@ def _boxes(
 
 
 def _validate_params(glimpse_size: int, num_scales: int, scale_factor: float) -> None:
-    if not isinstance(glimpse_size, int) or isinstance(glimpse_size, bool) or glimpse_size < 1:
-        raise ValueError(f"glimpse_size must be a positive int, got {glimpse_size!r}")
-    if not isinstance(num_scales, int) or isinstance(num_scales, bool) or num_scales < 1:
-        raise ValueError(f"num_scales must be a positive int, got {num_scales!r}")
+    check_positive_int("glimpse_size", glimpse_size)
+    check_positive_int("num_scales", num_scales)
     if not (isinstance(scale_factor, (int, float)) and scale_factor > 0) or (
         num_scales > 1 and not scale_factor >= 1
     ):

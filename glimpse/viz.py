@@ -56,6 +56,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from glimpse.attention import footprint_map
+from glimpse.checks import check_positive_int
 from glimpse.io import atomic_write
 from glimpse.retina import patch_boxes
 
@@ -158,12 +159,6 @@ def _check_frames(frames: Any) -> np.ndarray:
     return arr
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _check_color(name: str, value: Any) -> Color:
     try:
         rgb = tuple(int(v) for v in value)
@@ -204,7 +199,7 @@ def _resolve_colors(
 
 def box_colors(num_scales: int, colors: Mapping[str, Any] | None = None) -> list[Color]:
     """The outline colour of each of ``num_scales`` scales, finest first, under ``colors``."""
-    return _resolve_colors(colors, _check_positive_int("num_scales", num_scales))[1]
+    return _resolve_colors(colors, check_positive_int("num_scales", num_scales))[1]
 
 
 def default_upscale(height: int, width: int) -> int:
@@ -351,7 +346,7 @@ def render_trajectory(
     rgb = _image_to_rgb_uint8(image)
     loc = _check_locations(locations)
     h, w = rgb.shape[:2]
-    u = default_upscale(h, w) if upscale is None else _check_positive_int("upscale", upscale)
+    u = default_upscale(h, w) if upscale is None else check_positive_int("upscale", upscale)
     steps = loc.shape[0]
     named, scale_colors = _resolve_colors(colors, num_scales)
     # Validates glimpse_size / num_scales / scale_factor as the retina does.
@@ -376,7 +371,7 @@ def render_trajectory(
     ch, cw = base.shape[:2]
     short = min(ch, cw)
     lw = max(1, short // MIN_SHORT_SIDE) if line_width is None else line_width
-    lw = _check_positive_int("line_width", lw)
+    lw = check_positive_int("line_width", lw)
     radius = max(2, lw + 1)
     font = _font(max(10, short // 12))
     # Fixation centres in PIL's pixel-index coordinates (pixel i spans edges [i, i+1]).
@@ -428,7 +423,7 @@ def overlay_map(
     m = np.asarray(_to_numpy(attention), dtype=np.float64)
     if m.shape != (h, w) or not np.isfinite(m).all() or (m < 0).any():
         raise ValueError(f"attention must be a finite non-negative ({h}, {w}) map, got {m.shape}")
-    u = default_upscale(h, w) if upscale is None else _check_positive_int("upscale", upscale)
+    u = default_upscale(h, w) if upscale is None else check_positive_int("upscale", upscale)
     tint = np.asarray(_check_color("color", color), dtype=np.float64)
     alpha = (strength * m / max(float(m.max()), 1e-300))[..., None]
     out = np.rint(rgb * (1 - alpha) + tint * alpha).astype(np.uint8)
@@ -469,7 +464,7 @@ def tile_frames(
     if not seqs:
         raise ValueError("tile_frames needs at least one frame sequence, got 0")
     n = len(seqs)
-    ncols = min(n, 8) if ncols is None else _check_positive_int("ncols", ncols)
+    ncols = min(n, 8) if ncols is None else check_positive_int("ncols", ncols)
     if not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"pad must be a non-negative int, got {pad!r}")
     nrows = math.ceil(n / ncols)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from glimpse.checks import check_positive_int
+
 __all__ = [
     "bottleneck_width",
     "channel_groups",
@@ -12,13 +14,6 @@ __all__ = [
     "check_positive_int",
     "check_positive_number",
 ]
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive ``int`` (not a ``bool``); else ``ValueError``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def check_positive_number(name: str, value: object) -> float:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from glimpse.checks import check_positive_int
 from soft_baselines._checks import check_positive_number
 
 Kind = Literal["block", "transform"]
@@ -138,8 +139,7 @@ def create(
     constructor, or here for ``rd_ratio`` on a block without a translation).
     """
     entry = get_entry(name)
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    check_positive_int("channels", channels)
     if "rd_ratio" in kwargs:
         if entry.rd_ratio is None:
             raise TypeError(f"{entry.name!r} takes no rd_ratio (it has no bottleneck ratio)")
