@@ -218,16 +218,3 @@ def test_checkpoint_round_trip_mid_epoch_gives_the_same_next_losses(tmp_path):
     venv3, ram3, opt3, sched3 = _setup(seed=7)
     restore_checkpoint_state(loaded, ram3, opt3, sched3)
     assert _train_batch(venv3, ram3, opt3, sched3) != uninterrupted[0]
-
-
-def test_check_positive_int_is_the_one_wording():
-    """glimpse.checks.check_positive_int: one check (and one message) for the retina, the
-    envs, the viz and the soft blocks."""
-    import numpy as np
-
-    from glimpse.checks import check_positive_int
-
-    assert check_positive_int("n", 3) == 3 and check_positive_int("n", np.int64(2)) == 2
-    for bad in (0, -1, 2.0, True, "3", None):
-        with pytest.raises(ValueError, match=r"^n must be a positive int, got "):
-            check_positive_int("n", bad)
