@@ -42,6 +42,7 @@ __all__ = [
     "grad_cam",
     "mass_in_boxes",
     "pointing_hits",
+    "to_image_distribution",
 ]
 
 
@@ -171,6 +172,24 @@ def fixations_in_boxes(locations: Tensor, boxes: Tensor, height: int, width: int
     return _points_in_boxes(pix.to(boxes.dtype), boxes)
 
 
+def to_image_distribution(maps: Tensor, height: int, width: int) -> Tensor:
+    """A map at a feature map's resolution as an attention distribution over the image.
+
+    ``maps (B, h, w)`` -> ``(B, H, W)``: negative values are clamped to zero, the map is
+    upsampled bilinearly (``align_corners=False``: pixel centres line up as in
+    :mod:`glimpse.retina`) to ``H x W`` and normalised to sum to one per image; a map that
+    is zero everywhere becomes uniform (the model points nowhere). Used by :func:`grad_cam`
+    and by the soft modules' own maps (``soft_baselines.attention_maps``).
+    """
+    _check_maps(maps)
+    up = torch.nn.functional.interpolate(
+        maps.clamp_min(0)[:, None], size=(height, width), mode="bilinear", align_corners=False
+    )[:, 0]
+    total = up.sum(dim=(-2, -1), keepdim=True)
+    uniform = torch.full_like(up, 1.0 / (height * width))
+    return torch.where(total > 0, up / total.clamp_min(1e-30), uniform)
+
+
 def grad_cam(
     model: torch.nn.Module,
     layer: torch.nn.Module,
@@ -185,9 +204,9 @@ def grad_cam(
     weights are the spatial means of ``d logit_target / dA``; the map is
     ``relu(sum_c weight_c A_c)``, upsampled bilinearly (``align_corners=False``) to the
     image's ``H x W`` and normalised to sum to one (a map that is zero everywhere becomes
-    uniform: the model points nowhere). ``targets (B,)``: the classes to explain (default:
-    the predicted ones). The model's parameters get no gradient; its mode is left as is.
-    Returns ``(B, H, W)``.
+    uniform: the model points nowhere; :func:`to_image_distribution`). ``targets (B,)``:
+    the classes to explain (default: the predicted ones). The model's parameters get no
+    gradient; its mode is left as is. Returns ``(B, H, W)``.
     """
     if not isinstance(images, Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -214,10 +233,5 @@ def grad_cam(
         handle.remove()
     acts = store["a"].detach()
     weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-    cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
-    cam = torch.nn.functional.interpolate(
-        cam, size=images.shape[-2:], mode="bilinear", align_corners=False
-    )[:, 0]
-    total = cam.sum(dim=(-2, -1), keepdim=True)
-    uniform = torch.full_like(cam, 1.0 / (cam.shape[-1] * cam.shape[-2]))
-    return torch.where(total > 0, cam / total.clamp_min(1e-30), uniform)
+    cam = torch.relu((weights * acts).sum(dim=1))  # (B, h, w)
+    return to_image_distribution(cam, images.shape[-2], images.shape[-1])

@@ -17,7 +17,7 @@ from soft_baselines.registry import (
     timm_attn_layer,
 )
 
-_NOT_FAMILIES = {"registry", "backbones", "train"}
+_NOT_FAMILIES = {"registry", "backbones", "train", "attention_maps"}
 for _info in pkgutil.iter_modules(__path__):
     if _info.name not in _NOT_FAMILIES and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}")

@@ -25,7 +25,7 @@ from soft_baselines.registry import register
 __all__ = ["DoubleAttention"]
 
 
-@register("a2", kind="block")
+@register("a2", kind="block", spatial_map=True)
 class DoubleAttention(nn.Module):
     """A²-Net double attention block (gather, then distribute), residual.
 
@@ -71,6 +71,17 @@ class DoubleAttention(nn.Module):
         g = torch.bmm(a, att_b.to(a.dtype).transpose(1, 2))  # (B, m, n)
         z = torch.bmm(g, att_v.to(g.dtype))  # (B, m, N)
         return z.reshape(b, self.mid_channels, h, w)
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Where the descriptors are gathered from: the mean of the ``n`` gather maps
+        ``softmax(B)`` (each a distribution over the positions), ``(B, C, H, W) -> (B, H,
+        W)``, summing to 1. The distribute step weighs descriptors per position, not
+        positions, so it adds nothing spatial."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        b, _, h, w = x.shape
+        logits = self.gather_maps(x).flatten(2)
+        att = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        return att.mean(dim=1).view(b, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

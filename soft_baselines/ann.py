@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._maps import adjoint, received
 from soft_baselines.registry import register
 
 __all__ = ["AsymmetricFusionNonLocal", "AsymmetricPyramidNonLocal", "pyramid_sample"]
@@ -91,14 +92,30 @@ class _AsymmetricNonLocal(nn.Module, abc.ABC):
         b, _, h, w = x.shape
         return self.out(y.transpose(1, 2).reshape(b, self.value_channels, h, w))
 
-    def _forward(self, x: Tensor, low: Tensor | None) -> Tensor:
+    def _checked_low(self, x: Tensor, low: Tensor | None) -> Tensor:
         check_feature_map(x, self.channels, type(self).__name__)
         if low is None:
             low = x
         check_feature_map(low, self.low_channels, type(self).__name__ + " (low)")
         if low.shape[0] != x.shape[0]:
             raise ValueError(f"batch sizes differ: {x.shape[0]} and {low.shape[0]}")
+        return low
+
+    def _forward(self, x: Tensor, low: Tensor | None) -> Tensor:
+        low = self._checked_low(x, low)
         return x + self.fuse(torch.cat([self.context(x, low), x], dim=1))
+
+    def spatial_map(self, x: Tensor, low: Tensor | None = None) -> Tensor:
+        """Attention received per position of the keys' map (``low``, default ``x``):
+        ``(B, H', W')``. Each anchor's column sum of ``softmax(q k^T / sqrt(d))`` over all
+        queries is spread over the pixels it averages (the adjoint of the pyramid pooling),
+        summed over the pyramid levels."""
+        low = self._checked_low(x, low)
+        q, k, _ = self.embed(x, low)
+        work = torch.promote_types(q.dtype, torch.float32)
+        logits = q.to(work) @ k.to(work).transpose(1, 2) / math.sqrt(self.key_channels)
+        mass = received(torch.softmax(logits, dim=-1))  # (B, S)
+        return adjoint(lambda p: pyramid_sample(p, self.sizes)[:, 0], mass, *low.shape[2:])
 
     def extra_repr(self) -> str:
         return (
@@ -107,7 +124,7 @@ class _AsymmetricNonLocal(nn.Module, abc.ABC):
         )
 
 
-@register("apnb")
+@register("apnb", spatial_map=True)
 class AsymmetricPyramidNonLocal(_AsymmetricNonLocal):
     """APNB: non-local attention to pyramid-pooled anchors, ``x + fuse([c; x])``.
 
@@ -147,7 +164,7 @@ class AsymmetricPyramidNonLocal(_AsymmetricNonLocal):
         return self._forward(x, None)
 
 
-@register("afnb")
+@register("afnb", spatial_map=True)
 class AsymmetricFusionNonLocal(_AsymmetricNonLocal):
     """AFNB: queries from ``x``, pyramid-pooled keys/values from ``low``; ``x + fuse([c; x])``.
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._maps import adjoint, received
 from soft_baselines.registry import register
 
 __all__ = ["AdaptiveContextModule", "AdaptivePyramidContext"]
@@ -61,7 +62,7 @@ class AdaptiveContextModule(nn.Module):
         return xr + z.reshape(xr.shape)
 
 
-@register("apc")
+@register("apc", spatial_map=True)
 class AdaptivePyramidContext(nn.Module):
     """APCNet's adaptive pyramid context: ACMs at several scales, fused residually.
 
@@ -101,6 +102,20 @@ class AdaptivePyramidContext(nn.Module):
         """``(B, C, H, W) -> (B, C, H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
         return x + self.fuse(torch.cat([x, *(acm(x) for acm in self.acms)], dim=1))
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: at each scale, every region's column sum of the
+        affinities ``a`` over all positions, spread over the region's pixels (the adjoint
+        of the adaptive pooling) and normalised to sum 1; the mean over the scales.
+        ``(B, C, H, W) -> (B, H, W)`` (scale 1 contributes a uniform share)."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        h, w = x.shape[2:]
+        maps = []
+        for acm in self.acms:
+            mass = received(acm.affinities(acm.reduce(x)))  # (B, s*s)
+            r = adjoint(lambda p, s=acm.scale: F.adaptive_avg_pool2d(p, s).flatten(1), mass, h, w)
+            maps.append(r / r.sum(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(r.dtype).tiny))
+        return torch.stack(maps).mean(dim=0)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, scales={self.scales}, inter={self.inter_channels}"

@@ -22,7 +22,7 @@ from soft_baselines.registry import rd_ratio_as_reduction, register
 __all__ = ["BAM", "CBAM"]
 
 
-@register("cbam", rd_ratio=rd_ratio_as_reduction)
+@register("cbam", rd_ratio=rd_ratio_as_reduction, spatial_map=True)
 class CBAM(nn.Module):
     """CBAM: channel attention (avg + max pooled, shared MLP), then 7x7 spatial attention.
 
@@ -81,6 +81,16 @@ class CBAM(nn.Module):
         desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         return torch.sigmoid(self.spatial_conv(desc))
 
+    def spatial_map(self, x: Tensor) -> Tensor | None:
+        """The spatial gate itself: ``Ms`` of the channel-refined input ``Mc * x``, as the
+        forward applies it: ``(B, C, H, W) -> (B, H, W)`` in ``(0, 1)``; ``None`` when
+        built with ``spatial=False`` (channel attention only)."""
+        if self.spatial_conv is None:
+            return None
+        check_feature_map(x, self.channels, type(self).__name__)
+        refined = x * self.channel_attention(x).to(x.dtype)
+        return self.spatial_attention(refined)[:, 0]
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
@@ -90,7 +100,7 @@ class CBAM(nn.Module):
         return x
 
 
-@register("bam", rd_ratio=rd_ratio_as_reduction)
+@register("bam", rd_ratio=rd_ratio_as_reduction, spatial_map=True)
 class BAM(nn.Module):
     """BAM: parallel channel and dilated spatial branches, ``F + F * sigmoid(Mc + Ms)``.
 
@@ -147,6 +157,12 @@ class BAM(nn.Module):
         mc = self.channel_branch(x.mean(dim=(2, 3), keepdim=True))  # (B, C, 1, 1)
         ms = self.spatial_branch(x)  # (B, 1, H, W)
         return torch.sigmoid(mc + ms)
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """The gate itself, ``sigmoid(Mc + Ms)``, averaged over channels: ``(B, C, H, W) ->
+        (B, H, W)`` in ``(0, 1)`` (the channel offsets ``Mc`` shift each channel's gate but
+        keep the order of the positions that ``Ms`` sets)."""
+        return self.attention(x).mean(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -27,7 +27,7 @@ from soft_baselines.registry import register
 __all__ = ["CrissCrossAttention"]
 
 
-@register("cc", kind="block")
+@register("cc", kind="block", spatial_map=True)
 class CrissCrossAttention(nn.Module):
     """Recurrent criss-cross attention (``R`` passes of one shared module), residual.
 
@@ -78,6 +78,21 @@ class CrissCrossAttention(nn.Module):
         a_col, a_row = a_col.to(v.dtype), a_row.to(v.dtype)
         out = torch.einsum("bhwg,bcgw->bchw", a_col, v) + torch.einsum("bhwv,bchv->bchw", a_row, v)
         return x + self.gamma.to(out.dtype) * out
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position, ``(B, C, H, W) -> (B, H, W)``: in each pass
+        the sum, over every query, of the weights it gives along its row and column
+        (``a_col`` summed over the query rows, ``a_row`` over the query columns); the mean
+        over the ``R`` passes, each computed on that pass's input as in the forward."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        total = x.new_zeros(0)
+        for r in range(self.recurrence):
+            a_col, a_row = self.attention(x)
+            got = a_col.sum(dim=1).transpose(1, 2) + a_row.sum(dim=2)  # (B, H, W)
+            total = got if r == 0 else total + got
+            if r + 1 < self.recurrence:
+                x = self.step(x)
+        return total / self.recurrence
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

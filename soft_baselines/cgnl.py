@@ -37,7 +37,7 @@ __all__ = ["CompactGeneralizedNonLocal"]
 _KERNELS = ("dot", "gaussian")
 
 
-@register("cgnl", kind="block")
+@register("cgnl", kind="block", spatial_map=True)
 class CompactGeneralizedNonLocal(nn.Module):
     """Compact generalized non-local block (dot-product or Taylor-Gaussian kernel), residual.
 
@@ -126,6 +126,29 @@ class CompactGeneralizedNonLocal(nn.Module):
         if self.scale:
             y = y / math.sqrt(t.shape[-1])
         return y
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position, ``(B, C, H, W) -> (B, H, W)``: for every element
+        ``j`` (a channel at a position) of each group, the sum over all elements ``i`` of
+        the kernel ``f(θ_i, φ_j)`` (the compact form: ``φ_j Σ_i θ_i`` for the dot product,
+        ``exp(-γφ_j²) Σ_p α_p² φ_j^p Σ_i exp(-γθ_i²) θ_i^p`` for the Taylor-Gaussian),
+        summed over the channels at each position. Signed for the dot product (the
+        soft-map API clamps negatives); the ``1/sqrt(N)`` scale is left out."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        b, _, h, w = x.shape
+        work = torch.promote_types(self.theta.weight.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            t, p = (z.to(work).reshape(b, self.groups, -1) for z in (self.theta(x), self.phi(x)))
+            if self.kernel == "dot":
+                got = p * t.sum(-1, keepdim=True)
+            else:
+                gam = self.gamma
+                qt = torch.exp(-gam * t * t)
+                got = torch.zeros_like(p)
+                for k, coef in enumerate(self.taylor_coefficients()):
+                    got = got + coef * p.pow(k) * (qt * t.pow(k)).sum(-1, keepdim=True)
+                got = torch.exp(-gam * p * p) * got
+        return got.reshape(b, self.planes, h, w).sum(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._maps import received
 from soft_baselines.registry import register
 
 __all__ = ["ChannelAttention", "DualAttention", "PositionAttention"]
 
 
-@register("pam", kind="block")
+@register("pam", kind="block", spatial_map=True)
 class PositionAttention(nn.Module):
     """DANet position attention module: ``x + α · (attention over all H·W positions)``.
 
@@ -57,6 +58,13 @@ class PositionAttention(nn.Module):
         energy = torch.bmm(q.transpose(1, 2), k)  # (B, N, N)
         return torch.softmax(energy, dim=-1, dtype=torch.promote_types(energy.dtype, torch.float32))
 
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the column sums of ``S`` over all queries,
+        ``(B, C, H, W) -> (B, H, W)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        b, _, h, w = x.shape
+        return received(self.attention(x)).view(b, h, w)
+
     def branch(self, x: Tensor) -> Tensor:
         """The scaled residual branch ``α · D Sᵀ``: ``(B, C, H, W) -> (B, C, H, W)``."""
         b, c, h, w = x.shape
@@ -73,7 +81,7 @@ class PositionAttention(nn.Module):
         return f"channels={self.channels}, reduction={self.reduction}"
 
 
-@register("cam", kind="block")
+@register("cam", kind="block", spatial_map=False)
 class ChannelAttention(nn.Module):
     """DANet channel attention module: ``x + β · (attention over the C channels)``.
 
@@ -120,7 +128,7 @@ class ChannelAttention(nn.Module):
         return f"channels={self.channels}"
 
 
-@register("danet", kind="block")
+@register("danet", kind="block", spatial_map=True)
 class DualAttention(nn.Module):
     """DANet dual attention: PAM and CAM in parallel, their outputs summed.
 
@@ -148,6 +156,12 @@ class DualAttention(nn.Module):
         """``(B, C, H, W) -> (B, C, H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
         return x + self.pam.branch(x) + self.cam.branch(x)
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """PAM's map (:meth:`PositionAttention.spatial_map`); CAM attends over channels
+        only and adds nothing spatial. ``(B, C, H, W) -> (B, H, W)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        return self.pam.spatial_map(x)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"

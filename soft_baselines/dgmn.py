@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from soft_baselines._checks import channel_groups, check_feature_map, check_positive_int
 from soft_baselines._local import relative_offsets
+from soft_baselines._maps import adjoint
 from soft_baselines.registry import register
 
 __all__ = ["DynamicGraphMessagePassing", "sample_nodes"]
@@ -58,7 +59,7 @@ def sample_nodes(x: Tensor, positions: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@register("dgmn")
+@register("dgmn", spatial_map=True)
 class DynamicGraphMessagePassing(nn.Module):
     """DGMN block: messages from ``S`` adaptively sampled 3x3 neighbourhoods, residual.
 
@@ -115,6 +116,25 @@ class DynamicGraphMessagePassing(nn.Module):
         grid = relative_offsets(3, self.dilations[s], device=x.device)  # (K, 2)
         delta = self.offsets[s](x).view(b, K, 2, h * w).transpose(2, 3)  # (B, K, N, 2)
         return (centre[None, None] + grid[None, :, None]).to(delta.dtype) + delta
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position, ``(B, C, H, W) -> (B, H, W)``: every node's
+        affinities ``A_ik`` to its ``K`` sampled nodes, spread over the pixels each sampled
+        node is read from (the adjoint of the bilinear read, so a node between pixels
+        shares its weight as the read does), summed over all nodes; the mean over the
+        ``S`` neighbourhoods. The dynamic filter weights are left out."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        h, w = x.shape[2:]
+        q = self.query(x).flatten(2)[:, :, None, :]  # (B, d, 1, N)
+        keys = self.key(x)
+        total = x.new_zeros(0)
+        for s in range(len(self.dilations)):
+            pos = self.positions(x, s).detach()
+            k = sample_nodes(keys, pos)  # (B, d, K, N)
+            a = torch.softmax((q * k).sum(dim=1) / math.sqrt(self.key_channels), dim=1)
+            got = adjoint(lambda p, pos=pos: sample_nodes(p, pos)[:, 0], a, h, w)
+            total = got if s == 0 else total + got
+        return total / len(self.dilations)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

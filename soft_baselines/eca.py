@@ -40,7 +40,7 @@ def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
     return t if t % 2 else t + 1
 
 
-@register("eca")
+@register("eca", spatial_map=False)
 class EfficientChannelAttention(nn.Module):
     """ECA: per-channel sigmoid gates from a 1-D convolution across pooled channels.
 

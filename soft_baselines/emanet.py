@@ -30,7 +30,7 @@ from soft_baselines.registry import register
 __all__ = ["EMAttentionUnit"]
 
 
-@register("ema", kind="block")
+@register("ema", kind="block", spatial_map=True)
 class EMAttentionUnit(nn.Module):
     """EM attention unit: ``K`` bases fitted by ``T`` EM iterations, residual.
 
@@ -121,6 +121,29 @@ class EMAttentionUnit(nn.Module):
         mean = mu.detach().mean(dim=0).t().to(self.bases.dtype)  # (K, C)
         new = self.momentum * self.bases + (1.0 - self.momentum) * mean
         self.bases.copy_(F.normalize(new, dim=1))
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position, ``(B, C, H, W) -> (B, H, W)``: the column sums
+        of the affinity the reconstruction applies. With the last E step's ``Z`` and
+        ``m_k = Σ_n Z_nk x_n / Σ_n Z_nk`` (before the L2 normalisation), ``x̃ = X Aᵀ`` with
+        ``A_{n'n} = Σ_k Z_{n'k} Z_nk / (Σ_m Z_mk ‖m_k‖)``; position ``n`` receives
+        ``Σ_{n'} A_{n'n} = Σ_k Z_nk / ‖m_k‖``. Without the normalisation every position
+        would receive exactly 1, so the map shows which bases (and their positions) the
+        normalisation amplifies: the low-rank attention has no other preferred place.
+        Uses the basis buffer as it stands (the forward updates it afterwards)."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        b, c, h, w = x.shape
+        feats = self.conv_in(x)
+        work = torch.promote_types(feats.dtype, torch.float32)
+        iters = self.iters if self.training else self.eval_iters
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            f = feats.reshape(b, c, h * w).to(work)
+            z, _ = self.em(f, iters)  # (B, N, K)
+            usage = z.sum(dim=1, keepdim=True)  # (B, 1, K)
+            z_norm = z / (1e-6 + usage)
+            norms = torch.bmm(f, z_norm).norm(dim=1, keepdim=True).clamp_min(1e-12)  # (B, 1, K)
+            got = (z_norm * usage / norms).sum(dim=2)  # (B, N)
+        return got.view(b, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``; in training mode also updates ``bases``."""

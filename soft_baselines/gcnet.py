@@ -26,7 +26,7 @@ from soft_baselines.registry import register
 __all__ = ["GlobalContextBlock"]
 
 
-@register("gc", rd_ratio=lambda channels, rd_ratio: {"ratio": rd_ratio})
+@register("gc", rd_ratio=lambda channels, rd_ratio: {"ratio": rd_ratio}, spatial_map=True)
 class GlobalContextBlock(nn.Module):
     """Global context block (GCNet): attention-pooled context, bottleneck transform, fusion.
 
@@ -89,6 +89,15 @@ class GlobalContextBlock(nn.Module):
             return x.new_full((b, 1, h, w), 1.0 / (h * w))
         logits = self.context_conv(x).flatten(2)  # (B, 1, HW)
         return torch.softmax(logits, dim=-1).view(b, 1, h, w)
+
+    def spatial_map(self, x: Tensor) -> Tensor | None:
+        """The context weights ``alpha`` (:meth:`attention_map`): ``(B, C, H, W) -> (B, H,
+        W)``, summing to 1. Every query shares them (GCNet's query-independent simplification
+        of the non-local block), so they are also the attention each position receives.
+        ``None`` with ``pooling="avg"``: uniform pooling attends nowhere in particular."""
+        if self.context_conv is None:
+            return None
+        return self.attention_map(x)[:, 0]
 
     def context(self, x: Tensor) -> Tensor:
         """Global context ``sum_j alpha_j x_j``: ``(B, C, H, W) -> (B, C, 1, 1)``."""

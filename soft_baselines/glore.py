@@ -26,7 +26,7 @@ from soft_baselines.registry import register
 __all__ = ["GloRe"]
 
 
-@register("glore")
+@register("glore", spatial_map=True)
 class GloRe(nn.Module):
     """GloRe unit: ``x + BN(W_e (GCN(phi(x) B^T) B))``, exactly the identity at init.
 
@@ -65,6 +65,15 @@ class GloRe(nn.Module):
         state = self.state(x).flatten(2)  # (B, S, L)
         proj = self.proj(x).flatten(2)  # (B, K, L)
         return state @ proj.transpose(1, 2), proj
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """How strongly each position takes part in the graph: ``Σ_k |B_kl|``, the total
+        absolute projection weight of position ``l`` over the ``K`` nodes (the same ``B``
+        gathers the node features and reprojects them), ``(B, C, H, W) -> (B, H, W)``.
+        The projection is signed and unnormalised, hence the absolute value."""
+        _, proj = self.nodes(x)
+        b, _, h, w = x.shape
+        return proj.to(torch.promote_types(proj.dtype, torch.float32)).abs().sum(1).view(b, h, w)
 
     def reason(self, v: Tensor) -> Tensor:
         """The GCN ``relu(W_g ((I - A_g) V^T)^T)``: ``(B, S, K) -> (B, S, K)``."""

@@ -97,11 +97,11 @@ class EmbeddedGaussianAttention(nn.Module):
         self.out = nn.Conv2d(value_channels, channels, 1)
         self.scale = key_channels**-0.5
 
-    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        g, _, h, w = x.shape
+    def weights(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """The attention ``softmax(Qᵀ K / sqrt(d_k))``: ``(G, C, h, w) -> (G, L, L)``
+        (row ``i``: the weights query ``i`` gives), in at least float32."""
         q = self.query(x).flatten(2)  # (G, dk, L)
         k = self.key(x).flatten(2)
-        v = self.value(x).flatten(2)  # (G, dv, L)
         energy = torch.bmm(q.transpose(1, 2), k)  # (G, L, L)
         work = torch.promote_types(energy.dtype, torch.float32)
         energy = energy.to(work) * self.scale
@@ -109,12 +109,17 @@ class EmbeddedGaussianAttention(nn.Module):
             # finfo.min (not -inf): a group made only of padding gets uniform, finite
             # weights; any real key drives the padded keys' weights to exactly 0.
             energy = energy.masked_fill(~key_mask[:, None, :], torch.finfo(work).min)
-        att = torch.softmax(energy, dim=-1).to(v.dtype)
+        return torch.softmax(energy, dim=-1)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        g, _, h, w = x.shape
+        v = self.value(x).flatten(2)  # (G, dv, L)
+        att = self.weights(x, key_mask).to(v.dtype)
         y = torch.bmm(v, att.transpose(1, 2))  # (G, dv, L)
         return self.out(y.reshape(g, -1, h, w))
 
 
-@register("isa", kind="block")
+@register("isa", kind="block", spatial_map=True)
 class InterlacedSparseSelfAttention(nn.Module):
     """Interlaced sparse self-attention (long-range then short-range groups), residual.
 
@@ -162,21 +167,52 @@ class InterlacedSparseSelfAttention(nn.Module):
         self.norm = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.norm.weight)
 
+    def _padded(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``x`` padded to whole blocks, the real-position map ``(B, 1, H_p, W_p)`` and the
+        key masks of the two stages (``None`` without padding)."""
+        b, _, h, w = x.shape
+        ph, pw = self.block_size
+        pad_h, pad_w = (-h) % ph, (-w) % pw
+        real = torch.ones(b, 1, h, w, dtype=torch.bool, device=x.device)
+        mask_long = mask_short = None
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+            real = F.pad(real, (0, pad_w, 0, pad_h), value=False)
+            mask_long = long_range_group(real, ph, pw).flatten(1)
+            mask_short = short_range_group(real, ph, pw).flatten(1)
+        return x, real, mask_long, mask_short
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position through both stages, ``(B, C, H, W) -> (B, H,
+        W)``. The two sparse affinities compose into the dense one ``A_short A_long``
+        (both stages mix positions linearly); its column sums over the real queries are
+        ``(1ᵀ A_short) A_long``: the mass each position receives in the short-range stage,
+        passed back through the long-range stage's affinity. Padded positions receive
+        nothing."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        h, w = x.shape[2:]
+        ph, pw = self.block_size
+        x, real, mask_long, mask_short = self._padded(x)
+        qh, qw = x.shape[2] // ph, x.shape[3] // pw
+        grouped = long_range_group(x, ph, pw)
+        a_long = self.long_attn.weights(grouped, mask_long)  # (G1, L1, L1)
+        y = long_range_ungroup(self.long_attn(grouped, mask_long), ph, pw)
+        a_short = self.short_attn.weights(short_range_group(y, ph, pw), mask_short)
+        mass = short_range_group(real.to(a_short.dtype), ph, pw).flatten(1)  # real queries
+        got = (mass[:, :, None] * a_short).sum(dim=1)  # (G2, L2)
+        got = short_range_ungroup(got.view(-1, 1, ph, pw), qh, qw)  # (B, 1, H_p, W_p)
+        got = (long_range_group(got, ph, pw).flatten(1)[:, :, None] * a_long).sum(dim=1)
+        got = long_range_ungroup(got.view(-1, 1, qh, qw), ph, pw)
+        return got[:, 0, :h, :w]
+
     def interlaced(self, x: Tensor) -> Tensor:
         """Pad, long-range attention, short-range attention, permute back, crop.
 
         ``(B, C, H, W) -> (B, C, H, W)``; no residual, no normalisation.
         """
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         ph, pw = self.block_size
-        pad_h, pad_w = (-h) % ph, (-w) % pw
-        mask_long = mask_short = None
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-            real = torch.ones(b, 1, h, w, dtype=torch.bool, device=x.device)
-            real = F.pad(real, (0, pad_w, 0, pad_h), value=False)
-            mask_long = long_range_group(real, ph, pw).flatten(1)
-            mask_short = short_range_group(real, ph, pw).flatten(1)
+        x, _, mask_long, mask_short = self._padded(x)
         qh, qw = x.shape[2] // ph, x.shape[3] // pw
         y = long_range_ungroup(self.long_attn(long_range_group(x, ph, pw), mask_long), ph, pw)
         y = short_range_ungroup(self.short_attn(short_range_group(y, ph, pw), mask_short), qh, qw)

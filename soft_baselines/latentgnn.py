@@ -32,7 +32,7 @@ __all__ = ["LatentGNN"]
 _EPS = 1e-6
 
 
-@register("latentgnn")
+@register("latentgnn", spatial_map=True)
 class LatentGNN(nn.Module):
     """LatentGNN block ``x + BN(W_o Phi A Psi^T x)``, exactly the identity at init.
 
@@ -68,6 +68,18 @@ class LatentGNN(nn.Module):
         psi = psi / (psi.sum(dim=1, keepdim=True) + _EPS)
         phi = phi / (phi.sum(dim=2, keepdim=True) + _EPS)
         return psi, phi
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the column sums of the ``N x N`` operator
+        ``Phi A Psi^T`` over all queries, ``((1^T Phi) A) Psi^T`` (never forming it),
+        ``(B, C, H, W) -> (B, H, W)``, summing to about ``N``."""
+        psi, phi = self.kernels(x)
+        feats = x.flatten(2).transpose(1, 2)
+        z = psi.transpose(1, 2) @ feats.to(psi.dtype)
+        a = torch.softmax(z @ z.transpose(1, 2) / math.sqrt(self.channels), dim=-1)
+        got = (phi.sum(dim=1, keepdim=True) @ a) @ psi.transpose(1, 2)  # (B, 1, N)
+        b, _, h, w = x.shape
+        return got.view(b, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

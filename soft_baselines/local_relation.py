@@ -32,12 +32,13 @@ from soft_baselines._checks import (
     check_positive_int,
 )
 from soft_baselines._local import neighbourhoods, relative_offsets, valid_neighbours
+from soft_baselines._maps import window_received
 from soft_baselines.registry import register
 
 __all__ = ["LocalRelation"]
 
 
-@register("local_relation")
+@register("local_relation", spatial_map=True)
 class LocalRelation(nn.Module):
     """Local relation layer ``x + BN(W_o LR(x))``, exactly the identity at init.
 
@@ -88,6 +89,13 @@ class LocalRelation(nn.Module):
         inside = valid_neighbours(h, w, k, device=x.device)  # (k*k, N)
         logits = logits.masked_fill(~inside, float("-inf"))
         return torch.softmax(logits, dim=2)
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the aggregation weights every window gives it,
+        summed over the windows that contain it and averaged over the ``m`` heads,
+        ``(B, C, H, W) -> (B, H, W)``."""
+        h, w = x.shape[2:]
+        return window_received(self.weights(x).mean(dim=1), h, w, self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -60,7 +60,7 @@ def _inter_channels_from_rd_ratio(channels: int, rd_ratio: float) -> dict[str, i
     return {"inter_channels": max(1, round(channels * rd_ratio))}
 
 
-@register("nonlocal", aliases=("nl",), rd_ratio=_inter_channels_from_rd_ratio)
+@register("nonlocal", aliases=("nl",), rd_ratio=_inter_channels_from_rd_ratio, spatial_map=True)
 class NonLocalBlock(nn.Module):
     """Non-local block ``x + BN(W_z y)``, exactly the identity at init.
 
@@ -161,6 +161,16 @@ class NonLocalBlock(nn.Module):
         if self.pairwise == "dot_product":
             return (q @ k.transpose(1, 2)) / n_k
         return torch.relu(self._concat_logits(q, k)) / n_k
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per key position: the column sums over all queries of
+        :meth:`pairwise_weights`, ``(B, C, H, W) -> (B, H_k, W_k)`` (``H_k, W_k`` the
+        keys' grid: ``H, W``, or the 2x2-pooled grid with ``sub_sample``). Signed for the
+        dot-product form (the soft-map API clamps negatives)."""
+        b = x.shape[0]
+        grid = self._pool(x[:, :1]).shape[2:]
+        weights = self.pairwise_weights(x)
+        return weights.to(torch.promote_types(weights.dtype, torch.float32)).sum(1).view(b, *grid)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``: ``x + BN(W_z y)``."""

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_positive_int
+from soft_baselines._maps import received
 from soft_baselines.registry import register
 
 __all__ = ["ASPObjectContext", "BaseObjectContext", "ObjectContext", "PyramidObjectContext"]
@@ -91,6 +92,29 @@ class ObjectContext(nn.Module):
         y = F.scaled_dot_product_attention(q.to(vv.dtype), q.to(vv.dtype), vv, scale=scale)
         return y.transpose(1, 2).reshape(b, -1, h, w)
 
+    def received(self, x: Tensor, grid: int = 1) -> Tensor:
+        """Attention received per position, ``(B, C_in, H, W) -> (B, H, W)``: the column
+        sums of ``softmax(f(x) f(x)^T / sqrt(d))`` over the queries of its region (each
+        region's map sums to its number of positions)."""
+        k = self.key(x)
+        b, _, h, w = k.shape
+        scale = 1.0 / math.sqrt(self.key_channels)
+        got = k.new_zeros(b, h, w, dtype=torch.promote_types(k.dtype, torch.float32))
+        bounds = (
+            [(0, h, 0, w)]
+            if grid == 1
+            else [
+                (r0, r1, c0, c1)
+                for r0, r1 in region_bounds(h, grid)
+                for c0, c1 in region_bounds(w, grid)
+            ]
+        )
+        for r0, r1, c0, c1 in bounds:
+            q = k[:, :, r0:r1, c0:c1].flatten(2).transpose(1, 2).to(got.dtype)  # (B, n, d)
+            mass = received(torch.softmax(q @ q.transpose(1, 2) * scale, dim=-1))
+            got[:, r0:r1, c0:c1] = mass.view(b, r1 - r0, c1 - c0)
+        return got
+
     def forward(self, x: Tensor, grid: int = 1) -> Tensor:
         """Context within each of ``grid x grid`` regions (``grid=1``: the whole map)."""
         k, v = self.key(x), self.value(x)
@@ -113,7 +137,7 @@ def _widths(channels: int, key_channels: int | None, value_channels: int | None)
     return check_positive_int("key_channels", kc), check_positive_int("value_channels", vc)
 
 
-@register("oc_base")
+@register("oc_base", spatial_map=True)
 class BaseObjectContext(nn.Module):
     """Base-OC: ``x + fuse([OC(x); x])``, exactly the identity at init.
 
@@ -133,13 +157,19 @@ class BaseObjectContext(nn.Module):
         self.context = ObjectContext(channels, kc, vc, channels)
         self.fuse = _zero_fuse(2 * channels, channels)
 
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position (:meth:`ObjectContext.received`), ``(B, C, H,
+        W) -> (B, H, W)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        return self.context.received(x)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
         return x + self.fuse(torch.cat([self.context(x), x], dim=1))
 
 
-@register("oc_pyramid")
+@register("oc_pyramid", spatial_map=True)
 class PyramidObjectContext(nn.Module):
     """Pyramid-OC: object context within ``s x s`` regions per scale, fused with the input.
 
@@ -168,6 +198,14 @@ class PyramidObjectContext(nn.Module):
         self.contexts = nn.ModuleList(ObjectContext(channels, kc, vc, channels) for _ in scales)
         self.fuse = _zero_fuse((1 + len(scales)) * channels, channels)
 
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position within the regions of each scale
+        (:meth:`ObjectContext.received`), averaged over the scales, ``(B, C, H, W) -> (B,
+        H, W)`` (every scale's map sums to ``H W``)."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        maps = [oc.received(x, grid=s) for oc, s in zip(self.contexts, self.scales, strict=True)]
+        return torch.stack(maps).mean(dim=0)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
@@ -178,7 +216,7 @@ class PyramidObjectContext(nn.Module):
         return f"channels={self.channels}, scales={self.scales}"
 
 
-@register("oc_asp")
+@register("oc_asp", spatial_map=True)
 class ASPObjectContext(nn.Module):
     """ASP-OC: base-OC beside a 1x1 and three dilated 3x3 branches (ASPP), fused.
 
@@ -211,6 +249,13 @@ class ASPObjectContext(nn.Module):
             + [_conv_bn_relu(channels, ci, 3, dilation=d) for d in self.dilations]
         )
         self.fuse = _zero_fuse((2 + len(self.dilations)) * ci, channels)
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position in the object-context branch (on its 3x3 conv
+        features; :meth:`ObjectContext.received`), ``(B, C, H, W) -> (B, H, W)``. The
+        convolution branches do not attend."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        return self.context.received(self.context_conv(x))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

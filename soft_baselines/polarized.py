@@ -31,7 +31,7 @@ from soft_baselines.registry import register
 __all__ = ["PolarizedSelfAttention"]
 
 
-@register("polarized")
+@register("polarized", spatial_map=True)
 class PolarizedSelfAttention(nn.Module):
     """Polarized self-attention: channel-only and spatial-only sigmoid gates, in parallel or
     in sequence.
@@ -82,6 +82,15 @@ class PolarizedSelfAttention(nn.Module):
         v = self.sp_v(x).flatten(2)  # (B, C', N)
         a = q.unsqueeze(1).to(v.dtype) @ v  # (B, 1, N)
         return torch.sigmoid(a).view(x.shape[0], 1, *x.shape[2:])
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """The spatial-only gate ``A_sp`` itself, on the input it gates (``x`` in the
+        parallel layout, ``A_ch(x) * x`` in the sequential one): ``(B, C, H, W) -> (B, H,
+        W)`` in ``(0, 1)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        if self.layout == "sequential":
+            x = x * self.channel_gate(x).to(x.dtype)
+        return self.spatial_gate(x)[:, 0]
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -72,7 +72,7 @@ class _MaskHead(nn.Module):
         return F.conv2d(h, w.to(h.dtype), self.predict.bias[rows].to(h.dtype)).flatten(2)
 
 
-@register("psanet")
+@register("psanet", spatial_map=True)
 class PointwiseSpatialAttention(nn.Module):
     """PSANet's bi-directional point-wise spatial attention, ``x + fuse([collect;
     distribute])``, exactly the identity at init.
@@ -130,6 +130,16 @@ class PointwiseSpatialAttention(nn.Module):
         collect = a_c.gather(2, idx)  # [b, i, j] = a_c[b, i, off(j - i)]
         distribute = a_d.gather(2, idx).transpose(1, 2)  # [b, i, j] = a_d[b, j, off(i - j)]
         return xr.flatten(2).transpose(1, 2), collect, distribute
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the column sums over all positions ``i`` of
+        the collect and distribute matrices added (both are "the weight ``i`` receives from
+        ``j``"), ``(B, C, H, W) -> (B, H, W)``. The predicted maps are not normalised, so
+        the sums are signed (the soft-map API clamps negatives)."""
+        _, collect, distribute = self.attention(x)
+        b, _, h, w = x.shape
+        both = collect + distribute
+        return both.to(torch.promote_types(both.dtype, torch.float32)).sum(1).view(b, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -26,6 +26,15 @@ timm compatibility (``create`` and :func:`timm_attn_layer`):
 The registry is full whenever it is queried: importing this module imports the package
 ``soft_baselines`` first, whose ``__init__`` imports every family module (one file per
 family), and each registers itself.
+
+Spatial attention maps (``register(..., spatial_map=...)``): every family declares whether
+its module has a map of *where* it attends, for
+:mod:`soft_baselines.attention_maps`. ``spatial_map=True``: the class defines
+``spatial_map(x, ...) -> (B, h, w)`` (its docstring says what the map is; ``None`` for an
+instance built without a spatial part); ``spatial_map=False``: the module attends over
+channels (or branches) only and defines no such method, so no map is ever faked.
+Undeclared (``None``) is allowed for modules registered elsewhere; the registry-wide tests
+demand a declaration from every module registered here.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ class Entry:
     kind: Kind
     doc: str
     rd_ratio: RdRatio | None = None
+    spatial_map: bool | None = None
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -77,22 +87,33 @@ def register(
     *,
     aliases: tuple[str, ...] = (),
     rd_ratio: RdRatio | None = None,
+    spatial_map: bool | None = None,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator registering an attention module under ``name`` (and ``aliases``).
 
     ``rd_ratio``, if given, translates timm's ``rd_ratio`` for ``channels`` into this
-    module's own keyword arguments (see the module docstring). Raises ``ValueError`` if a
-    name or alias is already taken or ``kind`` is unknown.
+    module's own keyword arguments (see the module docstring). ``spatial_map`` declares
+    whether the module has a spatial attention map (module docstring): ``True`` requires a
+    ``spatial_map`` method on the class, ``False`` forbids one. Raises ``ValueError`` if a
+    name or alias is already taken, ``kind`` is unknown or the declaration does not match
+    the class.
     """
     if kind not in ("block", "transform"):
         raise ValueError(f"kind must be 'block' or 'transform', got {kind!r}")
+    if not (spatial_map is None or isinstance(spatial_map, bool)):
+        raise ValueError(f"spatial_map must be True, False or None, got {spatial_map!r}")
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         for n in (name, *aliases):
             if n in _REGISTRY or n in _ALIASES:
                 raise ValueError(f"attention module {n!r} is already registered")
+        has_method = callable(getattr(cls, "spatial_map", None))
+        if spatial_map is True and not has_method:
+            raise ValueError(f"{name!r} declares spatial_map=True but defines no spatial_map()")
+        if spatial_map is False and has_method:
+            raise ValueError(f"{name!r} declares spatial_map=False but defines spatial_map()")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Entry(name, cls, kind, doc[0] if doc else "", rd_ratio)
+        _REGISTRY[name] = Entry(name, cls, kind, doc[0] if doc else "", rd_ratio, spatial_map)
         for alias in aliases:
             _ALIASES[alias] = name
         return cls
@@ -121,6 +142,15 @@ def get_entry(name: str) -> Entry:
             f"unknown attention module {name!r}; valid names: {', '.join(list_modules())}; "
             f"aliases: {aliases or 'none'}"
         ) from None
+
+
+def entry_of(module: nn.Module) -> Entry | None:
+    """The registry entry whose class is exactly ``type(module)``, or ``None`` (a module
+    that is not a registered attention module, e.g. a conv layer or a backbone)."""
+    for entry in _REGISTRY.values():
+        if type(module) is entry.factory:
+            return entry
+    return None
 
 
 def create(

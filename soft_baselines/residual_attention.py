@@ -64,7 +64,7 @@ def _units(channels: int, n: int) -> nn.Sequential:
     return nn.Sequential(*(PreActBottleneck(channels) for _ in range(n)))
 
 
-@register("residual_attention")
+@register("residual_attention", spatial_map=True)
 class ResidualAttention(nn.Module):
     """Attention module of the Residual Attention Network: ``(1 + M(x)) * T(x)``.
 
@@ -119,6 +119,13 @@ class ResidualAttention(nn.Module):
             if level > 0:
                 h = self.up[level - 1](h + skips[level - 1])
         return torch.sigmoid(self.mask_out(h))
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """The soft mask ``M`` of the pre-processed input, averaged over channels (``M`` is
+        per channel and position; ``(1 + M)`` scales the trunk there): ``(B, C, H, W) ->
+        (B, H, W)`` in ``(0, 1)``."""
+        check_feature_map(x, self.channels, type(self).__name__)
+        return self.mask(self.pre(x)).mean(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -21,16 +21,18 @@ Registered as ``"rnl"``.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_feature_map, check_odd_kernel, check_positive_int
+from soft_baselines._maps import received
 from soft_baselines.registry import register
 
 __all__ = ["RegionNonLocal"]
 
 
-@register("rnl")
+@register("rnl", spatial_map=True)
 class RegionNonLocal(nn.Module):
     """Region-based non-local block ``x + BN(W_z y)``, exactly the identity at init.
 
@@ -64,6 +66,14 @@ class RegionNonLocal(nn.Module):
         """Region descriptors ``theta(x_N(i))``: ``(B, C, H, W) -> (B, C', H, W)``."""
         check_feature_map(x, self.channels, type(self).__name__)
         return self.region(self.embed(x))
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the column sums over all queries of
+        ``softmax(theta theta^T)``, ``(B, C, H, W) -> (B, H, W)``."""
+        t = self.theta(x).flatten(2).transpose(1, 2)  # (B, N, C')
+        t = t.to(torch.promote_types(t.dtype, torch.float32))
+        b, _, h, w = x.shape
+        return received(torch.softmax(t @ t.transpose(1, 2), dim=-1)).view(b, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -35,6 +35,7 @@ from soft_baselines._checks import (
     check_positive_int,
 )
 from soft_baselines._local import neighbourhoods, valid_neighbours
+from soft_baselines._maps import window_received
 from soft_baselines.registry import register
 
 __all__ = ["PairwiseSelfAttention", "PatchwiseSelfAttention", "SelfAttention"]
@@ -137,6 +138,13 @@ class SelfAttention(nn.Module):
         inside = valid_neighbours(h, w, k, device=x.device)
         return torch.softmax(logits.masked_fill(~inside, float("-inf")), dim=2)
 
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """Attention received per position: the footprint weights ``alpha`` every position
+        gives it, summed over the footprints that contain it and averaged over the
+        ``C / share`` weight groups, ``(B, C, H, W) -> (B, H, W)``."""
+        h, w = x.shape[2:]
+        return window_received(self.weights(x).mean(dim=1), h, w, self.kernel_size)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
         a = self.weights(x)  # (B, G, k*k, N)
@@ -153,7 +161,7 @@ class SelfAttention(nn.Module):
         )
 
 
-@register("san_pairwise")
+@register("san_pairwise", spatial_map=True)
 class PairwiseSelfAttention(SelfAttention):
     """SAN pairwise self-attention (subtraction relation, position encoding), residual."""
 
@@ -163,7 +171,7 @@ class PairwiseSelfAttention(SelfAttention):
         super().__init__(channels, mode="pairwise", **kwargs)
 
 
-@register("san_patchwise")
+@register("san_patchwise", spatial_map=True)
 class PatchwiseSelfAttention(SelfAttention):
     """SAN patchwise self-attention (concatenation relation over the footprint), residual."""
 

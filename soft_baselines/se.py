@@ -19,7 +19,7 @@ from soft_baselines.registry import rd_ratio_as_reduction, register
 __all__ = ["SqueezeExcitation", "bottleneck_width", "check_feature_map", "check_positive_int"]
 
 
-@register("se", rd_ratio=rd_ratio_as_reduction)
+@register("se", rd_ratio=rd_ratio_as_reduction, spatial_map=False)
 class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation: per-channel sigmoid gates from globally pooled features.
 

@@ -127,7 +127,7 @@ class SKConv(nn.Module):
         )
 
 
-@register("sk", rd_ratio=rd_ratio_as_reduction)
+@register("sk", rd_ratio=rd_ratio_as_reduction, spatial_map=False)
 class SKBlock(nn.Module):
     """Selective-kernel residual block ``x + BN(SKConv(x))``, exactly the identity at init.
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import check_positive_int
+from soft_baselines._maps import adjoint
 from soft_baselines.registry import register
 
 __all__ = ["SpatialTransformer", "check_size_pair", "theta_from_params", "warp"]
@@ -80,7 +81,7 @@ def warp(x: Tensor, theta: Tensor, output_size: tuple[int, int] | None = None) -
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@register("stn", kind="transform")
+@register("stn", kind="transform", spatial_map=True)
 class SpatialTransformer(nn.Module):
     """Spatial transformer: localisation net -> affine ``theta`` -> bilinear resampling.
 
@@ -178,6 +179,20 @@ class SpatialTransformer(nn.Module):
         theta = self.theta(x)
         self.last_theta = theta.detach()
         return warp(x, theta, self.output_size), theta
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """The sampling grid's footprint on the input, ``(B, C, H, W) -> (B, H, W)``: every
+        output pixel's sampling point spreads one unit of mass over the input pixels the
+        bilinear sampler reads it from, with the sampler's weights (the adjoint of
+        :func:`warp`); points outside the image carry their mass off the map. Sums to the
+        number of output pixels when the whole grid lies inside. Leaves
+        :attr:`last_theta` as it is."""
+        theta = self.theta(x).detach()
+        b, _, h, w = x.shape
+        ho, wo = (h, w) if self.output_size is None else self.output_size
+        work = torch.promote_types(x.dtype, torch.float32)
+        ones = torch.ones(b, 1, ho, wo, dtype=work, device=x.device)
+        return adjoint(lambda p: warp(p, theta, self.output_size), ones, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H', W')``, the warped input."""

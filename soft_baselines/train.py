@@ -29,6 +29,9 @@ TensorBoard tags; the global step is the number of training images seen:
 - ``eval/attention/gradcam``: the same images with the Grad-CAM map of the predicted class
   over the output of the last feature stage (:func:`glimpse.attention.grad_cam`) drawn
   over them (:func:`glimpse.viz.overlay_map`), every epoch, for every model;
+- ``eval/attention/module``: the same images with the attention block's own spatial map
+  (:mod:`soft_baselines.attention_maps`; the STN's sampling footprint) in the same style,
+  every epoch, for models whose block has one (not SE, ECA, SK, CAM or the plain CNN);
 - ``hparams``: the config as a text table.
 
 Data-parallel (``torchrun``, :mod:`glimpse.distributed`): the model runs in
@@ -329,13 +332,18 @@ def stn_image_grid(images: Tensor, warped: Tensor, theta: Tensor) -> Tensor:
 
 def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int, step: int) -> None:
     """Log the Grad-CAM maps of the first ``n`` images of ``source`` over the images, as
-    ``eval/attention/gradcam`` (one row; the model's mode and parameters are untouched)."""
+    ``eval/attention/gradcam`` (one row), and, when the model's attention block (or STN)
+    has a spatial map, the block's own map as ``eval/attention/module``
+    (:func:`soft_baselines.attention_maps.soft_attention_map`: each block's map upsampled
+    bilinearly and normalised, averaged over the inserted blocks). The model's mode and
+    parameters are untouched."""
     if n <= 0 or not run.enabled:
         return
     from torchvision.utils import make_grid
 
     from glimpse.attention import grad_cam
     from glimpse.viz import overlay_map
+    from soft_baselines.attention_maps import soft_attention_map, spatial_map_blocks
 
     n = min(n, len(source))
     x, _ = source.get(torch.arange(n, device=source.images.device))
@@ -343,16 +351,22 @@ def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int,
     model.eval()
     try:
         maps = grad_cam(model, model.features[-1], x.float())
+        own = soft_attention_map(model, x.float())[0] if spatial_map_blocks(model) else None
     finally:
         model.train(was_training)
-    tiles = [
-        torch.from_numpy(overlay_map(x[i].float().cpu().clamp(0, 1), maps[i].cpu())).permute(
-            2, 0, 1
-        )
-        for i in range(n)
-    ]
-    grid = make_grid(torch.stack(tiles), nrow=n, padding=2, pad_value=255)
-    run.writer.add_image("eval/attention/gradcam", grid, step)
+
+    def row(m: Tensor) -> Tensor:
+        tiles = [
+            torch.from_numpy(overlay_map(x[i].float().cpu().clamp(0, 1), m[i].cpu())).permute(
+                2, 0, 1
+            )
+            for i in range(n)
+        ]
+        return make_grid(torch.stack(tiles), nrow=n, padding=2, pad_value=255)
+
+    run.writer.add_image("eval/attention/gradcam", row(maps), step)
+    if own is not None:
+        run.writer.add_image("eval/attention/module", row(own), step)
 
 
 def log_stn_images(

@@ -78,3 +78,68 @@ def test_export_layout_and_scores_recomputed_by_hand(run_dir, tmp_path):
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(ValueError, match="not a run folder"):
         _script().main([str(tmp_path)])
+
+
+@pytest.fixture(scope="module")
+def soft_runs(tmp_path_factory, data_root):
+    from soft_baselines.train import SoftTrainConfig, train_soft
+
+    root = tmp_path_factory.mktemp("soft_maps")
+    for module in ("cbam", "se"):
+        cfg = SoftTrainConfig(
+            module=module,
+            dataset="cluttered60",
+            widths=(8, 16),
+            insert_after=("stage2",),
+            epochs=1,
+            batch_size=16,
+            max_batches_per_epoch=2,
+            val_size=200,
+            train_limit=64,
+            eval_limit=40,
+            eval_batch_size=40,
+            log_images=0,
+            data_root=str(data_root),
+            runs_root=str(root),
+            run_name=module,
+            device="cpu",
+        )
+        train_soft(cfg)
+    return root
+
+
+def test_soft_run_exports_the_module_map_beside_grad_cam(soft_runs, tmp_path):
+    import torch
+
+    from glimpse.attention import mass_in_boxes
+
+    out = tmp_path / "soft.npz"
+    summary = _script().main(
+        [str(soft_runs / "cbam"), "--limit", "12", "--num-maps", "4", "--out", str(out)]
+    )
+    z = np.load(out)
+    for kind in ("gradcam", "module"):
+        assert z[f"{kind}_maps"].shape == (4, 60, 60)
+        assert np.allclose(z[f"{kind}_maps"].sum(axis=(1, 2)), 1.0, atol=1e-5)
+        assert z[f"{kind}_mass_in_box"].shape == (12,) and z[f"{kind}_pointing"].shape == (12,)
+        assert z[f"{kind}_mass_on_clutter"].shape == (12,)
+        assert summary[f"{kind}_in_box"] == pytest.approx(float(z[f"{kind}_mass_in_box"].mean()))
+    assert "fixations" not in z and z["boxes"].shape == (12, 4)
+    assert z["labels"].shape == (12, 1) and z["predictions"].shape == (12, 1)
+    # the stored maps' scores, recomputed from the maps and boxes
+    mass = mass_in_boxes(
+        torch.from_numpy(z["module_maps"]).double(), torch.from_numpy(z["boxes"][:4]).double()
+    )
+    assert np.allclose(mass.numpy(), z["module_mass_in_box"][:4], atol=1e-5)
+    assert summary["module_map"] and summary["attention_map"] == "module"
+    assert summary["attention_in_box"] == summary["module_in_box"]
+
+
+def test_soft_run_without_a_spatial_map_exports_grad_cam_only(soft_runs, tmp_path):
+    out = tmp_path / "se.npz"
+    summary = _script().main([str(soft_runs / "se"), "--limit", "6", "--out", str(out)])
+    z = np.load(out)
+    assert z["gradcam_maps"].shape == (6, 60, 60)
+    assert not any(k.startswith("module_") for k in z.files)
+    assert not summary["module_map"] and summary["attention_map"] == "gradcam"
+    assert summary["attention_in_box"] == summary["gradcam_in_box"]

@@ -233,6 +233,9 @@ def test_stn_run_logs_images_resumes_and_uses_shared_evaluation(data_root, tmp_p
     cams = acc.Images("eval/attention/gradcam")  # every model logs its Grad-CAM maps
     assert [e.step for e in cams] == [3 * 32, 2 * 3 * 32]
     assert cams[0].width == 4 * 28 * 4 + 5 * 2 and cams[0].height == 28 * 4 + 2 * 2
+    own = acc.Images("eval/attention/module")  # the STN's sampling footprint, same layout
+    assert [e.step for e in own] == [3 * 32, 2 * 3 * 32]
+    assert (own[0].width, own[0].height) == (cams[0].width, cams[0].height)
     tags = set(acc.Tags()["scalars"])
     assert {"losses/cross_entropy", "train/accuracy", "charts/lr", "charts/stn_area"} <= tags
     assert {"eval/accuracy", "eval/error", "eval/test_accuracy"} <= tags
@@ -280,3 +283,32 @@ def test_train_soft_script_on_twodigit100(data_root, tmp_path):
     )
     model = load_checkpoint(run_dir / "last.pt")["model"]
     assert model["head.weight"].shape == (100, 8)
+
+
+@pytest.mark.parametrize(
+    ("module", "tags"),
+    [
+        ("cbam", ["eval/attention/gradcam", "eval/attention/module"]),
+        ("se", ["eval/attention/gradcam"]),  # channel-only: no module map, none faked
+        ("none", ["eval/attention/gradcam"]),
+    ],
+)
+def test_log_attention_images_adds_the_module_map_when_the_block_has_one(module, tags):
+    from types import SimpleNamespace
+
+    from glimpse.data import ImageSource
+    from soft_baselines.backbones import SmallCNN
+
+    logged = []
+    writer = SimpleNamespace(add_image=lambda tag, img, step: logged.append((tag, img.shape)))
+    run = SimpleNamespace(enabled=True, writer=writer)
+    torch.manual_seed(0)
+    model = SmallCNN(1, 10, (28, 28), widths=(8, 8), attention=module, insert_after=("stage2",))
+    model.train()
+    source = ImageSource(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), torch.zeros(5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    soft_train.log_attention_images(run, model, source, 3, step=7)
+    assert [t for t, _ in logged] == tags
+    assert len({shape for _, shape in logged}) == 1  # same layout for both rows
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

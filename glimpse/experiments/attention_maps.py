@@ -1,4 +1,4 @@
-"""Export where a hard-attention run looks: ``scripts/attention_maps.py RUN``.
+"""Export where a run looks: ``scripts/attention_maps.py RUN`` (hard and soft runs).
 
 Top floor (:mod:`glimpse.experiments`): it loads a run's agent, so it imports the agents.
 The maps and scores themselves are :mod:`glimpse.attention`'s, shared with soft models.
@@ -30,6 +30,18 @@ The summary (returned, printed and written beside the ``.npz`` as JSON) holds th
 ``attention_in_box`` (fraction of fixations inside the box), ``attention_in_box_per_step``,
 ``attention_on_clutter`` (fraction of fixations on clutter and not on the digit),
 ``footprint_in_box``, ``footprint_on_clutter`` and ``pointing``.
+
+A soft run (``scripts/train_soft.py``: its ``config.json`` has a ``module``) is exported
+by :func:`_export_soft`: the same file, with no ``fixations`` and, instead of ``maps``,
+``gradcam_maps`` (Grad-CAM of the predicted class on the last feature stage,
+:func:`glimpse.attention.grad_cam`) and, when the run's block (or STN) has a spatial map,
+``module_maps`` (its own map, :func:`soft_baselines.attention_maps.soft_attention_map`),
+both ``(M, H, W)`` float32 summing to 1; per image ``{gradcam,module}_mass_in_box``,
+``{gradcam,module}_mass_on_clutter`` ``(N,)`` float32 and ``{gradcam,module}_pointing``
+``(N,)`` bool. Summary: ``{gradcam,module}_in_box``, ``{gradcam,module}_on_clutter``,
+``{gradcam,module}_pointing``, ``module_map`` (whether the run has one) and
+``attention_in_box`` / ``attention_on_clutter`` / ``pointing`` of the module map if there
+is one, else of Grad-CAM (``attention_map`` says which).
 """
 
 from __future__ import annotations
@@ -44,11 +56,20 @@ import torch
 import tyro
 
 from agents.reinforce import predict
-from glimpse.attention import fixations_in_boxes, footprint_map, mass_in_boxes, pointing_hits
-from glimpse.data import get_dataset
+from glimpse.attention import (
+    fixations_in_boxes,
+    footprint_map,
+    grad_cam,
+    mass_in_boxes,
+    pointing_hits,
+)
+from glimpse.data import ImageSource, get_dataset
 from glimpse.experiments.playback import load_agent
-from glimpse.io import atomic_write, write_json
-from glimpse.training import Rule, check_config, resolve_device
+from glimpse.io import atomic_write, read_json, write_json
+from glimpse.tasks import get_task
+from glimpse.training import Rule, check_config, load_checkpoint, load_run_config, resolve_device
+from soft_baselines.attention_maps import soft_attention_map
+from soft_baselines.train import SoftTrainConfig, build_model
 
 __all__ = ["AttentionMapsConfig", "export_attention_maps"]
 
@@ -58,7 +79,7 @@ class AttentionMapsConfig:
     """Where a hard-attention run looks: fixations, footprint maps and box scores."""
 
     run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-    """The run folder of a RAM/DRAM run (``runs/<name>``)."""
+    """The run folder of a RAM/DRAM run or a soft run (``runs/<name>``)."""
     split: Literal["val", "test"] = "test"
     """Split of the run's dataset."""
     checkpoint: Literal["best", "last"] = "best"
@@ -104,6 +125,9 @@ def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    config = Path(cfg.run_dir) / "config.json"
+    if config.is_file() and "module" in read_json(config):  # a soft run
+        return _write(cfg, *_export_soft(cfg, device))
     policy, run_cfg, venv = load_agent(
         cfg.run_dir, device, cfg.checkpoint, cfg.split, num_envs=cfg.batch_size
     )
@@ -171,6 +195,101 @@ def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
             out["mass_on_clutter"] = torch.cat(scores["on_clutter"]).float().numpy()
             summary["attention_on_clutter"] = float(on.float().mean())
             summary["footprint_on_clutter"] = float(out["mass_on_clutter"].mean())
+    return _write(cfg, out, summary)
+
+
+def _export_soft(
+    cfg: AttentionMapsConfig, device: torch.device
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and summary of a soft run (module docstring): Grad-CAM and, if the
+    run's block has one, its own spatial map, scored against the recorded boxes."""
+    run_cfg = load_run_config(cfg.run_dir, SoftTrainConfig)
+    ckpt = Path(cfg.run_dir) / f"{cfg.checkpoint}.pt"
+    if not ckpt.is_file():
+        raise ValueError(f"no checkpoint {ckpt} (expected best.pt or last.pt in the run folder)")
+    task = get_task(run_cfg.dataset)
+    lim = {"limit": cfg.limit} if cfg.limit and task.generated else {}
+    ds = task.load(cfg.split, run_cfg.data_root, val_size=run_cfg.val_size, **lim)
+    src = ImageSource.from_any(ds, device=device)
+    n = min(cfg.limit, len(src)) if cfg.limit else len(src)
+    model = build_model(run_cfg, src.image_shape, len(ds.classes)).to(device)
+    model.load_state_dict(load_checkpoint(ckpt, device)["model"])
+    model.eval()
+    boxes, clutter = (
+        None if getattr(ds, key, None) is None else torch.as_tensor(getattr(ds, key))[:n].double()
+        for key in ("boxes", "clutter_boxes")
+    )
+    kinds: dict[str, dict[str, list[torch.Tensor]]] = {}
+    preds = []
+    for start in range(0, n, cfg.batch_size):
+        idx = torch.arange(start, min(start + cfg.batch_size, n), device=device)
+        x, _ = src.get(idx)
+        with torch.no_grad():
+            preds.append(model(x).argmax(1).cpu())
+        found = {"gradcam": grad_cam(model, model.features[-1], x), "module": None}
+        found["module"] = soft_attention_map(model, x)[0]
+        for kind, m in found.items():
+            if m is None:
+                continue
+            got = kinds.setdefault(kind, {"maps": [], "in_box": [], "on_clutter": [], "point": []})
+            m = m.double().cpu()
+            if start < cfg.num_maps:
+                got["maps"].append(m[: cfg.num_maps - start].float())
+            if boxes is not None:
+                digit = boxes[idx.cpu()]
+                digit = digit if digit.ndim == 3 else digit[:, None]
+                inside = mass_in_boxes(m, digit)
+                got["in_box"].append(inside)
+                got["point"].append(pointing_hits(m, digit))
+                if clutter is not None:
+                    both = torch.cat([digit, clutter[idx.cpu()]], dim=1)
+                    got["on_clutter"].append(mass_in_boxes(m, both) - inside)
+    h, w = src.image_shape[1:]
+    out: dict[str, np.ndarray] = {
+        "indices": np.arange(n, dtype=np.int64),
+        "labels": src.labels[:n].reshape(n, -1).cpu().numpy(),
+        "predictions": torch.cat(preds).reshape(n, -1).numpy(),
+    }
+    summary: dict[str, Any] = {
+        "run": str(cfg.run_dir),
+        "split": cfg.split,
+        "checkpoint": cfg.checkpoint,
+        "protocol": "deterministic",
+        "images": n,
+        "module": run_cfg.module,
+        "module_map": "module" in kinds,
+        "accuracy": float((out["predictions"] == out["labels"]).all(1).mean()),
+    }
+    if boxes is not None:
+        out["boxes"] = boxes.float().numpy()
+    if clutter is not None:
+        out["clutter_boxes"] = clutter.float().numpy()
+    for kind, got in kinds.items():
+        maps = got["maps"]
+        out[f"{kind}_maps"] = torch.cat(maps).numpy() if maps else np.zeros((0, h, w), np.float32)
+        for key, name, dtype in (
+            ("in_box", "mass_in_box", np.float32),
+            ("on_clutter", "mass_on_clutter", np.float32),
+            ("point", "pointing", bool),
+        ):
+            if got[key]:
+                out[f"{kind}_{name}"] = torch.cat(got[key]).numpy().astype(dtype)
+                score = "pointing" if key == "point" else key
+                summary[f"{kind}_{score}"] = float(out[f"{kind}_{name}"].mean())
+    best = "module" if "module" in kinds else "gradcam"
+    summary["attention_map"] = best
+    for key, score in (("in_box", "attention_in_box"), ("on_clutter", "attention_on_clutter")):
+        if f"{best}_{key}" in summary:
+            summary[score] = summary[f"{best}_{key}"]
+    if f"{best}_pointing" in summary:
+        summary["pointing"] = summary[f"{best}_pointing"]
+    return out, summary
+
+
+def _write(
+    cfg: AttentionMapsConfig, out: dict[str, np.ndarray], summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``out`` as the ``.npz`` and ``summary`` beside it as JSON (atomically)."""
     path = (
         Path(cfg.out)
         if cfg.out
