@@ -75,8 +75,9 @@ class HardTrainConfig(RunConfig):
     """Learning-rate schedule over all training batches."""
     weight_decay: float = 0.0
     """Adam weight decay."""
-    epochs: int = 100
-    """Passes over the training split (100: the 28x28 recipe of issue 16, docs/RESULTS.md)."""
+    epochs: int = 70
+    """Passes over the training split (70: the 28x28 default recipe, the largest budget
+    expected to fit 30 minutes on a 2-core CPU; docs/RESULTS.md)."""
     batch_size: int = 128
     """Episodes per gradient step and process (the vector env's ``num_envs``); under
     torchrun the global batch is this times the number of processes."""

@@ -1,6 +1,6 @@
 """Train RAM (Mnih et al. 2014) with REINFORCE: ``python scripts/train_ram.py --help``.
 
-Defaults: 28x28 MNIST, 6 glimpses of 8x8, 1 scale, a random first fixation, 100 epochs,
+Defaults: 28x28 MNIST, 6 glimpses of 8x8, 1 scale, a random first fixation, 70 epochs,
 one CPU thread (the recipe of issue 16, docs/RESULTS.md); at the end it prints the test
 error of every single-trajectory protocol beside the paper's figure. Examples::
 
