@@ -114,7 +114,7 @@ def test_script_tiny_runs_on_cub_layout_and_proxy(tmp_path, data_root):
         import train_parts as script
     finally:
         sys.path.pop(0)
-    make_tiny_cub(tmp_path / "cub", num_classes=2, images_per_class=4)
+    cub = make_tiny_cub(tmp_path / "cub", num_classes=2, images_per_class=4)
     common = ["--epochs", "1", "--runs-root", str(tmp_path / "runs"), "--threads", "1"]
     res = script.main(
         [
@@ -123,7 +123,10 @@ def test_script_tiny_runs_on_cub_layout_and_proxy(tmp_path, data_root):
             *("--backbone", "small", "--batch-size", "2", *common),
         ]
     )
-    assert 0.0 <= res["test_accuracy"] <= 1.0
+    n_test = int((~torch.as_tensor(cub.is_train, dtype=torch.bool)).sum())
+    right = res["test_accuracy"] * n_test  # a count over the fixture's test images
+    assert abs(right - round(right)) < 1e-6 and res["protocol"] == "deterministic"
+    assert json.loads((tmp_path / "runs" / "c" / "metrics.json").read_text()) == res
     res = script.main(
         [
             *("--dataset", "proxy", "--data-root", str(data_root), "--run-name", "p"),
