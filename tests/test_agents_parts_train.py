@@ -125,7 +125,7 @@ def test_script_tiny_runs_on_cub_layout_and_proxy(tmp_path, data_root):
     )
     n_test = int((~torch.as_tensor(cub.is_train, dtype=torch.bool)).sum())
     right = res["test_accuracy"] * n_test  # a count over the fixture's test images
-    assert abs(right - round(right)) < 1e-6 and res["protocol"] == "deterministic"
+    assert abs(right - round(right)) < 1e-3 and res["protocol"] == "deterministic"
     assert json.loads((tmp_path / "runs" / "c" / "metrics.json").read_text()) == res
     res = script.main(
         [

@@ -163,7 +163,7 @@ def test_train_sb3_on_mnist_runs_logs_and_resumes(tmp_path, data_root):
     assert {"config.json", "last.pt", "best.pt", "metrics.json"} <= {p.name for p in run.iterdir()}
     assert result["env_steps"] >= 3072 and result["method"] == "sb3-recurrent-ppo"
     right = result["test_accuracy"] * 10000  # a count over the 10k MNIST test images
-    assert abs(right - round(right)) < 1e-6 and result["test_error"] == 1 - result["test_accuracy"]
+    assert abs(right - round(right)) < 1e-3 and result["test_error"] == 1 - result["test_accuracy"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run))
