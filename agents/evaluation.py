@@ -108,13 +108,16 @@ def headline_protocol(protocols: dict[str, dict[str, Any]]) -> str:
     return min(single, key=lambda p: (protocols[p]["val_error"], p != "single-mean"))
 
 
-def hard_cost(policy: GlimpsePolicy, venv: GlimpseVectorEnv, n: int = 8) -> dict[str, Any]:
-    """Inference FLOPs per image (counted on ``n`` images of ``venv``'s split, mean
-    locations), glimpse pixels read per image (``steps x scales x g^2`` plus DRAM's context
-    view) and parameters of ``policy``."""
-    n = max(1, min(n, venv.num_envs, len(venv.source)))
+def hard_cost(policy: GlimpsePolicy, venv: GlimpseVectorEnv) -> dict[str, Any]:
+    """Inference FLOPs per image, glimpse pixels read per image (``steps x scales x g^2``
+    plus DRAM's context view) and parameters of ``policy``. The FLOPs are counted on one
+    batch of ``venv``'s split (mean locations) and divided by the episodes the batch plays:
+    all ``venv.num_envs`` of them (:func:`agents.reinforce.predict` fills a short batch by
+    replaying its last image), so the figure does not depend on the batch size."""
+    n = min(venv.num_envs, len(venv.source))
     flops, _ = count_flops(lambda: predict(policy, venv, torch.arange(n), 1, sampled=False))
     mdp = venv.config
     pixels = mdp.max_steps * mdp.num_scales * mdp.glimpse_size**2 + mdp.context_size**2
     params = sum(p.numel() for p in policy.parameters())
-    return {"inference_flops_per_image": flops / n, "pixels_per_image": pixels, "params": params}
+    per_image = flops / venv.num_envs
+    return {"inference_flops_per_image": per_image, "pixels_per_image": pixels, "params": params}

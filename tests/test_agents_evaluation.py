@@ -54,3 +54,26 @@ def test_evaluate_policy_same_result_for_two_eval_batch_sizes(data_root, monkeyp
         }
     assert results[250] == results[96]
     assert len(seen[250]) == 500 and seen[250] == seen[96]
+
+
+def test_hard_cost_does_not_depend_on_the_batch_size():
+    """The inference FLOPs per image are the batch's FLOPs over the episodes it plays:
+    counted on a batch of 4 and of 16 they agree (failed before: a batch of 16 playing 16
+    episodes was divided by 8 counted images, 2x too many FLOPs per image)."""
+    from agents.config import HardTrainConfig
+    from agents.evaluation import hard_cost
+    from agents.policies import POLICIES
+    from envs import GlimpseVectorEnv, ImageSource
+    from tests.helpers.reinforce import _toy_source
+
+    images, labels = _toy_source(32, 16)
+    cfg = HardTrainConfig(hidden=16, glimpse_size=4, num_glimpses=3, num_scales=2).resolved()
+    mdp = cfg.mdp()
+    costs = []
+    for batch in (4, 16):
+        venv = GlimpseVectorEnv(ImageSource(images, labels), batch, mdp, shuffle=False)
+        policy = POLICIES["ram"](cfg, venv.single_observation_space["glimpse"].shape, 1)
+        costs.append(hard_cost(policy.eval(), venv))
+    assert costs[0] == costs[1]
+    assert costs[0]["pixels_per_image"] == 3 * 2 * 4 * 4  # T glimpses x k scales x g^2
+    assert costs[0]["inference_flops_per_image"] > 0
