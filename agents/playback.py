@@ -29,7 +29,7 @@ from agents.policy import GlimpsePolicy
 from agents.reinforce import predict
 from envs import GlimpseVectorEnv
 from glimpse.training import Run
-from glimpse.viz import log_trajectories, render_fixations
+from glimpse.viz import log_trajectories, render_fixations, tensorboard_ncols
 
 __all__ = ["log_parts_playback", "log_playback", "render_episodes", "render_parts"]
 
@@ -75,8 +75,16 @@ def render_episodes(
     )
 
 
+def _tensorboard_ncols(venv: GlimpseVectorEnv) -> int:
+    """Episodes per row of the TensorBoard frames (legible: not scaled down there)."""
+    return tensorboard_ncols(*venv.source.images.shape[-2:])
+
+
 def render_parts(
-    net: PartsNet, venv: GlimpseVectorEnv, indices: Sequence[int] | torch.Tensor
+    net: PartsNet,
+    venv: GlimpseVectorEnv,
+    indices: Sequence[int] | torch.Tensor,
+    ncols: int | None = None,
 ) -> np.ndarray:
     """The parts agent's chosen parts on dataset ``indices`` of ``venv``'s split, one part
     per frame (no path), captioned with the first label and the combined prediction."""
@@ -93,6 +101,7 @@ def render_parts(
         mdp.scale_factor,
         labels=labels[:, 0],
         predictions=preds,
+        ncols=ncols,
         show_path=False,
     )
 
@@ -102,11 +111,13 @@ def log_playback(
 ) -> None:
     """Log the glimpse trajectories of the first ``n`` images of ``venv``'s split (rendered
     by :func:`render_episodes`, the same frames ``scripts/playback.py`` exports) under
-    ``eval/trajectories``. ``cfg``: the run's config (unused; kept for the trainers)."""
+    ``eval/trajectories``, as many per row as TensorBoard shows at full size
+    (:func:`glimpse.viz.tensorboard_ncols`). ``cfg``: the run's config (unused; kept for
+    the trainers)."""
     if n <= 0 or not run.enabled:
         return
     n = min(n, venv.num_envs, len(venv.source))
-    frames = render_episodes(policy, venv, torch.arange(n))
+    frames = render_episodes(policy, venv, torch.arange(n), _tensorboard_ncols(venv))
     log_trajectories(run.writer, "eval/trajectories", frames, step)
 
 
@@ -116,4 +127,5 @@ def log_parts_playback(run: Run, net: PartsNet, venv: GlimpseVectorEnv, n: int, 
     if n <= 0 or not run.enabled:
         return
     n = min(n, venv.num_envs, len(venv.source))
-    log_trajectories(run.writer, "eval/parts", render_parts(net, venv, torch.arange(n)), step)
+    frames = render_parts(net, venv, torch.arange(n), _tensorboard_ncols(venv))
+    log_trajectories(run.writer, "eval/parts", frames, step)

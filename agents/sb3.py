@@ -44,7 +44,7 @@ from glimpse.evaluation import evaluate
 from glimpse.loop import Checkpoints, Report, metrics_record
 from glimpse.rng import rng_state, set_rng_state
 from glimpse.training import Run
-from glimpse.viz import log_trajectories, render_fixations
+from glimpse.viz import log_trajectories, render_fixations, tensorboard_ncols
 
 if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
@@ -245,6 +245,7 @@ def log_sb3_playback(
         mdp.scale_factor,
         labels=labels,
         predictions=preds,
+        ncols=tensorboard_ncols(*images.shape[-2:]),
     )
     log_trajectories(run.writer, "eval/trajectories", frames, step)
 

@@ -16,7 +16,9 @@ Scores against the boxes the translated and cluttered datasets record
 - :func:`fixations_in_boxes`: per step, whether a fixation point falls inside a box (the
   box hit of hard agents, per step and averaged);
 - :func:`pointing_hits`: whether the map's maximum lies inside a box (the pointing game of
-  Zhang et al. 2016, *Top-down Neural Attention by Excitation Backprop*).
+  Zhang et al. 2016, *Top-down Neural Attention by Excitation Backprop*);
+- :func:`map_scores` and :func:`fixation_scores`: all of the above for a batch, with the
+  mass (or fixations) on clutter outside the digits, as the export and the summary use them.
 
 :func:`grad_cam` gives every CNN (with or without an attention block) a common baseline
 map in the same form.
@@ -37,9 +39,11 @@ from glimpse.retina import loc_to_pixel, patch_boxes
 
 __all__ = [
     "box_coverage",
+    "fixation_scores",
     "fixations_in_boxes",
     "footprint_map",
     "grad_cam",
+    "map_scores",
     "mass_in_boxes",
     "pointing_hits",
     "to_image_distribution",
@@ -170,6 +174,51 @@ def fixations_in_boxes(locations: Tensor, boxes: Tensor, height: int, width: int
     b, t, _ = locations.shape
     pix = loc_to_pixel(locations.reshape(b * t, 2), height, width).reshape(b, t, 2)
     return _points_in_boxes(pix.to(boxes.dtype), boxes)
+
+
+def map_scores(
+    maps: Tensor, boxes: Tensor, clutter_boxes: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The box scores of attention distributions ``maps (B, H, W)`` against the digits'
+    ``boxes (B, [n,] 4)`` and, if given, the clutter patches' ``clutter_boxes (B, K, 4)``:
+
+    - ``mass_in_box (B,)``: :func:`mass_in_boxes` of the digits' boxes;
+    - ``mass_on_clutter (B,)`` (with ``clutter_boxes``): the mass on clutter and not on a
+      digit (mass in the union of all boxes minus ``mass_in_box``);
+    - ``pointing (B,)`` bool: :func:`pointing_hits` of the digits' boxes.
+    """
+    _check_maps(maps)
+    digit = _check_boxes(boxes, maps.shape[0]).to(maps.dtype)
+    inside = mass_in_boxes(maps, digit)
+    out = {"mass_in_box": inside, "pointing": pointing_hits(maps, digit)}
+    if clutter_boxes is not None:
+        both = torch.cat([digit, _check_boxes(clutter_boxes, maps.shape[0]).to(maps.dtype)], 1)
+        out["mass_on_clutter"] = (mass_in_boxes(maps, both) - inside).clamp_min(0)
+    return out
+
+
+def fixation_scores(
+    locations: Tensor,
+    boxes: Tensor,
+    height: int,
+    width: int,
+    clutter_boxes: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Per fixation, whether it lies in a digit's box and (with ``clutter_boxes``) on
+    clutter outside every digit: ``locations (B, T, 2)`` or ``(B, S, K, 2)`` (``K`` parts
+    per step) -> ``fixation_in_box`` and ``fixation_on_clutter``, bool of the locations'
+    leading shape (mean over ``B`` for the per-step scores of a hard agent)."""
+    if not isinstance(locations, Tensor) or locations.ndim not in (3, 4):
+        shape = tuple(locations.shape) if isinstance(locations, Tensor) else locations
+        raise ValueError(f"locations must have shape (B, T, 2) or (B, S, K, 2), got {shape}")
+    lead = locations.shape[:-1]
+    flat = locations.reshape(lead[0], -1, 2)
+    hit = fixations_in_boxes(flat, boxes, height, width)
+    out = {"fixation_in_box": hit.reshape(lead)}
+    if clutter_boxes is not None:
+        on = fixations_in_boxes(flat, clutter_boxes, height, width) & ~hit
+        out["fixation_on_clutter"] = on.reshape(lead)
+    return out
 
 
 def to_image_distribution(maps: Tensor, height: int, width: int) -> Tensor:

@@ -2,10 +2,15 @@
 tables of ``docs/RESULTS.md`` and ``README.md`` generated from it.
 
 One CSV row per ``(task, method, protocol)`` (:data:`COLUMNS`); adding a run replaces the
-rows of its task, method and protocols. Errors are percentages written ``mean ± sd`` over
-the evaluation seeds (sample standard deviation; a plain number for one seed). A table in
-a Markdown file lives between the marker comments :data:`BEGIN` and :data:`END` and is
-rewritten by :func:`update_markdown`; nothing in it is typed by hand.
+rows of its task, method and protocols. Where a model looks is data too: when the run folder
+holds the attention summary of ``scripts/attention_maps.py`` on its test split and best
+checkpoint (:data:`ATTENTION_SUMMARY`), its ``attention_in_box`` and
+``attention_on_clutter`` (fractions, three decimals) fill those columns of the row of the
+protocol it was measured with (hard runs: ``single-mean``); they are empty elsewhere.
+Errors are percentages written ``mean ± sd`` over the evaluation seeds (sample standard
+deviation; a plain number for one seed). A table in a Markdown file lives between the
+marker comments :data:`BEGIN` and :data:`END` and is rewritten by
+:func:`update_markdown`; nothing in it is typed by hand.
 
 Protocols (Mnih et al. 2014 report one trajectory per image, as far as we read the paper):
 
@@ -33,6 +38,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "ATTENTION_SUMMARY",
     "BEGIN",
     "COLUMNS",
     "END",
@@ -68,8 +74,17 @@ COLUMNS = (
     "paper_ref",
     "run",
     "command",
+    "attention_in_box",
+    "attention_on_clutter",
 )
-"""The columns of ``docs/results.csv``, in order."""
+"""The columns of ``docs/results.csv``, in order (the two attention columns were appended
+by issue 18; :func:`read_csv` reads files written before them with those cells empty)."""
+
+ATTENTION_SUMMARY = Path("attention") / "test-best.json"
+"""Where in a run folder :func:`rows_from_run` finds the attention summary
+(``scripts/attention_maps.py RUN`` writes it there by default)."""
+
+_ATTENTION = ("attention_in_box", "attention_on_clutter")
 
 TASKS = ("mnist", "translated60", "cluttered60", "cluttered100")
 METHODS = ("ram", "dram", "soft-stn", "soft-none")
@@ -196,6 +211,7 @@ def rows_from_run(run_dir: str | Path, machine: str | None = None) -> list[dict[
         raise ValueError(f"{run_dir}: no command recorded (write it to command.txt)")
     paper = paper_figure(task, method)
     wall = metrics.get("train_seconds", metrics.get("train_seconds_this_session"))
+    attention = _attention_summary(run_dir)
     rows = []
     for protocol, res in protocols.items():
         rows.append(
@@ -213,9 +229,30 @@ def rows_from_run(run_dir: str | Path, machine: str | None = None) -> list[dict[
                 "paper_ref": "" if paper is None else paper.ref,
                 "run": run_dir.name,
                 "command": command,
+                **{
+                    key: _fraction(attention.get(key))
+                    if attention.get("protocol") == protocol
+                    else ""
+                    for key in _ATTENTION
+                },
             }
         )
     return rows
+
+
+def _attention_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's attention summary on the test split and best checkpoint ({} if none)."""
+    path = run_dir / ATTENTION_SUMMARY
+    if not path.is_file():
+        return {}
+    summary = _load_json(path)
+    if summary.get("split") != "test" or summary.get("checkpoint") != "best":
+        raise ValueError(f"{path}: not a test-split, best-checkpoint attention summary")
+    return summary
+
+
+def _fraction(value: Any) -> str:
+    return "" if value is None else f"{float(value):.3f}"
 
 
 def _key(row: dict[str, str]) -> tuple[str, str, str]:
@@ -248,7 +285,10 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        fields = tuple(reader.fieldnames or ())
+        if fields == COLUMNS[: -len(_ATTENTION)]:  # written before the attention columns
+            return [{**r, **dict.fromkeys(_ATTENTION, "")} for r in reader]
+        if fields != COLUMNS:
             raise ValueError(f"{path}: columns must be {COLUMNS}, got {reader.fieldnames}")
         return list(reader)
 
@@ -278,12 +318,14 @@ def _headline(rows: list[dict[str, str]]) -> set[tuple[str, str, str]]:
 
 def render_table(rows: list[dict[str, str]]) -> str:
     """The Markdown table of ``rows``: the headline protocol (single trajectory, chosen on
-    validation) in bold, Monte-Carlo rows labelled with their cost."""
+    validation) in bold, Monte-Carlo rows labelled with their cost; the attention scores
+    (fractions in the digit's box and on clutter; blank where not measured) beside them."""
     head = _headline(rows)
     lines = [
-        "| task | method | protocol | test error % | val error % | eval seeds | epochs "
-        "| train wall s | paper % | run | command | machine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | method | protocol | test error % | val error % | attention in box "
+        "| attention on clutter | eval seeds | epochs | train wall s | paper % | run "
+        "| command | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=_order):
         test = r["test_error_pct"]
@@ -303,6 +345,8 @@ def render_table(rows: list[dict[str, str]]) -> str:
             protocol,
             test,
             r["val_error_pct"],
+            r["attention_in_box"],
+            r["attention_on_clutter"],
             r["eval_seeds"],
             r["epochs"],
             r["train_wall_s"],

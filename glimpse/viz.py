@@ -63,6 +63,7 @@ from glimpse.retina import patch_boxes
 __all__ = [
     "DEFAULT_COLORS",
     "MIN_SHORT_SIDE",
+    "TENSORBOARD_IMAGE_WIDTH",
     "box_colors",
     "default_upscale",
     "frames_to_video_tensor",
@@ -72,6 +73,7 @@ __all__ = [
     "render_fixations",
     "render_trajectory",
     "save_gif",
+    "tensorboard_ncols",
     "tile_frames",
 ]
 
@@ -92,6 +94,11 @@ _COLOR_KEYS = (*DEFAULT_COLORS, "boxes")
 
 #: The default upscale makes the image's short side at least this many pixels.
 MIN_SHORT_SIDE = 112
+
+#: CSS pixels: TensorBoard's Images dashboard scales a wider image down to this width (its
+#: card's; measured in Chromium by tests/test_glimpse_experiments_playback_browser.py). A
+#: row of four upscaled 28x28 frames (458 px) was shown 350 px wide, each frame ~87 px.
+TENSORBOARD_IMAGE_WIDTH = 350
 
 # How far the coarsest scale's outline is blended towards white (0 = no fading).
 _FADE = 0.6
@@ -200,6 +207,20 @@ def _resolve_colors(
 def box_colors(num_scales: int, colors: Mapping[str, Any] | None = None) -> list[Color]:
     """The outline colour of each of ``num_scales`` scales, finest first, under ``colors``."""
     return _resolve_colors(colors, check_positive_int("num_scales", num_scales))[1]
+
+
+def tensorboard_ncols(height: int, width: int, upscale: int | None = None, pad: int = 2) -> int:
+    """Images per row (at least 1) so that a row of ``height x width`` images upscaled by
+    ``upscale`` (default :func:`default_upscale`) and tiled with ``pad`` pixels fits
+    :data:`TENSORBOARD_IMAGE_WIDTH`: TensorBoard then shows every image at its full
+    upscaled size (28x28 MNIST: 3 per row of 112-pixel frames; 60x60: 2; 100x100: 1).
+    The trainers' TensorBoard images are tiled with it."""
+    u = (
+        default_upscale(height, width)
+        if upscale is None
+        else check_positive_int("upscale", upscale)
+    )
+    return max(1, (TENSORBOARD_IMAGE_WIDTH - pad) // (width * u + pad))
 
 
 def default_upscale(height: int, width: int) -> int:

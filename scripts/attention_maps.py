@@ -1,8 +1,9 @@
-"""Where a hard-attention run looks: ``python scripts/attention_maps.py --help``.
+"""Where a run looks: ``python scripts/attention_maps.py --help``.
 
-Plays the run's agent on a split (one episode per image, the policy's mean locations),
-writes its fixations, footprint maps and box scores to an ``.npz`` (layout in
-``glimpse/experiments/attention_maps.py``) and prints the summary. Examples::
+Plays a hard run's agent on a split (one episode per image, the policy's mean locations),
+or runs a soft run's model (its module's map and Grad-CAM), through
+``glimpse.experiments.where``; writes the fixations, maps and box scores to an ``.npz``
+(layout in ``glimpse/experiments/attention_maps.py``) and prints the summary. Examples::
 
     python scripts/attention_maps.py runs/ram-cluttered60 --split test --out maps.npz
     python scripts/attention_maps.py runs/ram-translated60 --limit 1000 --scales all

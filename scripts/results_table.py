@@ -1,7 +1,9 @@
 """Results as data: ``python scripts/results_table.py --help``.
 
 Adds the rows of finished runs (their ``metrics.json``) to ``docs/results.csv`` and
-regenerates the results tables in ``docs/RESULTS.md`` and ``README.md`` from it. Examples::
+regenerates the results tables in ``docs/RESULTS.md`` and ``README.md`` from it; a run's
+``attention/test-best.json`` (``scripts/attention_maps.py RUN``) fills its
+``attention_in_box`` and ``attention_on_clutter`` columns. Examples::
 
     python scripts/results_table.py --runs runs/ram-mnist-random-100 \
         --machine "2-core CPU VM, shared with other jobs"

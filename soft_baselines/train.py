@@ -332,7 +332,8 @@ def stn_image_grid(images: Tensor, warped: Tensor, theta: Tensor) -> Tensor:
 
 def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int, step: int) -> None:
     """Log the Grad-CAM maps of the first ``n`` images of ``source`` over the images, as
-    ``eval/attention/gradcam`` (one row), and, when the model's attention block (or STN)
+    ``eval/attention/gradcam`` (as many per row as TensorBoard shows at full size,
+    :func:`glimpse.viz.tensorboard_ncols`), and, when the model's attention block (or STN)
     has a spatial map, the block's own map as ``eval/attention/module``
     (:func:`soft_baselines.attention_maps.soft_attention_map`: each block's map upsampled
     bilinearly and normalised, averaged over the inserted blocks). The model's mode and
@@ -342,7 +343,7 @@ def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int,
     from torchvision.utils import make_grid
 
     from glimpse.attention import grad_cam
-    from glimpse.viz import overlay_map
+    from glimpse.viz import overlay_map, tensorboard_ncols
     from soft_baselines.attention_maps import soft_attention_map, spatial_map_blocks
 
     n = min(n, len(source))
@@ -362,7 +363,8 @@ def log_attention_images(run: Run, model: SmallCNN, source: ImageSource, n: int,
             )
             for i in range(n)
         ]
-        return make_grid(torch.stack(tiles), nrow=n, padding=2, pad_value=255)
+        nrow = tensorboard_ncols(*x.shape[-2:])  # legible: TensorBoard does not shrink it
+        return make_grid(torch.stack(tiles), nrow=nrow, padding=2, pad_value=255)
 
     run.writer.add_image("eval/attention/gradcam", row(maps), step)
     if own is not None:

@@ -8,9 +8,11 @@ import torch
 
 from glimpse.attention import (
     box_coverage,
+    fixation_scores,
     fixations_in_boxes,
     footprint_map,
     grad_cam,
+    map_scores,
     mass_in_boxes,
     pointing_hits,
 )
@@ -153,3 +155,29 @@ def test_grad_cam_points_at_the_evidence_and_defaults_to_the_prediction():
     assert torch.allclose(flat, torch.full_like(flat, 1 / 256))
     with pytest.raises(ValueError, match="was not called"):
         grad_cam(net, torch.nn.Conv2d(1, 1, 1), images)
+
+
+def test_map_scores_inside_and_outside_the_box():
+    inside = torch.zeros(2, 10, 10)
+    inside[:, 2:5, 3:6] = 1.0
+    box = torch.tensor([3.0, 2.0, 6.0, 5.0]).expand(2, 4)
+    got = map_scores(inside / inside.sum((1, 2), keepdim=True), box)
+    assert got["mass_in_box"].tolist() == [1.0, 1.0] and got["pointing"].all()
+    outside = torch.zeros(2, 10, 10)
+    outside[:, 7:, 7:] = 1.0
+    clutter = torch.tensor([[7.0, 7.0, 10.0, 10.0]]).expand(2, 1, 4)
+    got = map_scores(outside, box, clutter)
+    assert got["mass_in_box"].tolist() == [0.0, 0.0] and not got["pointing"].any()
+    assert got["mass_on_clutter"].tolist() == [1.0, 1.0]
+
+
+def test_fixation_scores_per_step_and_per_part():
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])  # the top-left sixth of a 60x60 image
+    clutter = torch.tensor([[[50.0, 50.0, 60.0, 60.0]]])
+    locs = torch.tensor([[[-0.9, -0.9], [0.9, 0.9], [0.0, 0.0]]])  # in, on clutter, neither
+    got = fixation_scores(locs, box, 60, 60, clutter)
+    assert got["fixation_in_box"].tolist() == [[True, False, False]]
+    assert got["fixation_on_clutter"].tolist() == [[False, True, False]]
+    parts = fixation_scores(locs.reshape(1, 1, 3, 2), box, 60, 60)  # (B, S, K, 2)
+    assert parts["fixation_in_box"].tolist() == [[[True, False, False]]]
+    assert "fixation_on_clutter" not in parts

@@ -75,6 +75,23 @@ def test_export_layout_and_scores_recomputed_by_hand(run_dir, tmp_path):
     assert out.with_suffix(".json").is_file()
 
 
+def test_the_default_export_feeds_the_results_rows(run_dir):
+    """``scripts/attention_maps.py RUN`` writes ``attention/test-best.json``, whose scores
+    ``scripts/results_table.py`` puts in the single-mean row (the policy it measured)."""
+    from glimpse.results import ATTENTION_SUMMARY, rows_from_run
+
+    summary = _script().main([str(run_dir), "--limit", "20", "--num-maps", "0"])
+    assert Path(summary["npz"]) == run_dir / ATTENTION_SUMMARY.with_suffix(".npz")
+    assert len(summary["attention_on_clutter_per_step"]) == 8
+    assert summary["attention_on_clutter"] == pytest.approx(
+        np.mean(summary["attention_on_clutter_per_step"])
+    )
+    rows = {r["protocol"]: r for r in rows_from_run(run_dir)}
+    assert rows["single-mean"]["attention_in_box"] == f"{summary['attention_in_box']:.3f}"
+    assert rows["single-mean"]["attention_on_clutter"] == f"{summary['attention_on_clutter']:.3f}"
+    assert rows["single-sampled"]["attention_in_box"] == ""
+
+
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(ValueError, match="not a run folder"):
         _script().main([str(tmp_path)])

@@ -23,8 +23,8 @@ from glimpse.experiments.playback import (
     save_mp4,
     tensorboard_command,
 )
-from glimpse.viz import DEFAULT_COLORS, render_batch
-from tests.helpers.playback import CELL, FRAME_SHAPE, PLAYBACK, STEPS, make_small_run
+from glimpse.viz import DEFAULT_COLORS, TENSORBOARD_IMAGE_WIDTH, render_batch, tensorboard_ncols
+from tests.helpers.playback import CELL, FRAME_SHAPE, NCOLS, PLAYBACK, ROWS, STEPS, make_small_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,12 +66,16 @@ def test_event_files_hold_the_trajectory_frames(small_run: Path) -> None:
 
     # The logged frames are exactly a replay of the (only) checkpoint on those images.
     policy, _, venv = load_agent(small_run, split="val", num_envs=PLAYBACK, checkpoint="last")
-    replay = render_episodes(policy, venv, range(PLAYBACK))
+    replay = render_episodes(policy, venv, range(PLAYBACK), ncols=NCOLS)
     np.testing.assert_array_equal(replay, frames)
+    # legible: tiled so that TensorBoard (350 px cards) shows every frame at full size
+    assert NCOLS == tensorboard_ncols(28, 28) and FRAME_SHAPE[1] <= TENSORBOARD_IMAGE_WIDTH
 
-    # Labels are drawn: the caption (bottom strip) of every frame holds the text colour
-    # ("y=<label>"), the last frame's the green/red "y=<label> p=<prediction>".
-    caption = frames[:, -20:]
+    # Labels are drawn: the caption (bottom strip of each row of episodes) of every frame
+    # holds the text colour ("y=<label>"), the last frame's the green/red
+    # "y=<label> p=<prediction>".
+    bottoms = [(r + 1) * (CELL + 2) + 2 for r in range(ROWS)]
+    caption = np.concatenate([frames[:, b - 20 : b] for b in bottoms], axis=2)
     right, wrong = DEFAULT_COLORS["correct"], DEFAULT_COLORS["wrong"]
     assert all(_count(f, DEFAULT_COLORS["text"]) > 20 for f in caption[:-1])
     assert _count(caption[-1], right) + _count(caption[-1], wrong) > 20 * PLAYBACK

@@ -2,12 +2,15 @@
 small generated run, loaded in headless Chromium, driven over the Chrome DevTools protocol.
 
 Checks that TensorBoard's Images panel shows both trajectory cards with their images loaded
-(found by piercing the dashboard's shadow DOM), that each displayed image is byte for byte
-the one in the event file, and that the screenshot shows the trajectory overlay colours.
-The screenshot is saved to ``tests/artifacts/tensorboard_playback.png`` (and copied to
-``docs/img/`` with ``GLIMPSE_UPDATE_DOCS_IMG=1``).
+(found by piercing the dashboard's shadow DOM), each displayed at a legible size (every
+28x28 episode at least 112 CSS pixels wide), that each displayed image is byte for byte
+the one in the event file, and that the screenshot shows the trajectory overlay colours;
+and the same for a tiny soft (CBAM) run's ``eval/attention/gradcam`` and
+``eval/attention/module`` overlays. The screenshots are saved to
+``tests/artifacts/tensorboard_playback.png`` and ``tensorboard_soft_attention.png`` (and
+copied to ``docs/img/`` with ``GLIMPSE_UPDATE_DOCS_IMG=1``).
 
-Part of the default run (about 15 s: a TensorBoard and a Chromium start). Needs Debian's
+Part of the default run (about 30 s: two TensorBoard and Chromium starts). Needs Debian's
 ``chromium`` (``.ci/run`` installs it with apt; by hand: ``apt-get install chromium``) and
 ``websocket-client`` (in the ``dev`` extra). Skipped, with the reason, without them; under
 ``CI=true`` on a machine that has ``apt-get`` (so ``.ci/run`` could install chromium), a
@@ -33,8 +36,8 @@ import pytest
 from PIL import Image
 
 from glimpse.experiments.playback import launch_tensorboard
-from glimpse.viz import DEFAULT_COLORS
-from tests.helpers.playback import FRAME_SHAPE, make_small_run
+from glimpse.viz import DEFAULT_COLORS, MIN_SHORT_SIDE
+from tests.helpers.playback import CELL, FRAME_SHAPE, make_small_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +53,8 @@ _FIND_IMAGES = r"""(() => {
   });
   walk(document);
   return JSON.stringify(out.map((i) => ({src: i.src, w: i.naturalWidth, h: i.naturalHeight,
-    complete: i.complete, shown: i.getBoundingClientRect().width > 0})));
+    complete: i.complete, shown: i.getBoundingClientRect().width > 0,
+    dw: i.getBoundingClientRect().width})));
 })()"""
 
 
@@ -122,7 +126,7 @@ def _start_chromium(exe: str, profile: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("chromium did not start its DevTools server")
 
 
-def test_tensorboard_shows_the_trajectory_in_chromium(tmp_path: Path, data_root: Path) -> None:
+def _browser() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         _need("chromium", "apt-get install -y chromium")
@@ -130,15 +134,25 @@ def test_tensorboard_shows_the_trajectory_in_chromium(tmp_path: Path, data_root:
         import websocket  # noqa: F401
     except ImportError:
         _need("websocket-client", 'pip install -e ".[dev]"')
+    return exe
 
-    run_dir = make_small_run(tmp_path / "runs", data_root)
+
+def _logged_images(run_dir: Path) -> dict[str, bytes]:
+    """Tag -> the last encoded image of that tag in the run's event file."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     acc.Reload()
-    logged = {tag: acc.Images(tag)[-1].encoded_image_string for tag in acc.Tags()["images"]}
-    assert len(logged) == 2
+    return {tag: acc.Images(tag)[-1].encoded_image_string for tag in acc.Tags()["images"]}
 
+
+def _images_panel(
+    exe: str, run_dir: Path, tags: set[str], tmp_path: Path, screenshot: str
+) -> tuple[list[dict], bytes]:
+    """Serve ``run_dir``'s folder with a real TensorBoard, wait until its data API lists
+    ``tags`` for the run, open the Images panel in headless Chromium, and return the loaded,
+    displayed images (``src``, natural ``w`` x ``h``, displayed width ``dw``) and a PNG
+    screenshot (also saved to ``tests/artifacts/<screenshot>``)."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     tb = launch_tensorboard(
@@ -146,15 +160,14 @@ def test_tensorboard_shows_the_trajectory_in_chromium(tmp_path: Path, data_root:
     )
     chrome = None
     try:
-        # TensorBoard's data API lists both trajectory tags of the run
-        deadline, tags = time.time() + 90, {}
-        while time.time() < deadline and len(tags.get(run_dir.name, {})) < 2:
+        deadline, listed = time.time() + 90, {}
+        while time.time() < deadline and set(listed.get(run_dir.name, {})) != tags:
             try:
-                tags = json.loads(_get(f"{base}/data/plugin/images/tags"))
+                listed = json.loads(_get(f"{base}/data/plugin/images/tags"))
             except OSError:
                 pass
             time.sleep(1)
-        assert set(tags[run_dir.name]) == set(logged)
+        assert set(listed[run_dir.name]) == tags
 
         chrome, cdp_port = _start_chromium(exe, tmp_path / "profile")
         targets = json.loads(_get(f"http://127.0.0.1:{cdp_port}/json/list"))
@@ -170,37 +183,93 @@ def test_tensorboard_shows_the_trajectory_in_chromium(tmp_path: Path, data_root:
                 for i in imgs
                 if "individualImage" in i["src"] and i["complete"] and i["w"] > 0 and i["shown"]
             ]
-            if len(shown) >= 2:
+            if len(shown) >= len(tags):
                 break
             time.sleep(1)
         time.sleep(1)  # let the GIF paint
         shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
         page.close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "tensorboard_playback.png").write_bytes(shot)
+        (ARTIFACTS / screenshot).write_bytes(shot)
         if os.environ.get("GLIMPSE_UPDATE_DOCS_IMG"):
             (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
-            (REPO / "docs" / "img" / "tensorboard_playback.png").write_bytes(shot)
-
-        # Both cards (animation and per-step frames) display an image of the frames' size,
-        # and each is exactly what the run logged.
-        assert len(shown) == 2, f"images panel shows {len(shown)} loaded images: {shown}"
-        served = set()
-        for img in shown:
-            assert (img["h"], img["w"]) == FRAME_SHAPE[:2]
-            served.add(_get(img["src"]))
-        # (the animation, and the step card's default: its last step, frame T-1)
-        assert served == set(logged.values())
-
-        # The screenshot shows the trajectory: overlay colours only our frames contain.
-        pix = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
-        assert pix.std() > 10  # not blank
-        near = lambda c: (np.abs(pix - np.array(c)).sum(-1) < 60).sum()  # noqa: E731
-        assert near(DEFAULT_COLORS["dot"]) > 20, "no fixation dots visible"
-        assert near(DEFAULT_COLORS["box"]) > 20, "no glimpse boxes visible"
+            (REPO / "docs" / "img" / screenshot).write_bytes(shot)
+        served = [dict(i, data=_get(i["src"])) for i in shown]
+        return served, shot
     finally:
         if chrome is not None:
             chrome.terminate()
             chrome.wait(timeout=30)
         tb.terminate()
         tb.wait(timeout=30)
+
+
+def test_tensorboard_shows_the_trajectory_in_chromium(tmp_path: Path, data_root: Path) -> None:
+    exe = _browser()
+    run_dir = make_small_run(tmp_path / "runs", data_root)
+    logged = _logged_images(run_dir)
+    assert len(logged) == 2
+    shown, shot = _images_panel(exe, run_dir, set(logged), tmp_path, "tensorboard_playback.png")
+
+    # Both cards (animation and per-step frames) display an image of the frames' size,
+    # and each is exactly what the run logged.
+    assert len(shown) == 2, f"images panel shows {len(shown)} loaded images: {shown}"
+    for img in shown:
+        assert (img["h"], img["w"]) == FRAME_SHAPE[:2]
+        # legible (issue 18: a 28x28 frame was shown ~85 px wide): the page does not
+        # scale the tiled frames down, so every 28x28 episode is 112 CSS pixels wide
+        assert img["dw"] >= img["w"] and CELL >= MIN_SHORT_SIDE, img
+    # (the animation, and the step card's default: its last step, frame T-1)
+    assert {img["data"] for img in shown} == set(logged.values())
+
+    # The screenshot shows the trajectory: overlay colours only our frames contain.
+    pix = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    assert pix.std() > 10  # not blank
+    near = lambda c: (np.abs(pix - np.array(c)).sum(-1) < 60).sum()  # noqa: E731
+    assert near(DEFAULT_COLORS["dot"]) > 20, "no fixation dots visible"
+    assert near(DEFAULT_COLORS["box"]) > 20, "no glimpse boxes visible"
+
+
+def test_tensorboard_shows_the_soft_attention_overlays_in_chromium(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """A tiny CBAM run (one epoch of two batches) logs Grad-CAM and CBAM's own spatial map
+    over validation images; both show in the Images panel as logged, tinted by the map."""
+    from soft_baselines.train import SoftTrainConfig, train_soft
+
+    exe = _browser()
+    cfg = SoftTrainConfig(
+        module="cbam",
+        dataset="mnist",
+        widths=(8, 16),
+        insert_after=("stage2",),
+        epochs=1,
+        batch_size=16,
+        max_batches_per_epoch=2,
+        val_size=100,
+        eval_limit=100,
+        eval_batch_size=100,
+        log_images=4,
+        data_root=str(data_root),
+        runs_root=str(tmp_path / "runs"),
+        run_name="cbam-small",
+        device="cpu",
+        threads=1,
+    )
+    train_soft(cfg)
+    run_dir = tmp_path / "runs" / "cbam-small"
+    logged = _logged_images(run_dir)
+    tags = {"eval/attention/gradcam", "eval/attention/module"}
+    assert set(logged) == tags
+    shown, shot = _images_panel(exe, run_dir, tags, tmp_path, "tensorboard_soft_attention.png")
+    assert len(shown) == 2, f"images panel shows {len(shown)} loaded images: {shown}"
+    # four 28x28 images upscaled to 112 pixels, three per row, 2-pixel padding; shown at
+    # full size (not scaled down: legible)
+    grid = (2 * (MIN_SHORT_SIDE + 2) + 2, 3 * (MIN_SHORT_SIDE + 2) + 2)
+    for img in shown:
+        assert (img["h"], img["w"]) == grid and img["dw"] >= img["w"], img
+    assert {img["data"] for img in shown} == set(logged.values())
+    # the maps are drawn: pixels blended towards overlay_map's orange
+    pix = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    r, g, b = pix[..., 0], pix[..., 1], pix[..., 2]
+    assert ((r - b > 80) & (g > b) & (r > g)).sum() > 100, "no attention overlay visible"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from glimpse.results import (
+    ATTENTION_SUMMARY,
     BEGIN,
     COLUMNS,
     END,
@@ -75,6 +76,66 @@ def test_rows_from_a_run_carry_its_numbers(tmp_path):
     assert "1406.6247" in mean["paper_ref"]
     assert mean["machine"] == "test box"
     assert rows_from_run(tmp_path / "r1", machine="2-core VM")[0]["machine"] == "2-core VM"
+    assert all(r["attention_in_box"] == r["attention_on_clutter"] == "" for r in rows)
+
+
+def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores():
+    assert COLUMNS == (
+        "task",
+        "method",
+        "protocol",
+        "test_error_pct",
+        "val_error_pct",
+        "eval_seeds",
+        "epochs",
+        "train_wall_s",
+        "machine",
+        "paper_error_pct",
+        "paper_ref",
+        "run",
+        "command",
+        "attention_in_box",
+        "attention_on_clutter",
+    )
+
+
+def test_an_exported_attention_summary_fills_its_protocols_row(tmp_path):
+    d = _fake_run(tmp_path, "r", _protocols())
+    (d / ATTENTION_SUMMARY).parent.mkdir()
+    summary = {
+        "split": "test",
+        "checkpoint": "best",
+        "protocol": "single-mean",
+        "attention_in_box": 0.61234,
+        "attention_on_clutter": 0.1,
+    }
+    (d / ATTENTION_SUMMARY).write_text(json.dumps(summary))
+    rows = {r["protocol"]: r for r in rows_from_run(d)}
+    assert rows["single-mean"]["attention_in_box"] == "0.612"
+    assert rows["single-mean"]["attention_on_clutter"] == "0.100"
+    for other in ("single-sampled", "mc10"):  # measured with another policy: not these
+        assert rows[other]["attention_in_box"] == rows[other]["attention_on_clutter"] == ""
+    assert "| 0.612 | 0.100 |" in render_table(list(rows.values()))
+    del summary["attention_on_clutter"]  # translated datasets: no clutter
+    (d / ATTENTION_SUMMARY).write_text(json.dumps(summary))
+    row = rows_from_run(d)[0]
+    assert row["attention_in_box"] == "0.612" and row["attention_on_clutter"] == ""
+    (d / ATTENTION_SUMMARY).write_text(json.dumps({**summary, "split": "val"}))
+    with pytest.raises(ValueError, match="test-split"):
+        rows_from_run(d)
+
+
+def test_a_csv_from_before_the_attention_columns_reads_with_them_empty(tmp_path):
+    old = tmp_path / "old.csv"
+    rows = rows_from_run(_fake_run(tmp_path, "a", _protocols()))
+    with open(old, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS[:13], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    assert read_csv(old) == rows
+    (tmp_path / "bad.csv").write_text("task,method\n")
+    with pytest.raises(ValueError, match="columns must be"):
+        read_csv(tmp_path / "bad.csv")
 
 
 def test_runs_without_protocols_use_evaluate_hard_output_or_fail(tmp_path):
@@ -173,6 +234,8 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
 
 def test_checked_in_tables_agree_with_the_csv():
     csv_path = REPO / "docs" / "results.csv"
+    with open(csv_path, newline="") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
     rows = read_csv(csv_path)
     for r in rows:
         assert r["task"] in ("mnist", "translated60", "cluttered60", "cluttered100")

@@ -15,6 +15,7 @@ from PIL import Image
 from glimpse.retina import pixel_to_loc
 from glimpse.viz import (
     DEFAULT_COLORS,
+    TENSORBOARD_IMAGE_WIDTH,
     box_colors,
     default_upscale,
     frames_to_video_tensor,
@@ -23,6 +24,7 @@ from glimpse.viz import (
     render_fixations,
     render_trajectory,
     save_gif,
+    tensorboard_ncols,
     tile_frames,
 )
 
@@ -537,3 +539,14 @@ def test_render_fixations_captions_targets_and_draws_parts_in_turn() -> None:
         render_fixations(images, fix[:2, 0], 6)
     with pytest.raises(ValueError, match=r"labels must have shape \(3,\) or \(3, L\)"):
         render_fixations(images, fix[:, 0], 6, labels=labels[:2])
+
+
+def test_tensorboard_ncols_fits_the_dashboard_card_at_full_size():
+    # 28x28 -> 112-pixel frames: 3 * 114 + 2 = 344 <= 350; 60x60 -> 120: 2; 100 -> 200: 1
+    assert [tensorboard_ncols(s, s) for s in (28, 60, 100)] == [3, 2, 1]
+    assert tensorboard_ncols(28, 28, upscale=1) == (TENSORBOARD_IMAGE_WIDTH - 2) // 30
+    assert tensorboard_ncols(28, 500, upscale=2) == 1  # too wide for one: still one
+    for s in (28, 60, 100):  # the tiled row of n full-size frames fits the card
+        n, cell = tensorboard_ncols(s, s), s * default_upscale(s, s)
+        row = tile_frames(np.zeros((n, 1, cell, cell, 3), np.uint8), ncols=n)
+        assert row.shape[2] <= TENSORBOARD_IMAGE_WIDTH

@@ -232,7 +232,8 @@ def test_stn_run_logs_images_resumes_and_uses_shared_evaluation(data_root, tmp_p
     assert images[0].width == 4 * 28 * 4 + 5 * 2 and images[0].height == 2 * 28 * 4 + 3 * 2
     cams = acc.Images("eval/attention/gradcam")  # every model logs its Grad-CAM maps
     assert [e.step for e in cams] == [3 * 32, 2 * 3 * 32]
-    assert cams[0].width == 4 * 28 * 4 + 5 * 2 and cams[0].height == 28 * 4 + 2 * 2
+    # 3 of the 4 per row: TensorBoard shows 344 px at full size (glimpse.viz.tensorboard_ncols)
+    assert cams[0].width == 3 * 28 * 4 + 4 * 2 and cams[0].height == 2 * 28 * 4 + 3 * 2
     own = acc.Images("eval/attention/module")  # the STN's sampling footprint, same layout
     assert [e.step for e in own] == [3 * 32, 2 * 3 * 32]
     assert (own[0].width, own[0].height) == (cams[0].width, cams[0].height)

@@ -1,7 +1,9 @@
 """Export where a run looks: ``scripts/attention_maps.py RUN`` (hard and soft runs).
 
-Top floor (:mod:`glimpse.experiments`): it loads a run's agent, so it imports the agents.
-The maps and scores themselves are :mod:`glimpse.attention`'s, shared with soft models.
+Top floor (:mod:`glimpse.experiments`): the run is opened and its maps computed by the one
+API, :func:`glimpse.experiments.where.open_run` and :func:`~glimpse.experiments.where.where`;
+the scores are :mod:`glimpse.attention`'s (:func:`~glimpse.attention.map_scores`,
+:func:`~glimpse.attention.fixation_scores`), the same code for hard and soft runs.
 
 For every image of the split (or its first ``--limit``), one episode with the policy's
 mean locations (``single-mean``; first fixations as the run's ``init_location``) is played
@@ -27,9 +29,12 @@ key                 shape, dtype            meaning
 ==================  ======================  ==============================================
 
 The summary (returned, printed and written beside the ``.npz`` as JSON) holds the means:
-``attention_in_box`` (fraction of fixations inside the box), ``attention_in_box_per_step``,
+``attention_in_box`` (fraction of fixations inside the box), ``attention_in_box_per_step``
+(the same per glimpse step: the box hit of step ``t``, a list of ``T``),
 ``attention_on_clutter`` (fraction of fixations on clutter and not on the digit),
-``footprint_in_box``, ``footprint_on_clutter`` and ``pointing``.
+``attention_on_clutter_per_step``, ``footprint_in_box``, ``footprint_on_clutter`` and
+``pointing``. ``scripts/results_table.py`` reads ``attention_in_box`` and
+``attention_on_clutter`` of ``<run>/attention/test-best.json`` into ``docs/results.csv``.
 
 A soft run (``scripts/train_soft.py``: its ``config.json`` has a ``module``) is exported
 by :func:`_export_soft`: the same file, with no ``fixations`` and, instead of ``maps``,
@@ -54,29 +59,19 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 import tyro
+from torch import Tensor
 
-from agents.reinforce import predict
-from glimpse.attention import (
-    fixations_in_boxes,
-    footprint_map,
-    grad_cam,
-    mass_in_boxes,
-    pointing_hits,
-)
-from glimpse.data import ImageSource, get_dataset
-from glimpse.experiments.playback import load_agent
-from glimpse.io import atomic_write, read_json, write_json
-from glimpse.tasks import get_task
-from glimpse.training import Rule, check_config, load_checkpoint, load_run_config, resolve_device
-from soft_baselines.attention_maps import soft_attention_map
-from soft_baselines.train import SoftTrainConfig, build_model
+from glimpse.attention import fixation_scores, map_scores
+from glimpse.experiments.where import OpenRun, open_run, where
+from glimpse.io import atomic_write, write_json
+from glimpse.training import Rule, check_config, resolve_device
 
 __all__ = ["AttentionMapsConfig", "export_attention_maps"]
 
 
 @dataclass
 class AttentionMapsConfig:
-    """Where a hard-attention run looks: fixations, footprint maps and box scores."""
+    """Where a run looks: fixations (hard runs), attention maps and box scores."""
 
     run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run folder of a RAM/DRAM run or a soft run (``runs/<name>``)."""
@@ -89,11 +84,12 @@ class AttentionMapsConfig:
     limit: int = 0
     """Only the first this many images of the split (0: all)."""
     num_maps: int = 100
-    """Footprint maps stored for the first this many images (maps are large)."""
+    """Maps stored for the first this many images (maps are large)."""
     scales: Literal["finest", "all"] = "finest"
-    """Footprint of the finest patch, or of every scale sharing each fixation's mass."""
+    """Hard runs: footprint of the finest patch, or of every scale sharing each fixation's
+    mass."""
     batch_size: int = 500
-    """Episodes per batch."""
+    """Episodes (hard) or images (soft) per batch."""
     device: str = "cpu"
     """'cpu', 'cuda[:N]' or 'auto'."""
     threads: int = 1
@@ -107,182 +103,162 @@ class AttentionMapsConfig:
     }
 
 
-def _boxes_of(cfg: Any, split: str, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The digits' boxes and the clutter boxes of the first ``n`` images, if recorded."""
-    ds = get_dataset(cfg.task, split, cfg.data_root, val_size=cfg.val_size)
-    boxes = getattr(ds, "boxes", None)
-    clutter = getattr(ds, "clutter_boxes", None)
-    return (
-        None if boxes is None else boxes[:n].float(),
-        None if clutter is None else clutter[:n].float(),
-    )
+class _Collect:
+    """The stored maps (first ``num_maps``) and per-image scores of one kind of map."""
+
+    def __init__(self, num_maps: int) -> None:
+        self.num_maps, self.seen = num_maps, 0
+        self.maps: list[Tensor] = []
+        self.scores: dict[str, list[Tensor]] = {}
+
+    def add(self, maps: Tensor, boxes: Tensor | None, clutter: Tensor | None) -> None:
+        keep = max(0, self.num_maps - self.seen)
+        self.seen += maps.shape[0]
+        if keep:
+            self.maps.append(maps[:keep].float().cpu())
+        if boxes is not None:
+            for key, value in map_scores(maps.double().cpu(), boxes.double(), clutter).items():
+                self.scores.setdefault(key, []).append(value)
+
+    def arrays(self, prefix: str, h: int, w: int) -> dict[str, np.ndarray]:
+        """``{prefix}maps`` and ``{prefix}mass_in_box`` / ``mass_on_clutter`` / ``pointing``."""
+        maps = torch.cat(self.maps).numpy() if self.maps else np.zeros((0, h, w), np.float32)
+        out = {f"{prefix}maps": maps}
+        for key, values in self.scores.items():
+            dtype = bool if key == "pointing" else np.float32
+            out[f"{prefix}{key}"] = torch.cat(values).numpy().astype(dtype)
+        return out
 
 
 def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
-    """Play the run's agent on ``cfg.split``, write the ``.npz`` (module docstring) and
-    its summary JSON atomically, and return the summary."""
+    """Open the run, compute where its model looks on ``cfg.split`` (one :func:`where` per
+    batch), write the ``.npz`` (module docstring) and its summary JSON atomically, and
+    return the summary."""
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    config = Path(cfg.run_dir) / "config.json"
-    if config.is_file() and "module" in read_json(config):  # a soft run
-        return _write(cfg, *_export_soft(cfg, device))
-    policy, run_cfg, venv = load_agent(
-        cfg.run_dir, device, cfg.checkpoint, cfg.split, num_envs=cfg.batch_size
-    )
-    total = len(venv.source)
-    n = min(cfg.limit, total) if cfg.limit else total
-    h, w = venv.source.images.shape[-2:]
-    mdp = venv.config
-    fixations, labels, preds = [], [], []
-    for start in range(0, n, cfg.batch_size):
-        idx = torch.arange(start, min(start + cfg.batch_size, n), device=device)
-        p, ro = predict(policy, venv, idx)
-        m = idx.numel()
-        fixations.append(ro.locations[:-1, :m].transpose(0, 1).float().cpu())
-        labels.append(ro.labels[:m].cpu())
-        preds.append(p.cpu())
-    fix = torch.cat(fixations)
-    boxes, clutter = _boxes_of(run_cfg, cfg.split, n)
-    out: dict[str, np.ndarray] = {
-        "indices": np.arange(n, dtype=np.int64),
-        "fixations": fix.numpy(),
-        "labels": torch.cat(labels).numpy(),
-        "predictions": torch.cat(preds).numpy(),
-    }
-    maps = []
-    scores: dict[str, list[torch.Tensor]] = {k: [] for k in ("in_box", "on_clutter", "point")}
-    for start in range(0, n, cfg.batch_size):
-        sl = slice(start, min(start + cfg.batch_size, n))
-        fm = footprint_map(
-            fix[sl].double(), h, w, mdp.glimpse_size, mdp.num_scales, mdp.scale_factor, cfg.scales
-        )
-        if start < cfg.num_maps:
-            maps.append(fm[: max(0, cfg.num_maps - start)].float())
-        if boxes is not None:
-            digit = boxes[sl].double()
-            digit = digit if digit.ndim == 3 else digit[:, None]
-            inside = mass_in_boxes(fm, digit)
-            scores["in_box"].append(inside)
-            scores["point"].append(pointing_hits(fm, digit))
-            if clutter is not None:
-                both = torch.cat([digit, clutter[sl].double()], dim=1)
-                scores["on_clutter"].append(mass_in_boxes(fm, both) - inside)
-    out["maps"] = torch.cat(maps).numpy() if maps else np.zeros((0, h, w), np.float32)
-    summary: dict[str, Any] = {
+    run = open_run(cfg.run_dir, cfg.split, cfg.checkpoint, device, cfg.batch_size, cfg.limit)
+    n = min(cfg.limit, len(run)) if cfg.limit else len(run)
+    export = _export_hard if run.kind == "hard" else _export_soft
+    out, summary = export(cfg, run, n)
+    summary = {
         "run": str(cfg.run_dir),
         "split": cfg.split,
         "checkpoint": cfg.checkpoint,
-        "protocol": "single-mean",
         "images": n,
-        "scales": cfg.scales,
+        **summary,
         "accuracy": float((out["predictions"] == out["labels"]).all(1).mean()),
     }
-    if boxes is not None:
-        hit = fixations_in_boxes(fix, boxes, h, w)  # (N, T)
-        out["boxes"] = boxes.numpy()
-        out["fixation_in_box"] = hit.numpy()
-        out["mass_in_box"] = torch.cat(scores["in_box"]).float().numpy()
-        out["pointing"] = torch.cat(scores["point"]).numpy()
-        summary["attention_in_box"] = float(hit.float().mean())
-        summary["attention_in_box_per_step"] = hit.float().mean(0).tolist()
-        summary["footprint_in_box"] = float(out["mass_in_box"].mean())
-        summary["pointing"] = float(out["pointing"].mean())
-        if clutter is not None:
-            on = fixations_in_boxes(fix, clutter, h, w) & ~hit
-            out["clutter_boxes"] = clutter.numpy()
-            out["mass_on_clutter"] = torch.cat(scores["on_clutter"]).float().numpy()
-            summary["attention_on_clutter"] = float(on.float().mean())
-            summary["footprint_on_clutter"] = float(out["mass_on_clutter"].mean())
+    if run.boxes is not None:
+        out["boxes"] = run.boxes[:n].numpy()
+    if run.clutter_boxes is not None:
+        out["clutter_boxes"] = run.clutter_boxes[:n].numpy()
     return _write(cfg, out, summary)
 
 
-def _export_soft(
-    cfg: AttentionMapsConfig, device: torch.device
+def _batches(run: OpenRun, n: int, size: int):
+    """``(indices, digit boxes (b, n, 4) or None, clutter boxes or None)`` per batch."""
+    for start in range(0, n, size):
+        idx = torch.arange(start, min(start + size, n))
+        boxes = None if run.boxes is None else run.boxes[idx]
+        if boxes is not None and boxes.ndim == 2:
+            boxes = boxes[:, None]
+        clutter = None if run.clutter_boxes is None else run.clutter_boxes[idx].double()
+        yield idx, boxes, clutter
+
+
+def _labels(run: OpenRun, n: int) -> np.ndarray:
+    images = run.images
+    source = images.source if hasattr(images, "source") else images
+    return source.labels[:n].reshape(n, -1).cpu().numpy()
+
+
+def _export_hard(
+    cfg: AttentionMapsConfig, run: OpenRun, n: int
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays and summary of a soft run (module docstring): Grad-CAM and, if the
-    run's block has one, its own spatial map, scored against the recorded boxes."""
-    run_cfg = load_run_config(cfg.run_dir, SoftTrainConfig)
-    ckpt = Path(cfg.run_dir) / f"{cfg.checkpoint}.pt"
-    if not ckpt.is_file():
-        raise ValueError(f"no checkpoint {ckpt} (expected best.pt or last.pt in the run folder)")
-    task = get_task(run_cfg.dataset)
-    lim = {"limit": cfg.limit} if cfg.limit and task.generated else {}
-    ds = task.load(cfg.split, run_cfg.data_root, val_size=run_cfg.val_size, **lim)
-    src = ImageSource.from_any(ds, device=device)
-    n = min(cfg.limit, len(src)) if cfg.limit else len(src)
-    model = build_model(run_cfg, src.image_shape, len(ds.classes)).to(device)
-    model.load_state_dict(load_checkpoint(ckpt, device)["model"])
-    model.eval()
-    boxes, clutter = (
-        None if getattr(ds, key, None) is None else torch.as_tensor(getattr(ds, key))[:n].double()
-        for key in ("boxes", "clutter_boxes")
-    )
-    kinds: dict[str, dict[str, list[torch.Tensor]]] = {}
-    preds = []
-    for start in range(0, n, cfg.batch_size):
-        idx = torch.arange(start, min(start + cfg.batch_size, n), device=device)
-        x, _ = src.get(idx)
-        with torch.no_grad():
-            preds.append(model(x).argmax(1).cpu())
-        found = {"gradcam": grad_cam(model, model.features[-1], x), "module": None}
-        found["module"] = soft_attention_map(model, x)[0]
-        for kind, m in found.items():
-            if m is None:
-                continue
-            got = kinds.setdefault(kind, {"maps": [], "in_box": [], "on_clutter": [], "point": []})
-            m = m.double().cpu()
-            if start < cfg.num_maps:
-                got["maps"].append(m[: cfg.num_maps - start].float())
-            if boxes is not None:
-                digit = boxes[idx.cpu()]
-                digit = digit if digit.ndim == 3 else digit[:, None]
-                inside = mass_in_boxes(m, digit)
-                got["in_box"].append(inside)
-                got["point"].append(pointing_hits(m, digit))
-                if clutter is not None:
-                    both = torch.cat([digit, clutter[idx.cpu()]], dim=1)
-                    got["on_clutter"].append(mass_in_boxes(m, both) - inside)
-    h, w = src.image_shape[1:]
+    """A hard run: fixations (``single-mean``), footprint maps, fixation and map scores."""
+    _, _, h, w = run.images.source.images.shape
+    maps = _Collect(cfg.num_maps)
+    fixations, preds, hits = [], [], {}
+    for idx, boxes, clutter in _batches(run, n, cfg.batch_size):
+        found = where(run.model, run.images, indices=idx)
+        fix = found.fixations.cpu()
+        fixations.append(fix)
+        preds.append(found.predictions.cpu())
+        name = "footprint" if cfg.scales == "finest" else "footprint_all"
+        maps.add(found.map(name), boxes, clutter)
+        if boxes is not None:
+            for key, value in fixation_scores(fix, boxes, h, w, clutter).items():
+                hits.setdefault(key, []).append(value)
     out: dict[str, np.ndarray] = {
         "indices": np.arange(n, dtype=np.int64),
-        "labels": src.labels[:n].reshape(n, -1).cpu().numpy(),
-        "predictions": torch.cat(preds).reshape(n, -1).numpy(),
+        "fixations": torch.cat(fixations).numpy(),
+        "labels": _labels(run, n),
+        "predictions": torch.cat(preds).numpy(),
+        **maps.arrays("", h, w),
     }
+    summary: dict[str, Any] = {"protocol": "single-mean", "scales": cfg.scales}
+    if "fixation_in_box" in hits:
+        hit = torch.cat(hits["fixation_in_box"]).float()  # (N, T)
+        out["fixation_in_box"] = hit.bool().numpy()
+        summary["attention_in_box"] = float(hit.mean())
+        summary["attention_in_box_per_step"] = hit.mean(0).tolist()
+        summary["footprint_in_box"] = float(out["mass_in_box"].mean())
+        summary["pointing"] = float(out["pointing"].mean())
+    if "fixation_on_clutter" in hits:
+        on = torch.cat(hits["fixation_on_clutter"]).float()
+        summary["attention_on_clutter"] = float(on.mean())
+        summary["attention_on_clutter_per_step"] = on.mean(0).tolist()
+        summary["footprint_on_clutter"] = float(out["mass_on_clutter"].mean())
+    return out, summary
+
+
+def _export_soft(
+    cfg: AttentionMapsConfig, run: OpenRun, n: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A soft run (module docstring): Grad-CAM and, if the run's block has one, its own
+    spatial map, scored against the recorded boxes."""
+    kinds = {"gradcam": _Collect(cfg.num_maps), "module": _Collect(cfg.num_maps)}
+    preds = []
+    for idx, boxes, clutter in _batches(run, n, cfg.batch_size):
+        found = where(run.model, run.images, indices=idx, batch_size=cfg.batch_size)
+        preds.append(found.predictions.cpu())
+        for kind, got in kinds.items():
+            m = found.map(kind)
+            if m is not None:
+                got.add(m, boxes, clutter)
+    h, w = run.images.image_shape[1:]
+    out: dict[str, np.ndarray] = {
+        "indices": np.arange(n, dtype=np.int64),
+        "labels": _labels(run, n),
+        "predictions": torch.cat(preds).numpy(),
+    }
+    has_module = kinds["module"].seen > 0
     summary: dict[str, Any] = {
-        "run": str(cfg.run_dir),
-        "split": cfg.split,
-        "checkpoint": cfg.checkpoint,
         "protocol": "deterministic",
-        "images": n,
-        "module": run_cfg.module,
-        "module_map": "module" in kinds,
-        "accuracy": float((out["predictions"] == out["labels"]).all(1).mean()),
+        "module": run.config.module,
+        "module_map": has_module,
     }
-    if boxes is not None:
-        out["boxes"] = boxes.float().numpy()
-    if clutter is not None:
-        out["clutter_boxes"] = clutter.float().numpy()
     for kind, got in kinds.items():
-        maps = got["maps"]
-        out[f"{kind}_maps"] = torch.cat(maps).numpy() if maps else np.zeros((0, h, w), np.float32)
-        for key, name, dtype in (
-            ("in_box", "mass_in_box", np.float32),
-            ("on_clutter", "mass_on_clutter", np.float32),
-            ("point", "pointing", bool),
-        ):
-            if got[key]:
-                out[f"{kind}_{name}"] = torch.cat(got[key]).numpy().astype(dtype)
-                score = "pointing" if key == "point" else key
-                summary[f"{kind}_{score}"] = float(out[f"{kind}_{name}"].mean())
-    best = "module" if "module" in kinds else "gradcam"
+        if not got.seen:
+            continue
+        arrays = got.arrays(f"{kind}_", h, w)
+        out.update(arrays)
+        for key, score in (("mass_in_box", "in_box"), ("mass_on_clutter", "on_clutter")):
+            if f"{kind}_{key}" in arrays:
+                summary[f"{kind}_{score}"] = float(arrays[f"{kind}_{key}"].mean())
+        if f"{kind}_pointing" in arrays:
+            summary[f"{kind}_pointing"] = float(arrays[f"{kind}_pointing"].mean())
+    best = "module" if has_module else "gradcam"
     summary["attention_map"] = best
-    for key, score in (("in_box", "attention_in_box"), ("on_clutter", "attention_on_clutter")):
+    for key, score in (
+        ("in_box", "attention_in_box"),
+        ("on_clutter", "attention_on_clutter"),
+        ("pointing", "pointing"),
+    ):
         if f"{best}_{key}" in summary:
             summary[score] = summary[f"{best}_{key}"]
-    if f"{best}_pointing" in summary:
-        summary["pointing"] = summary[f"{best}_pointing"]
     return out, summary
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 PLAYBACK = 4  # validation images in the logged trajectories
 STEPS = 6  # MNIST task: T = 6 glimpses
 CELL = 28 * 4  # 28x28 upscaled by 4
-FRAME_SHAPE = (CELL + 4, PLAYBACK * (CELL + 2) + 2, 3)  # tiled with 2-pixel padding
+NCOLS = 3  # episodes per row in TensorBoard: 3 * 114 + 2 = 344 <= 350 px (not scaled down)
+ROWS = 2  # four episodes: 3 + 1
+FRAME_SHAPE = (ROWS * (CELL + 2) + 2, NCOLS * (CELL + 2) + 2, 3)  # 2-pixel padding
 
 
 def make_small_run(root: Path, data_root: Path, name: str = "ram-small") -> Path:
