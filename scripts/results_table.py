@@ -9,6 +9,8 @@ regenerates the results tables in ``docs/RESULTS.md`` and ``README.md`` from it;
         --machine "2-core CPU VM, shared with other jobs"
     python scripts/results_table.py            # regenerate the tables from the CSV
     python scripts/results_table.py --check    # fail if a table disagrees with the CSV
+    # every soft module, one budget: docs/soft_modules.csv and its table in docs/RESULTS.md
+    python scripts/results_table.py --sweep --runs runs/every-eca-mnist runs/every-eca-cluttered60
 """
 
 from __future__ import annotations

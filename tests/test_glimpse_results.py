@@ -262,3 +262,54 @@ def test_the_script_regenerates(tmp_path):
         ["--runs", str(run), "--csv", str(tmp_path / "r.csv"), "--markdown", str(md)]
     )
     assert len(rows) == 3 and "| mnist | ram |" in md.read_text()
+
+
+def _soft_run(root: Path, name: str, module: str, dataset: str, err: float) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    metrics = {
+        "schema": 1,
+        "method": f"soft-{module}",
+        "task": dataset,
+        "params": 1234,
+        "test_error": err,
+        "val_best_accuracy": 0.9,
+        "images_seen": 19200,
+        "train_seconds": 61.4,
+        "machine": "test box",
+        "command": f"python scripts/train_soft.py --module {module} --dataset {dataset}",
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def test_soft_module_sweep_rows_and_generated_table(tmp_path):
+    """``--sweep``: soft runs' metrics.json -> docs/soft_modules.csv -> one line per module,
+    sorted by the cluttered error, 'not run' where a dataset is missing; --check fails on a
+    stale table; a non-soft run is refused."""
+    from glimpse.results import SWEEP_BEGIN, SWEEP_END
+
+    runs = [
+        _soft_run(tmp_path, "a-m", "eca", "mnist", 0.0218),
+        _soft_run(tmp_path, "a-c", "eca", "cluttered60", 0.1409),
+        _soft_run(tmp_path, "b-m", "rnl", "mnist", 0.0199),
+        _soft_run(tmp_path, "c-c", "glore", "cluttered60", 0.0901),
+    ]
+    md = tmp_path / "R.md"
+    md.write_text(f"x\n{SWEEP_BEGIN}\n{SWEEP_END}\ny\n")
+    csv_path = tmp_path / "s.csv"
+    kw = {"csv": str(csv_path), "markdown": (str(md),), "sweep": True}
+    rows = update_results(ResultsConfig(runs=tuple(map(str, runs)), **kw))
+    assert len(rows) == 4 and csv_path.read_text().startswith("module,dataset,params,")
+    lines = md.read_text().splitlines()
+    body = lines[lines.index(SWEEP_BEGIN) + 3 : lines.index(SWEEP_END)]
+    assert [ln.split(" | ")[0] for ln in body] == ["| glore", "| eca", "| rnl"]
+    assert body[1].split(" | ")[2:6] == ["2.18%", "61", "14.09%", "61"]
+    assert "not run" in body[0] and "not run" in body[2]
+    update_results(ResultsConfig(check=True, **kw))  # agrees
+    md.write_text(md.read_text().replace("14.09%", "4.09%"))
+    with pytest.raises(ValueError, match="soft-modules table disagrees"):
+        update_results(ResultsConfig(check=True, **kw))
+    hard = _fake_run(tmp_path, "hard", {})
+    with pytest.raises(ValueError, match="not a soft run"):
+        update_results(ResultsConfig(runs=(str(hard),), **kw))
