@@ -39,12 +39,11 @@ from typing import Any
 import torch
 
 from agents.config import ALGOS, PPOTrainConfig
-from agents.evaluation import evaluate_policy
 from agents.ppo import collect_episodes, ppo_update
 from agents.sb3 import train_sb3
 from agents.train import GlimpseAgentMethod
 from glimpse import distributed
-from glimpse.loop import Budget, Report, Update, fit
+from glimpse.loop import Budget, Update, fit
 from glimpse.training import Run
 
 __all__ = ["ALGOS", "PPOTrainConfig", "train_ppo"]
@@ -77,20 +76,6 @@ class PPOHybridMethod(GlimpseAgentMethod):
         batch = collect_episodes(self.policy, self.train_env)
         metrics = ppo_update(self.policy, self.optimizer, batch, self.pcfg)
         return Update(metrics, indices=self.train_env.indices)
-
-    def report(self) -> Report:
-        test = evaluate_policy(self.policy, self.evals["test"], self.cfg, desc="test")
-        details: dict[str, Any] = {"mc_samples": self.cfg.mc_samples}
-        if "digit_accuracy" in test:
-            details["test_digit_accuracy"] = test["digit_accuracy"]
-        return Report(
-            test_error=test["error"],
-            protocol="single-mean",
-            protocols={"single-mean": {"test_error": test["error"], "eval_seeds": [self.cfg.seed]}},
-            selection="best.pt: highest validation accuracy (single-mean, evaluation seed = the "
-            "run's seed) at an evaluation",
-            details=details,
-        )
 
 
 def train_ppo(cfg: PPOTrainConfig) -> dict[str, Any]:

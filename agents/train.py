@@ -92,8 +92,9 @@ class GlimpseAgentMethod(Method):
     :mod:`agents.ppo_train`) share: the run's vector envs (:func:`build_envs`; each rank
     plays its shard of the training split), the policy ``cfg.agent`` from
     :data:`agents.policies.POLICIES` (warm-started from ``cfg.init_from``), Adam, and the
-    validation, playback and cost of the policy. A subclass sets :attr:`budget` and writes
-    :meth:`update` and :meth:`report`."""
+    validation, playback, cost and final report (every protocol over the evaluation seeds,
+    headline chosen on validation) of the policy. A subclass sets :attr:`budget` and
+    :attr:`name` and writes :meth:`update`."""
 
     def __init__(self, cfg: HardTrainConfig, device: torch.device, run: Run) -> None:
         self.cfg, self.device = cfg, device
@@ -130,6 +131,30 @@ class GlimpseAgentMethod(Method):
     def cost(self) -> dict[str, Any]:
         return hard_cost(self.policy, self.evals["test"])
 
+    def report(self) -> Report:
+        """Every single-trajectory protocol (and ``mc<M>`` with ``mc_samples > 1``) on val
+        and test over ``eval_seeds`` evaluation seeds; the headline chosen on validation."""
+        cfg = self.cfg
+        protocols = ("single-mean", "single-sampled") + (("mc",) if cfg.mc_samples > 1 else ())
+        evals = {"val": self.evals["val"], "test": self.evals["test"]}
+        report = evaluate_protocols(self.policy, evals, cfg, protocols, cfg.eval_seeds)
+        head = headline_protocol(report)
+        paper = paper_figure(cfg.task, self.name)
+        details: dict[str, Any] = {"mc_samples": cfg.mc_samples}
+        if "test_digit_error" in report[head]:
+            details["test_digit_accuracy"] = 1 - report[head]["test_digit_error"]
+        return Report(
+            test_error=report[head]["test_error"],
+            protocol=head,
+            protocols=report,
+            selection="best.pt: highest validation accuracy at a validation, single-mean, "
+            "evaluation seed = the run's seed; headline: the single-trajectory protocol with "
+            "the lower mean validation error",
+            details=details,
+            paper_error=None if paper is None else paper.error_pct / 100,
+            paper_ref=None if paper is None else paper.ref,
+        )
+
 
 class ReinforceMethod(GlimpseAgentMethod):
     """RAM / DRAM trained by the hybrid REINFORCE loss (Mnih et al. 2014): classification
@@ -154,28 +179,6 @@ class ReinforceMethod(GlimpseAgentMethod):
         apply_gradients(loss, self.policy, self.optimizer, self.cfg.grad_clip)
         self.updates += 1
         return Update(metrics, indices=self.train_env.indices)
-
-    def report(self) -> Report:
-        cfg = self.cfg
-        protocols = ("single-mean", "single-sampled") + (("mc",) if cfg.mc_samples > 1 else ())
-        evals = {"val": self.evals["val"], "test": self.evals["test"]}
-        report = evaluate_protocols(self.policy, evals, cfg, protocols, cfg.eval_seeds)
-        head = headline_protocol(report)
-        paper = paper_figure(cfg.task, cfg.agent)
-        details: dict[str, Any] = {"mc_samples": cfg.mc_samples}
-        if "test_digit_error" in report[head]:
-            details["test_digit_accuracy"] = 1 - report[head]["test_digit_error"]
-        return Report(
-            test_error=report[head]["test_error"],
-            protocol=head,
-            protocols=report,
-            selection="best.pt: highest validation accuracy after an epoch, single-mean, "
-            "evaluation seed = the run's seed; headline: the single-trajectory protocol with "
-            "the lower mean validation error",
-            details=details,
-            paper_error=None if paper is None else paper.error_pct / 100,
-            paper_ref=None if paper is None else paper.ref,
-        )
 
 
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:
