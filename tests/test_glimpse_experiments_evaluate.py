@@ -40,7 +40,7 @@ def run_dir(data_root, tmp_path_factory) -> Path:
 
 def test_same_settings_reproduce_the_runs_test_metrics(run_dir):
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert saved["headline_protocol"] in ("single-mean", "single-sampled")
+    assert saved["protocol"] in ("single-mean", "single-sampled")
     result = evaluate_run(EvalConfig(str(run_dir)))  # single-mean, centre: deterministic
     assert result["protocol"] == "single-mean" and result["eval_seeds"] == [0]
     assert result["error"] == pytest.approx(
