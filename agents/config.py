@@ -15,7 +15,20 @@ from envs import MDPConfig
 from glimpse.tasks import get_task, tasks_of
 from glimpse.training import Rule, RunConfig, batches_per_epoch, check_config
 
-__all__ = ["ALGOS", "TASK_IDS", "HardTrainConfig", "PPOTrainConfig", "task_defaults"]
+__all__ = [
+    "ALGOS",
+    "FIXED_AGENTS",
+    "RAM_AGENTS",
+    "TASK_IDS",
+    "HardTrainConfig",
+    "PPOTrainConfig",
+    "task_defaults",
+]
+
+FIXED_AGENTS: tuple[str, ...] = ("glimpse-random", "glimpse-grid")
+"""Agents whose locations are not learnt (:mod:`agents.fixed`): classification loss only."""
+RAM_AGENTS: tuple[str, ...] = ("ram", "ram-conv", *FIXED_AGENTS)
+"""Agents built on the RAM network: they classify one object."""
 
 TASK_IDS: dict[str, str] = {t.name: t.env_id for t in tasks_of("paper", "proxy")}
 """Task name -> registered task whose defaults (``T``, ``g``, ``k``) a run inherits: the
@@ -39,8 +52,14 @@ class HardTrainConfig(RunConfig):
     ] = "mnist"
     """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST,
     or twodigit100 (two cluttered digits on 100x100 as one of 100 classes: the FCAN proxy)."""
-    agent: Literal["ram", "dram"] = "ram"
-    """The agent: RAM (Mnih et al. 2014) or DRAM (Ba et al. 2015)."""
+    agent: Literal["ram", "dram", "ram-conv", "glimpse-random", "glimpse-grid"] = "ram"
+    """The agent: RAM (Mnih et al. 2014), DRAM (Ba et al. 2015), or a control of issue 17:
+    ram-conv (RAM with a conv glimpse network), glimpse-random / glimpse-grid (RAM's network
+    with uniformly random locations / a fixed serpentine scan, classifier trained by
+    backpropagation only; agents/fixed.py)."""
+    glimpse_net: Literal["mlp", "conv"] | None = None
+    """RAM's glimpse network: the paper's MLP or a conv stack per scale (default: conv for
+    ram-conv, mlp otherwise; conv also works with glimpse-random / glimpse-grid)."""
     num_glimpses: int | None = None
     """Glimpses per target ``T`` (default: the task's, e.g. 6 on MNIST, 8 on cluttered)."""
     glimpse_size: int | None = None
@@ -144,13 +163,30 @@ class HardTrainConfig(RunConfig):
             num_scales=unset(self.num_scales, defaults["num_scales"]),
             run_name=self.run_name or f"{self.agent}-{self.task}-s{self.seed}-{int(time.time())}",
         )
-        if out.agent == "ram" and get_task(out.task).num_targets > 1:
-            raise ValueError(f"RAM classifies one object; use --agent dram for {out.task}")
+        if out.agent in RAM_AGENTS and get_task(out.task).num_targets > 1:
+            raise ValueError(
+                f"{out.agent} (the RAM network) classifies one object; use --agent dram for "
+                f"{out.task}"
+            )
+        net = out.glimpse_net
+        if out.agent == "dram" and net is not None:
+            raise ValueError("--glimpse-net is a RAM option; DRAM has its own glimpse network")
+        if out.agent == "ram" and net == "conv":
+            raise ValueError("RAM with --glimpse-net conv is --agent ram-conv")
+        if out.agent == "ram-conv" and net == "mlp":
+            raise ValueError("--agent ram-conv has the conv glimpse network; --agent ram the MLP")
         if out.init_from and not Path(out.init_from).exists():  # fail before building data
             raise FileNotFoundError(
                 f"--init-from {out.init_from}: no such checkpoint or run folder"
             )
         return out
+
+    def glimpse_network(self) -> str:
+        """The RAM glimpse network this run uses: ``glimpse_net``, or the agent's own
+        (``"conv"`` for ram-conv, ``"mlp"`` otherwise)."""
+        if self.glimpse_net is not None:
+            return self.glimpse_net
+        return "conv" if self.agent == "ram-conv" else "mlp"
 
     def task_num_classes(self) -> int:
         """Classes of the task's dataset as the task table has them (:func:`build_envs`
@@ -229,6 +265,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
         if out.minibatches > out.batch_size:
             raise ValueError(
                 f"minibatches ({out.minibatches}) must not exceed batch_size ({out.batch_size})"
+            )
+        if out.agent in FIXED_AGENTS:
+            raise ValueError(
+                f"--agent {out.agent} has fixed locations: nothing for PPO to learn (train it "
+                "with scripts/train_ram.py)"
             )
         if out.algo == "sb3-recurrent-ppo":
             if out.agent != "ram":

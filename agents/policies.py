@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 from agents.config import HardTrainConfig
 from agents.dram import DRAM
+from agents.fixed import GridScan, RandomLocations
 from agents.policy import GlimpsePolicy
 from agents.ram import RAM
 
-__all__ = ["POLICIES", "build_dram", "build_ram"]
+__all__ = ["POLICIES", "build_dram", "build_grid_scan", "build_ram", "build_random_locations"]
 
 
 def build_ram(
@@ -17,9 +18,10 @@ def build_ram(
     glimpse_shape: tuple[int, int, int, int],
     num_targets: int,
     num_classes: int | None = None,
-) -> GlimpsePolicy:
+) -> RAM:
     """RAM sized from the config, the env's glimpse shape and its number of classes
-    (default: the task's, :meth:`HardTrainConfig.task_num_classes`)."""
+    (default: the task's, :meth:`HardTrainConfig.task_num_classes`), with the glimpse
+    network :meth:`HardTrainConfig.glimpse_network` (``ram-conv``: the conv one)."""
     return RAM(
         glimpse_shape,
         num_classes=num_classes or cfg.task_num_classes(),
@@ -28,7 +30,30 @@ def build_ram(
         std=cfg.std,
         learn_std=cfg.learn_std,
         detach_location=cfg.detach_location,
+        glimpse_net=cfg.glimpse_network(),  # type: ignore[arg-type]
     )
+
+
+def build_random_locations(
+    cfg: HardTrainConfig,
+    glimpse_shape: tuple[int, int, int, int],
+    num_targets: int,
+    num_classes: int | None = None,
+) -> GlimpsePolicy:
+    """``glimpse-random``: :func:`build_ram`'s network with uniformly random locations."""
+    return RandomLocations(build_ram(cfg, glimpse_shape, num_targets, num_classes))
+
+
+def build_grid_scan(
+    cfg: HardTrainConfig,
+    glimpse_shape: tuple[int, int, int, int],
+    num_targets: int,
+    num_classes: int | None = None,
+) -> GlimpsePolicy:
+    """``glimpse-grid``: :func:`build_ram`'s network on the fixed scan path of
+    :func:`agents.fixed.scan_path` over ``cfg.num_glimpses`` glimpses."""
+    body = build_ram(cfg, glimpse_shape, num_targets, num_classes)
+    return GridScan(body, cfg.num_glimpses, cfg.num_glimpses * num_targets)
 
 
 def build_dram(
@@ -54,5 +79,8 @@ def build_dram(
 POLICIES: dict[str, Callable[..., GlimpsePolicy]] = {
     "ram": build_ram,
     "dram": build_dram,
+    "ram-conv": build_ram,
+    "glimpse-random": build_random_locations,
+    "glimpse-grid": build_grid_scan,
 }
 """Agent name -> ``build(cfg, glimpse_shape, num_targets, num_classes=None)``."""

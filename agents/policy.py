@@ -10,7 +10,9 @@ per env step into its state, then emits
 :meth:`GlimpsePolicy.act` samples (or takes the mode of) the location;
 :meth:`GlimpsePolicy.evaluate_actions` re-scores given locations from given states (PPO's
 minibatches). Subclasses implement :meth:`GlimpsePolicy.initial_state` and
-:meth:`GlimpsePolicy.heads`.
+:meth:`GlimpsePolicy.heads`. A policy that chooses its own first fixation (a fixed scan
+path, :mod:`agents.fixed`) returns it from :meth:`GlimpsePolicy.first_location`; the others
+start where the env's ``init_location`` puts them.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class GlimpsePolicy(nn.Module, abc.ABC):
     @abc.abstractmethod
     def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Integrate ``obs``: returns ``(new_state, location_mean, logits, value)``."""
+
+    def first_location(self, n: int, device: torch.device) -> Tensor | None:
+        """``(n, 2)`` first fixations this policy chooses itself, or ``None`` (the default):
+        the env's (``init_location``, or the ``init_loc`` reset option)."""
+        return None
 
     @property
     def std(self) -> Tensor:

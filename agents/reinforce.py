@@ -33,6 +33,7 @@ __all__ = [
     "ReinforceConfig",
     "Rollout",
     "check_rollout_env",
+    "classification_loss",
     "collect_rollout",
     "episode_draws",
     "predict",
@@ -105,6 +106,8 @@ def collect_rollout(
 
     ``noise`` ``(max_steps, num_envs, 2)``: the standard normal draws of the sampled
     locations (default: drawn from ``generator``, i.e. depending on the whole batch).
+    A policy's own first fixations (:meth:`GlimpsePolicy.first_location`) replace the
+    ``init_loc`` of ``options``.
     """
     check_rollout_env(venv)
     cfg = venv.config
@@ -112,6 +115,9 @@ def collect_rollout(
         raise ValueError(
             f"noise must have shape {(cfg.max_steps, venv.num_envs, 2)}, got {tuple(noise.shape)}"
         )
+    first = policy.first_location(venv.num_envs, venv.device)
+    if first is not None:  # a fixed scan path starts where it starts
+        options = {**(options or {}), "init_loc": first}
     obs, info = venv.reset(options=options)
     labels = info["label"].reshape(venv.num_envs, -1)
     state = policy.initial_state(obs)
@@ -144,6 +150,28 @@ def collect_rollout(
     )
 
 
+def _cross_entropy(ro: Rollout) -> Tensor:
+    """Mean cross-entropy of the classifying steps' logits against the env's labels."""
+    if not ro.logits.shape[0]:
+        return ro.logits.sum() * 0
+    return F.cross_entropy(ro.logits.reshape(-1, ro.logits.shape[-1]), ro.labels.T.reshape(-1))
+
+
+def classification_loss(ro: Rollout) -> tuple[Tensor, dict[str, float]]:
+    """The classification part of the hybrid loss alone (cross-entropy of the classifying
+    steps against the env's labels) and its metrics: the loss of agents whose locations are
+    not learnt (:mod:`agents.fixed`), so nothing reaches a location or baseline head."""
+    ce = _cross_entropy(ro)
+    correct = (ro.predictions == ro.labels).float()
+    metrics = {
+        "losses/total": ce.item(),
+        "losses/classification": ce.item(),
+        "train/accuracy": correct.all(1).float().mean().item(),
+        "train/reward": ro.rewards.sum(0).mean().item(),
+    }
+    return ce, metrics
+
+
 def reinforce_loss(
     ro: Rollout, cfg: ReinforceConfig = ReinforceConfig()
 ) -> tuple[Tensor, dict[str, float]]:
@@ -157,12 +185,7 @@ def reinforce_loss(
     policy_loss = -(advantage * ro.log_probs[used]).sum(0).mean()
     baseline_loss = F.mse_loss(ro.values[used], future[used])
     entropy = ro.entropies[used].mean() if steps > 1 else ro.entropies.sum() * 0
-    num_targets = ro.logits.shape[0]
-    ce = (
-        F.cross_entropy(ro.logits.reshape(-1, ro.logits.shape[-1]), ro.labels.T.reshape(-1))
-        if num_targets
-        else ro.logits.sum() * 0
-    )
+    ce = _cross_entropy(ro)
     loss = ce + cfg.policy_coef * policy_loss + cfg.baseline_coef * baseline_loss
     loss = loss - cfg.entropy_coef * entropy
     correct = (ro.predictions == ro.labels).float()
@@ -267,6 +290,9 @@ def predict(
     The random first fixations (``init_location="random"``) and the location noise of the
     episode of image ``i``, sample ``m`` are drawn from ``(seed, i, m)`` alone
     (:func:`episode_draws`), so predictions do not depend on the batch they are played in.
+    The noise is handed to the policy under both protocols: a learnt policy's mean
+    locations ignore it, the random-location control (:class:`agents.fixed.RandomLocations`),
+    which has no mean, draws its locations from it.
     ``venv.num_envs`` must be at least ``n * M``; spare episodes replay the last image and
     are discarded.
     """
@@ -301,7 +327,7 @@ def predict(
             venv,
             deterministic=not sampled,
             options={"indices": rep, "init_loc": init},
-            noise=noise.to(venv.device) if sampled else None,
+            noise=noise.to(venv.device),  # unused by a learnt policy's mean locations
         )
     finally:
         policy.train(was_training)

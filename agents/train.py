@@ -1,5 +1,8 @@
 """Training hard-attention agents (RAM, DRAM) with batched REINFORCE: the library side of
-``scripts/train_ram.py`` and ``scripts/train_dram.py``.
+``scripts/train_ram.py`` and ``scripts/train_dram.py``. The fixed-location controls
+(``glimpse-random``, ``glimpse-grid``; :mod:`agents.fixed`) train here too, by the
+classification loss alone (:class:`FixedLocationMethod`): they have no location to
+reinforce, and log no ``losses/{policy,baseline,entropy}`` nor ``charts/*`` of the policy.
 
 Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
 ``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (final
@@ -30,12 +33,19 @@ from typing import Any
 
 import torch
 
-from agents.config import HardTrainConfig
+from agents.config import FIXED_AGENTS, HardTrainConfig
 from agents.environments import build_envs
 from agents.evaluation import evaluate_policy, evaluate_protocols, hard_cost, headline_protocol
 from agents.playback import log_playback
 from agents.policies import POLICIES
-from agents.reinforce import ReinforceConfig, collect_rollout, episode_draws, reinforce_loss
+from agents.reinforce import (
+    ReinforceConfig,
+    Rollout,
+    classification_loss,
+    collect_rollout,
+    episode_draws,
+    reinforce_loss,
+)
 from envs import GlimpseVectorEnv
 from glimpse import distributed
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
@@ -43,6 +53,7 @@ from glimpse.results import paper_figure
 from glimpse.training import Run, batches_per_epoch, load_weights
 
 __all__ = [
+    "FixedLocationMethod",
     "GlimpseAgentMethod",
     "ReinforceMethod",
     "log_playback",
@@ -175,13 +186,34 @@ class ReinforceMethod(GlimpseAgentMethod):
         step = self.updates * self.budget.images_per_update
         options = train_first_fixations(self.cfg, step)
         ro = collect_rollout(self.policy, self.train_env, options=options)
-        loss, metrics = reinforce_loss(ro, self.rcfg)
+        loss, metrics = self.loss(ro)
         apply_gradients(loss, self.policy, self.optimizer, self.cfg.grad_clip)
         self.updates += 1
         return Update(metrics, indices=self.train_env.indices)
 
+    def loss(self, ro: Rollout) -> tuple[torch.Tensor, dict[str, float]]:
+        """The hybrid loss of a batch of episodes (:func:`agents.reinforce.reinforce_loss`)."""
+        return reinforce_loss(ro, self.rcfg)
+
+
+class FixedLocationMethod(ReinforceMethod):
+    """The fixed-location controls (:mod:`agents.fixed`): :class:`ReinforceMethod`'s
+    budget, first fixations, evaluation and report, with the classification loss alone
+    (:func:`agents.reinforce.classification_loss`): the locations are a rule, and no
+    gradient reaches the body's location or baseline heads."""
+
+    def loss(self, ro: Rollout) -> tuple[torch.Tensor, dict[str, float]]:
+        return classification_loss(ro)
+
+    def train_scalars(self, last: Update) -> dict[str, float]:
+        return distributed.mean_metrics(last.metrics)  # no location policy: no charts/std
+
 
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:
-    """Train the agent ``cfg.agent`` with REINFORCE through :func:`glimpse.loop.fit`;
+    """Train the agent ``cfg.agent`` through :func:`glimpse.loop.fit`: with REINFORCE
+    (:class:`ReinforceMethod`), or, for the fixed-location controls (``glimpse-random``,
+    ``glimpse-grid``), by the classification loss alone (:class:`FixedLocationMethod`);
     return the ``metrics.json`` record (test metrics of the best-on-validation weights)."""
-    return fit(ReinforceMethod, cfg.resolved())
+    cfg = cfg.resolved()
+    method = FixedLocationMethod if cfg.agent in FIXED_AGENTS else ReinforceMethod
+    return fit(method, cfg)

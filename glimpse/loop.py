@@ -30,7 +30,8 @@ and :func:`metrics_record`.
 has no such quantity):
 
 - ``schema``: 1; ``method``: the results' method name (``ram``, ``dram``, ``ppo-hybrid``,
-  ``sb3-recurrent-ppo``, ``parts``, ``soft-<module>``); ``task``; ``run``; ``seed``;
+  ``sb3-recurrent-ppo``, ``parts``, ``soft-<module>``, and the controls ``ram-conv``,
+  ``glimpse-random``, ``glimpse-grid``, ``lowres-cnn``); ``task``; ``run``; ``seed``;
 - ``test_accuracy``, ``test_error``: the headline protocol on the test split;
   ``val_best_accuracy``: the selection criterion (validation accuracy of ``best.pt``);
 - ``protocol``: the headline evaluation protocol (hard agents: ``single-mean`` or
@@ -46,7 +47,7 @@ has no such quantity):
   :class:`torch.utils.flop_counter.FlopCounterMode`, forward + backward) times the updates
   done, summed over ranks; ``train_flops_per_update``; ``inference_flops_per_image`` and
   ``pixels_per_image`` (pixels the model reads per image: glimpse pixels for hard agents,
-  the whole image for soft models); ``params``;
+  the whole image for soft models, the downsampled one for ``lowres-cnn``); ``params``;
 - ``world_size``, ``machine``, ``command``; ``paper_error``/``paper_ref`` (the paper's
   figure for this task and method, or ``None``);
 - ``details``: the trainer's own extra numbers (e.g. ``test_digit_accuracy``, part hits).

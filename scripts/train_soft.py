@@ -9,6 +9,8 @@ transformer front end (``--module stn``), or plain (``--module none``). Examples
     # plain CNN on the 100-class two-digit proxy of the parts agent (issue 7)
     python scripts/train_soft.py --dataset twodigit100 --module none --data-root ../shared/data
     python scripts/train_soft.py --run-name my-run --resume
+    # lowres-cnn: the plain CNN on MNIST area-downsampled to the glimpse agents' 384 pixels
+    python scripts/train_soft.py --module none --lowres-pixels 384
 
 Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
 ``glimpse/distributed.py``)::

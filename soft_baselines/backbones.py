@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -64,7 +65,7 @@ class SmallCNN(nn.Module):
 
     Layout (``K = len(widths)`` stages; stage ``k`` is called ``"stage{k}"``, 1-based)::
 
-        [stn] -> stage1 -> [attention] -> stage2 -> [attention] -> ... -> GAP -> linear
+        [resize] -> [stn] -> stage1 -> [attention] -> stage2 -> [attention] -> ... -> GAP -> linear
 
     Each stage is ``convs_per_stage`` x (3x3 conv, BN, ReLU) followed by a 2x2 max-pool
     (``ceil_mode``, so odd sizes keep their edge). The attention block named by
@@ -87,6 +88,10 @@ class SmallCNN(nn.Module):
             end (``in_channels`` and ``input_size`` are filled in; an ``output_size`` there
             is fine); ``None`` for no STN. Exposed as :attr:`stn`.
         convs_per_stage: conv-BN-ReLU layers per stage.
+        resize_to: ``(H', W')``: area-downsample the input to this size before everything
+            else (``F.interpolate(mode="area")``, i.e. the mean over each output pixel's
+            footprint), so the network sees ``H' x W'`` pixels per channel (the
+            ``lowres-cnn`` control of issue 17); ``None``: the input as it is.
     """
 
     stn: SpatialTransformer | None
@@ -102,6 +107,7 @@ class SmallCNN(nn.Module):
         insert_after: Sequence[str] = ("stage2", "stage3"),
         stn: Mapping[str, Any] | None = None,
         convs_per_stage: int = 2,
+        resize_to: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -132,9 +138,10 @@ class SmallCNN(nn.Module):
 
         self.in_channels = in_channels
         self.input_size = input_size
+        self.resize_to = None if resize_to is None else check_size_pair("resize_to", resize_to)
         self.attention = attention
         self.stn = (
-            SpatialTransformer(in_channels, **{"input_size": self.input_size, **dict(stn)})
+            SpatialTransformer(in_channels, **{"input_size": self.seen_size, **dict(stn)})
             if stn is not None
             else None
         )
@@ -155,8 +162,20 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(c_in, num_classes)
 
+    @property
+    def seen_size(self) -> tuple[int, int]:
+        """``(H, W)`` the first layer sees: ``resize_to``, else ``input_size``."""
+        return self.resize_to or self.input_size
+
+    @property
+    def pixels_seen(self) -> int:
+        """Pixels per channel and image the network reads (``H x W`` of :attr:`seen_size`)."""
+        h, w = self.seen_size
+        return h * w
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, C_in, H, W) -> (B, widths[-1], H_K, W_K)``: STN (if any) and the stages."""
+        """``(B, C_in, H, W) -> (B, widths[-1], H_K, W_K)``: the downsampling (if
+        ``resize_to``), STN (if any) and the stages."""
         if not isinstance(x, Tensor):
             raise TypeError(f"SmallCNN expects a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
@@ -164,6 +183,8 @@ class SmallCNN(nn.Module):
                 f"SmallCNN expects input of shape (B, {self.in_channels}, {self.input_size[0]}, "
                 f"{self.input_size[1]}), got {tuple(x.shape)}"
             )
+        if self.resize_to is not None:
+            x = F.interpolate(x, size=self.resize_to, mode="area")
         if self.stn is not None:
             x = self.stn(x)
         return self.features(x)

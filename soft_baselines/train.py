@@ -48,6 +48,7 @@ global. Launch::
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from contextlib import AbstractContextManager
@@ -86,6 +87,7 @@ __all__ = [
     "load_splits",
     "log_attention_images",
     "log_stn_images",
+    "lowres_size",
     "stn_image_grid",
     "train_soft",
     "valid_modules",
@@ -148,8 +150,13 @@ class SoftTrainConfig(RunConfig):
     """Train on only the first this many images of the training split (0: all of it)."""
     eval_limit: int = 0
     """Evaluate on only the first this many images of val and test (0: all; smoke runs)."""
+    lowres_pixels: int = 0
+    """Area-downsample every image to about this many pixels before the CNN (aspect kept:
+    ``lowres_size``; 384 on 28x28 gives 20x20), the lowres-cnn control: a CNN at the
+    glimpse agents' pixel budget (T x k x g^2; 384 for 6 glimpses of 8x8). 0: full size."""
 
     RULES: ClassVar[dict[str, Rule]] = {
+        "lowres_pixels": (">=", 0),
         "widths": (">=", 1),
         "epochs": (">=", 1),
         "batch_size": (">=", 1),
@@ -193,13 +200,27 @@ class SoftTrainConfig(RunConfig):
             raise ValueError("set the STN's mode with --stn-mode, not in --module-kwargs")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lowres_pixels:
+            h, w = get_task(self.dataset).image_size
+            if self.lowres_pixels > h * w:
+                raise ValueError(
+                    f"--lowres-pixels {self.lowres_pixels} exceeds the {h}x{w} images' "
+                    f"{h * w} pixels (0: full size)"
+                )
         return replace(
             self,
             widths=tuple(self.widths),
             insert_after=tuple(self.insert_after),
             run_name=self.run_name
-            or f"{self.module}-{self.dataset}-s{self.seed}-{int(time.time())}",
+            or f"{self.method_name()}-{self.dataset}-s{self.seed}-{int(time.time())}",
         )
+
+    def method_name(self) -> str:
+        """The results name of this model: ``soft-<module>``, ``lowres-cnn`` (the plain CNN
+        at ``lowres_pixels``) or ``lowres-<module>``."""
+        if self.lowres_pixels:
+            return "lowres-cnn" if self.module == "none" else f"lowres-{self.module}"
+        return f"soft-{self.module}"
 
     def module_kwargs_dict(self) -> dict[str, Any]:
         """``module_kwargs`` parsed; ``ValueError`` unless it is a JSON object."""
@@ -241,16 +262,30 @@ def load_splits(cfg: SoftTrainConfig, device: torch.device) -> Splits:
     return splits
 
 
+def lowres_size(size: tuple[int, int], pixels: int) -> tuple[int, int]:
+    """``(H', W')`` with about ``pixels`` pixels and the aspect of ``size = (H, W)``: each
+    side scaled by ``sqrt(pixels / (H W))`` and rounded (at least 1, at most the side).
+    ``(28, 28)`` and 384 give ``(20, 20)``: 400 pixels, the nearest square."""
+    h, w = size
+    if pixels < 1:
+        raise ValueError(f"pixels must be >= 1, got {pixels}")
+    f = math.sqrt(pixels / (h * w))
+    return (min(h, max(1, round(h * f))), min(w, max(1, round(w * f))))
+
+
 def build_model(
     cfg: SoftTrainConfig, image_shape: tuple[int, int, int], num_classes: int = 10
 ) -> SmallCNN:
     """The SmallCNN for images of shape ``(C, H, W)`` and ``num_classes`` classes: with
     ``cfg.module`` inserted after ``cfg.insert_after``, behind an STN front end, or plain
-    (``insert_after`` is then unused)."""
+    (``insert_after`` is then unused); with ``cfg.lowres_pixels``, behind the area
+    downsampling to :func:`lowres_size`."""
     c, h, w = image_shape
     kwargs = cfg.module_kwargs_dict()
-    common = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w)}
+    common: dict[str, Any] = {"in_channels": c, "num_classes": num_classes, "input_size": (h, w)}
     common["widths"] = cfg.widths
+    if cfg.lowres_pixels:
+        common["resize_to"] = lowres_size((h, w), cfg.lowres_pixels)
     try:
         if cfg.module == "stn":
             return SmallCNN(**common, insert_after=(), stn={**kwargs, "mode": cfg.stn_mode})
@@ -432,7 +467,7 @@ class SoftMethod(Method):
             images_per_update=cfg.batch_size * world,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
-        self.name, self.task = f"soft-{cfg.module}", cfg.dataset
+        self.name, self.task = cfg.method_name(), cfg.dataset
         self.world = world
         zero = lambda: torch.zeros((), device=device)  # noqa: E731
         self._sums = {"loss": zero(), "right": zero(), "area": zero()}
@@ -509,12 +544,11 @@ class SoftMethod(Method):
         )
 
     def cost(self) -> dict[str, Any]:
-        _, h, w = self.train.image_shape
         x, _ = self.splits["test"].get(torch.arange(min(8, len(self.splits["test"]))))
         flops, _ = count_flops(lambda: self.model(x.to(self.device)))
         return {
             "inference_flops_per_image": flops / x.shape[0],
-            "pixels_per_image": h * w,
+            "pixels_per_image": self.model.pixels_seen,
             "params": self.params,
         }
 

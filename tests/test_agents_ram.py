@@ -246,3 +246,100 @@ def test_act_log_prob_at_a_bound_is_the_tail_mass():
         std_normal.cdf((mu[:, 0] - 1) / 0.3).log() + std_normal.cdf((-1 - mu[:, 1]) / 0.3).log()
     )
     torch.testing.assert_close(out.log_prob, expected)
+
+
+# ------------------------------------------------- ram-conv: the conv glimpse network
+@pytest.mark.parametrize(("k", "g"), [(1, 8), (3, 12), (2, 5)])
+def test_conv_glimpse_network_shapes_per_scale(k, g):
+    from agents.ram import ConvGlimpseNetwork
+
+    net = ConvGlimpseNetwork((k, 1, g, g), what_dim=32, where_dim=16, out_dim=24)
+    convs = [m for m in net.what if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 and all(c.groups == k for c in convs)  # one stack per scale
+    assert convs[0].in_channels == k and convs[-1].out_channels == k * net.CHANNELS[1]
+    side = ((g + 1) // 2 + 1) // 2
+    assert net.what[-1].in_features == k * net.CHANNELS[1] * side**2
+    out = net(torch.rand(4, k, 1, g, g), torch.rand(4, 2) * 2 - 1)
+    assert out.shape == (4, 24) and (out >= 0).all()
+    with pytest.raises(ValueError, match="glimpse must have shape"):
+        net(torch.rand(4, k, 1, g + 1, g + 1), torch.zeros(4, 2))
+
+
+def test_conv_glimpse_network_scales_do_not_share_weights():
+    """Changing scale 1 of the glimpse changes only what scale 1's stack computes."""
+    from agents.ram import ConvGlimpseNetwork
+
+    net = ConvGlimpseNetwork((2, 1, 8, 8))
+    x = torch.rand(3, 2, 1, 8, 8)
+    y = x.clone()
+    y[:, 1] = torch.rand(3, 1, 8, 8)
+    convs = net.what[:6]
+    a, b = convs(x.flatten(1, 2)), convs(y.flatten(1, 2))
+    half = a.shape[1] // 2
+    assert torch.equal(a[:, :half], b[:, :half]) and not torch.equal(a[:, half:], b[:, half:])
+
+
+def test_ram_conv_gradient_reaches_the_conv_weights_and_keeps_the_where_pathway():
+    ram = RAM((3, 1, 12, 12), hidden=32, glimpse_net="conv")
+    obs = {
+        "glimpse": torch.rand(6, 3, 1, 12, 12),
+        "location": torch.rand(6, 2) * 2 - 1,
+        "step": torch.zeros(6, 1),
+    }
+    out = ram.act(obs, ram.initial_state(obs))
+    torch.nn.functional.cross_entropy(out.logits, torch.arange(6) % 10).backward()
+    convs = [m for m in ram.glimpse_net.what if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert ram.glimpse_net.where.weight.grad.abs().sum() > 0
+    assert ram.locator.weight.grad is None  # classification alone: detached location head
+    with pytest.raises(ValueError, match="glimpse_net must be one of"):
+        RAM((1, 1, 8, 8), glimpse_net="transformer")  # type: ignore[arg-type]
+
+
+def test_ram_conv_config_and_registry():
+    from agents.config import HardTrainConfig
+    from agents.policies import POLICIES
+    from agents.ram import ConvGlimpseNetwork, GlimpseNetwork
+
+    cfg = HardTrainConfig(agent="ram-conv").resolved()
+    assert cfg.glimpse_network() == "conv" and cfg.glimpse_net is None
+    ram = POLICIES["ram-conv"](cfg, (1, 1, 8, 8), 1)
+    assert isinstance(ram.glimpse_net, ConvGlimpseNetwork)
+    plain = POLICIES["ram"](HardTrainConfig().resolved(), (1, 1, 8, 8), 1)
+    assert type(plain.glimpse_net) is GlimpseNetwork
+    for kw, match in (
+        ({"agent": "ram", "glimpse_net": "conv"}, "is --agent ram-conv"),
+        ({"agent": "ram-conv", "glimpse_net": "mlp"}, "the MLP"),
+        ({"agent": "dram", "task": "multimnist", "glimpse_net": "mlp"}, "RAM option"),
+        ({"agent": "ram-conv", "task": "multimnist"}, "classifies one object"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            HardTrainConfig(**kw).resolved()
+
+
+def test_ram_conv_learns_mnist(data_root, tmp_path):
+    """400 batches of 64 (lr 1e-3, cosine), test on the first 2000 test images, one
+    evaluation seed. Measured (seed 0, 2-core machine shared): 51.1% in 57 s; RAM with the
+    MLP glimpse network and the same budget: 62.1% (chance is 10%)."""
+    from agents.config import HardTrainConfig
+    from agents.train import train_reinforce
+
+    cfg = HardTrainConfig(
+        agent="ram-conv",
+        epochs=1,
+        max_batches_per_epoch=400,
+        batch_size=64,
+        eval_limit=2000,
+        eval_seeds=1,
+        playback=0,
+        threads=1,
+        device="cpu",
+        eval_batch_size=1000,
+        data_root=str(data_root),
+        runs_root=str(tmp_path),
+        run_name="ram-conv",
+    )
+    result = train_reinforce(cfg)
+    assert result["test_accuracy"] > 0.35, result
+    assert result["method"] == "ram-conv"

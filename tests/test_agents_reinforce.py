@@ -160,3 +160,21 @@ def test_policy_term_trains_a_learned_std_but_not_the_baseline():
     grads = _term_grads(ram, venv, "policy")
     assert grads["log_std"].abs().sum() > 0
     assert grads["baseline.weight"].abs().sum() == 0 and grads["classifier.weight"].abs().sum() == 0
+
+
+def test_classification_loss_is_the_hybrid_loss_cross_entropy_alone():
+    from agents.reinforce import Rollout, classification_loss, reinforce_loss
+
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -1.5], [-3.0, -3.0]], requires_grad=True)
+    values = torch.tensor([[0.2, 0.6], [0.4, 0.5], [0.9, 0.1]], requires_grad=True)
+    rewards = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]], requires_grad=True)
+    labels = torch.tensor([[0], [0]])
+    ro = Rollout(logp, torch.zeros(3, 2), values, rewards, logits, labels, torch.zeros(4, 2, 2))
+    loss, m = classification_loss(ro)
+    _, hybrid = reinforce_loss(ro)
+    assert loss.item() == m["losses/total"] == pytest.approx(hybrid["losses/classification"])
+    for key in ("losses/classification", "train/accuracy", "train/reward"):
+        assert m[key] == hybrid[key]
+    loss.backward()
+    assert logp.grad is None and values.grad is None and logits.grad.abs().sum() > 0

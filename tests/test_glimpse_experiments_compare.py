@@ -332,3 +332,41 @@ def test_merge_combines_comparisons_with_the_same_budgets(tmp_path: Path) -> Non
     assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit, match="--merge needs --out"):
         main(["--merge", str(a)])
+
+
+def test_the_matched_controls_are_methods_with_their_configs(tmp_path: Path) -> None:
+    """Issue 17's controls: listed, configured for their trainers, and ``lowres-cnn`` at the
+    task's glimpse pixel budget ``T x k x g^2``."""
+    from glimpse.experiments.compare import LowResMethod, glimpse_pixels
+
+    methods = all_methods()
+    controls = ("ram-conv", "glimpse-random", "glimpse-grid", "lowres-cnn")
+    assert set(controls) <= set(methods)
+    cc = CompareConfig(methods=controls, datasets=("mnist", "multimnist")).resolved()
+    for name in ("ram-conv", "glimpse-random", "glimpse-grid"):
+        m = methods[name]
+        assert m.kind == "hard" and m.not_applicable("mnist", cc) is None
+        assert m.not_applicable("multimnist", cc) is not None  # the RAM network: one digit
+        cfg = m.make_config(cc, "mnist", 0, tmp_path / name)
+        assert cfg.agent == name and cfg.run_name == name
+    low = methods["lowres-cnn"]
+    assert isinstance(low, LowResMethod) and low.kind == "soft"
+    assert glimpse_pixels("mnist") == 6 * 1 * 8**2 and glimpse_pixels("cluttered60") == 8 * 3 * 144
+    cfg = low.make_config(cc, "mnist", 0, tmp_path / "lowres-cnn")
+    assert (cfg.module, cfg.lowres_pixels, cfg.method_name()) == ("none", 384, "lowres-cnn")
+    assert methods["soft-none"].make_config(cc, "mnist", 0, tmp_path / "s").lowres_pixels == 0
+
+
+def test_reused_run_may_lack_a_field_added_later_at_its_default(tmp_path: Path) -> None:
+    from glimpse.experiments.compare import _check_same_config
+    from glimpse.io import write_json
+    from glimpse.training import config_to_dict
+    from soft_baselines.train import SoftTrainConfig
+
+    cfg = SoftTrainConfig(run_name="r").resolved()
+    saved = config_to_dict(cfg)
+    del saved["lowres_pixels"]  # a run written before the field existed
+    write_json(tmp_path / "config.json", saved)
+    _check_same_config(tmp_path, cfg)
+    with pytest.raises(ValueError, match="lowres_pixels: None there, 384 wanted"):
+        _check_same_config(tmp_path, SoftTrainConfig(run_name="r", lowres_pixels=384).resolved())

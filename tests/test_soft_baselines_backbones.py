@@ -265,3 +265,34 @@ def test_backbones_cuda_and_autocast(attention: str | None) -> None:
     resnet = resnet_with_attention("resnet18", num_classes=5, attention=attention).cuda()
     with torch.autocast("cuda", dtype=torch.float16):
         assert resnet(torch.randn(2, 3, 64, 64, device="cuda")).shape == (2, 5)
+
+
+@pytest.mark.parametrize(("size", "resize"), [((28, 28), (20, 20)), ((60, 40), (15, 10))])
+def test_smallcnn_resize_to_is_what_the_first_conv_sees(size, resize):
+    net = SmallCNN(input_size=size, widths=(4, 8), insert_after=(), resize_to=resize)
+    seen = []
+    first = net.features.stage1[0]
+    first.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape)))
+    x = torch.rand(3, 1, *size)
+    assert net(x).shape == (3, 10)
+    assert seen == [(3, 1, *resize)]
+    assert net.seen_size == resize and net.pixels_seen == resize[0] * resize[1]
+    # area interpolation: the mean over each output pixel's footprint
+    down = torch.nn.functional.adaptive_avg_pool2d(x, resize)
+    out = {}
+
+    def keep(module: nn.Module, inp: tuple[Tensor, ...], output: Tensor) -> None:
+        out.setdefault("x", inp[0])
+
+    first.register_forward_hook(keep)
+    net(x)
+    torch.testing.assert_close(out["x"], down)
+    plain = SmallCNN(input_size=size, widths=(4, 8), insert_after=())
+    assert plain.seen_size == size and plain.pixels_seen == size[0] * size[1]
+
+
+def test_smallcnn_resize_to_feeds_the_stn_the_small_image():
+    net = SmallCNN(input_size=(28, 28), widths=(4, 8), insert_after=(), resize_to=(14, 14), stn={})
+    assert net.stn.input_size == (14, 14) and net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="resize_to"):
+        SmallCNN(resize_to=(0, 5))

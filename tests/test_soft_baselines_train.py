@@ -314,3 +314,59 @@ def test_log_attention_images_adds_the_module_map_when_the_block_has_one(module,
     assert len({shape for _, shape in logged}) == 1  # same layout for both rows
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------- lowres-cnn: the CNN at glimpse pixels
+def test_lowres_size_keeps_the_aspect_and_rounds_to_the_nearest():
+    from soft_baselines.train import lowres_size
+
+    assert lowres_size((28, 28), 384) == (20, 20)  # 400 pixels: the nearest square
+    assert lowres_size((60, 60), 8 * 3 * 144) == (59, 59)
+    assert lowres_size((40, 80), 800) == (20, 40)
+    assert lowres_size((28, 28), 784) == (28, 28) and lowres_size((28, 28), 1) == (1, 1)
+    with pytest.raises(ValueError, match="pixels must be >= 1"):
+        lowres_size((28, 28), 0)
+
+
+def test_lowres_config_names_the_method_and_refuses_too_many_pixels():
+    cfg = SoftTrainConfig(lowres_pixels=384).resolved()
+    assert cfg.method_name() == "lowres-cnn" and cfg.run_name.startswith("lowres-cnn-mnist-")
+    assert SoftTrainConfig(lowres_pixels=384, module="se").resolved().method_name() == "lowres-se"
+    assert SoftTrainConfig().resolved().method_name() == "soft-none"
+    with pytest.raises(ValueError, match="exceeds the 28x28 images' 784 pixels"):
+        SoftTrainConfig(lowres_pixels=785).resolved()
+    with pytest.raises(ValueError, match="--lowres-pixels must be >= 0"):
+        SoftTrainConfig(lowres_pixels=-1).resolved()
+    model = build_model(cfg, (1, 28, 28))
+    assert model.seen_size == (20, 20) and model.input_size == (28, 28)
+
+
+def test_lowres_cnn_through_the_script_reports_its_pixels(data_root, tmp_path):
+    args = [*COMMON, "--module", "none", "--widths", "4", "8", "--lowres-pixels", "384"]
+    result = _script_main(
+        "train_soft", [*args, "--data-root", str(data_root), "--runs-root", str(tmp_path)]
+    )
+    assert result["method"] == "lowres-cnn" and result["pixels_per_image"] == 400
+    config = json.loads((_run_dir(tmp_path) / "config.json").read_text())
+    assert config["lowres_pixels"] == 384
+
+
+def test_lowres_cnn_learns_mnist(data_root, tmp_path):
+    """The plain-CNN budget of :func:`test_plain_smallcnn_learns_mnist` (100 batches of 64,
+    lr 3e-3) on 20x20 area-downsampled MNIST (384 pixels asked, 400 seen). Measured on the
+    shared 2-core machine: seeds 0/1 gave 97.2/97.4% in 7-10 s (full 28x28: 96.6/97.2%)."""
+    cfg = _smoke(
+        data_root,
+        tmp_path,
+        module="none",
+        widths=(16, 32, 64),
+        batch_size=64,
+        max_batches_per_epoch=100,
+        lr=3e-3,
+        log_every=50,
+        val_size=1000,
+        lowres_pixels=384,
+    )
+    result = train_soft(cfg)
+    assert result["pixels_per_image"] == 400
+    assert result["test_accuracy"] > 0.9, result

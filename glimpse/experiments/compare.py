@@ -26,7 +26,12 @@ Methods: ``ram`` (Mnih et al. 2014), ``dram`` (Ba et al. 2015; only where it app
 MultiMNIST by default), ``ppo`` (PPO-hybrid on the RAM policy, :mod:`agents.ppo_train`),
 ``parts`` (:mod:`agents.parts_train`; it trains on its two-digit proxy and CUB, so it is
 ``n/a`` here), ``soft-none`` (the plain SmallCNN), ``soft-stn`` (Jaderberg et al. 2015) and
-``soft-<block>`` for every registered attention block. A method or dataset that is not
+``soft-<block>`` for every registered attention block. The matched controls of issue
+17: ``ram-conv`` (RAM with a conv glimpse network), ``glimpse-random`` and ``glimpse-grid``
+(RAM's network on uniformly random locations / a fixed scan path, classifier trained by
+backpropagation only; :mod:`agents.fixed`) and ``lowres-cnn`` (the plain SmallCNN on the
+image area-downsampled to the glimpse agents' pixel budget ``T x k x g^2`` of the task,
+:class:`LowResMethod`). A method or dataset that is not
 there is reported as ``missing`` with the reason (:meth:`Method.unavailable`); a method
 that does not apply to a dataset as ``n/a``. Nothing is estimated. A REINFORCE-style
 trainer on the glimpse envs joins as a :class:`HardMethod` with its own
@@ -49,17 +54,18 @@ from __future__ import annotations
 import abc
 import csv
 import io
+import json
 import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from agents.config import HardTrainConfig
+from agents.config import RAM_AGENTS, HardTrainConfig
 from agents.ppo_train import PPOTrainConfig, train_ppo
 from agents.reinforce import predict
 from agents.train import train_reinforce
@@ -68,7 +74,7 @@ from glimpse.data.paths import resolve_root
 from glimpse.experiments.playback import eval_env, load_agent
 from glimpse.flops import count_flops
 from glimpse.io import atomic_write, read_json, write_json
-from glimpse.tasks import TASKS, tasks_of
+from glimpse.tasks import TASKS, get_task, tasks_of
 from glimpse.training import (
     Rule,
     check_config,
@@ -90,6 +96,7 @@ __all__ = [
     "QUICK",
     "CompareConfig",
     "HardMethod",
+    "LowResMethod",
     "Method",
     "PartsMethod",
     "SoftMethod",
@@ -129,7 +136,8 @@ class CompareConfig:
     datasets: tuple[str, ...] | None = None
     """Datasets (default: all of mnist translated60 cluttered60 cluttered100 multimnist cub)."""
     methods: tuple[str, ...] | None = None
-    """Methods (default: all: ram dram ppo parts soft-none soft-stn soft-<every block>)."""
+    """Methods (default: all: ram dram ppo parts ram-conv glimpse-random glimpse-grid
+    soft-none soft-stn soft-<every block> lowres-cnn)."""
     seeds: tuple[int, ...] | None = None
     """Seeds per method and dataset (default 0 1 2; --quick: 0)."""
     quick: bool = False
@@ -331,7 +339,7 @@ class HardMethod(Method):
         task = TASKS.get(dataset)
         if task is None or task.kind == "parts":
             return f"no glimpse task for {dataset}"
-        if self.agent == "ram" and task.num_targets > 1:
+        if self.agent in RAM_AGENTS and task.num_targets > 1:
             return f"RAM reads one digit (DRAM covers {dataset})"
         return None
 
@@ -381,8 +389,13 @@ class SoftMethod(Method):
             dataset=dataset,
             epochs=cc.soft_epochs,
             widths=tuple(cc.soft_widths),
+            **self.extra_config(dataset),
             **_run_kwargs(cc, seed, run_dir),
         ).resolved()
+
+    def extra_config(self, dataset: str) -> dict[str, Any]:
+        """Further :class:`SoftTrainConfig` fields of this method on ``dataset``."""
+        return {}
 
     def train(self, cfg: Any) -> dict[str, Any]:
         return train_soft(cfg)
@@ -409,10 +422,33 @@ class SoftMethod(Method):
         return {
             "params": count_parameters(model),
             "flops_per_image": flops / nf,
-            "pixels_per_image": h * w,
+            "pixels_per_image": model.pixels_seen,
             "images_per_s": _timed_images_per_s(run, n, min(cc.eval_batch_size, n)),
             "image_shape": [c, h, w],
         }
+
+
+def glimpse_pixels(dataset: str) -> int:
+    """The glimpse agents' pixel budget on ``dataset``: ``T x k x g^2`` of its task's
+    defaults (:data:`glimpse.tasks.TASKS`; 384 on MNIST)."""
+    task = get_task(dataset)
+    return task.num_glimpses * task.num_scales * task.glimpse_size**2
+
+
+@dataclass
+class LowResMethod(SoftMethod):
+    """``lowres-cnn``: the plain SmallCNN on the image area-downsampled to about the glimpse
+    agents' pixel budget (:func:`glimpse_pixels`; ``--lowres-pixels`` of
+    :mod:`soft_baselines.train`): "same pixels, no attention"."""
+
+    module: str = "none"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "lowres-cnn"
+
+    def extra_config(self, dataset: str) -> dict[str, Any]:
+        return {"lowres_pixels": glimpse_pixels(dataset)}
 
 
 def _ppo_config(cc: CompareConfig, dataset: str, seed: int, run_dir: Path) -> PPOTrainConfig:
@@ -463,7 +499,11 @@ def all_methods() -> dict[str, Method]:
         HardMethod("dram", "dram"),
         HardMethod("ppo", "ram", make_config_fn=_ppo_config, train_fn=train_ppo),
         PartsMethod(),
+        HardMethod("ram-conv", "ram-conv"),
+        HardMethod("glimpse-random", "glimpse-random"),
+        HardMethod("glimpse-grid", "glimpse-grid"),
         *(SoftMethod(m) for m in valid_modules()),
+        LowResMethod(),
     ]
     return {m.name: m for m in methods}
 
@@ -480,14 +520,31 @@ def _dataset_missing(dataset: str, data_root: str | None) -> str | None:
     return None
 
 
+def _field_defaults(cfg: Any) -> dict[str, Any]:
+    """JSON-ready defaults of the fields of config dataclass ``cfg`` that have one."""
+    if not is_dataclass(cfg):
+        return {}
+    out = {}
+    for f in fields(cfg):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return {k: json.loads(json.dumps(v, default=str)) for k, v in out.items()}
+
+
 def _check_same_config(run_dir: Path, cfg: Any) -> None:
     """Raise ``ValueError`` if the finished run in ``run_dir`` used other settings."""
     saved = read_json(run_dir / "config.json")
     wanted = config_to_dict(cfg)
+    # a field added to the config after the run was made is what the run did at its default
+    defaults = _field_defaults(cfg)
     diff = [
         f"{k}: {saved.get(k)!r} there, {v!r} wanted"
         for k, v in wanted.items()
-        if k not in _IGNORED_KEYS and saved.get(k) != v
+        if k not in _IGNORED_KEYS
+        and saved.get(k) != v
+        and not (k not in saved and k in defaults and defaults[k] == v)
     ]
     if diff:
         raise ValueError(
@@ -668,7 +725,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], cc: CompareConfig) -> str:
         "FLOPs counted with torch's FlopCounterMode on a real forward pass (hard agents: "
         "the whole episode, all glimpse steps; the retina's grid_sample counts 0). "
         "Pixels seen: steps x scales x g^2 (+ the context view for DRAM) for hard agents, "
-        "H x W for soft models.\n"
+        "H x W for soft models (lowres-cnn: its downsampled H' x W').\n"
     )
     if other:
         text += "\n| dataset | method | status |\n|---|---|---|\n"
