@@ -48,10 +48,20 @@ class HardTrainConfig(RunConfig):
     """Training a hard-attention agent with REINFORCE (RAM: Mnih et al. 2014)."""
 
     task: Literal[
-        "mnist", "translated60", "cluttered60", "cluttered100", "multimnist", "twodigit100"
+        "mnist",
+        "translated60",
+        "cluttered60",
+        "cluttered100",
+        "multimnist",
+        "dram-pairs",
+        "dram-addition",
+        "stn-cluttered60",
+        "twodigit100",
     ] = "mnist"
     """Dataset / task: 28x28 MNIST, 60x60 translated, 60x60 or 100x100 cluttered, MultiMNIST,
-    or twodigit100 (two cluttered digits on 100x100 as one of 100 classes: the FCAN proxy)."""
+    the DRAM paper's MNIST pairs (55 classes) or addition (19 classes) task, the STN paper's
+    cluttered 60x60, or twodigit100 (two cluttered digits on 100x100 as one of 100 classes:
+    the FCAN proxy)."""
     agent: Literal["ram", "dram", "ram-conv", "glimpse-random", "glimpse-grid"] = "ram"
     """The agent: RAM (Mnih et al. 2014), DRAM (Ba et al. 2015), or a control of issue 17:
     ram-conv (RAM with a conv glimpse network), glimpse-random / glimpse-grid (RAM's network

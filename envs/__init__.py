@@ -18,11 +18,18 @@ table) under the ``Glimpse/`` namespace, for
 | ``Glimpse/ClutteredMNIST60-v0`` | 60x60, 4 clutter patches 8x8 | 8 | 12 | 3 |
 | ``Glimpse/ClutteredMNIST100-v0`` | 100x100, 8 clutter patches 8x8 | 8 | 12 | 4 |
 | ``Glimpse/MultiMNIST-v0`` | 2 digits on 100x100, left to right; 25x25 context | 8 each | 12 | 4 |
+| ``Glimpse/DRAMPairsMNIST-v0`` | 2 digits, 8 distractors on 100x100, 55 pair classes | 4 | 12 | 4 |
+| ``Glimpse/DRAMAdditionMNIST-v0`` | the same images, 19 classes (the sum) | 4 | 12 | 4 |
+| ``Glimpse/STNClutteredMNIST60-v0`` | 60x60, 8 clutter patches 6x6 (STN paper) | 8 | 12 | 3 |
 | ``Glimpse/TwoDigit100-v0`` | 2 digits, 8 clutter, 100 classes ``10 * left + right`` | 8 | 12 | 4 |
 | ``Glimpse/TwoDigitParts-v0`` | 2 digits, 8 clutter, 100 classes; K=2 parts | 2 | 28 | 2 |
 
 The defaults are those of Mnih et al. (2014) (scale factor 2); MultiMNIST follows Ba et
-al. (2015) with a reward per correct digit. TwoDigitParts is the part-localization task of
+al. (2015) with a reward per correct digit. DRAMPairsMNIST and DRAMAdditionMNIST are our
+reading of the MNIST tasks of Ba et al. (2015) (one label per image: the unordered pair,
+or the sum), STNClutteredMNIST60 of the cluttered MNIST of Jaderberg et al. (2015) with
+cluttered60's glimpse settings; their recipes are unverified (:mod:`glimpse.data.pairs`,
+:mod:`glimpse.data.registry`). TwoDigitParts is the part-localization task of
 FCAN (Liu et al. 2016): one step names both part locations at once from the 25x25 whole
 image, the next classifies from the two part crops (28x28 at full resolution, 56x56 at
 half). TwoDigit100 is the same 100-class two-digit proxy

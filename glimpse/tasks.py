@@ -43,6 +43,12 @@ KINDS: tuple[str, ...] = ("paper", "proxy", "parts")
 _RAM = "Mnih et al. 2014, Recurrent Models of Visual Attention, arXiv:1406.6247"
 _DRAM = "Ba et al. 2015, Multiple Object Recognition with Visual Attention, arXiv:1412.7755"
 _FCAN = "Liu et al. 2016, Fully Convolutional Attention Networks (FCAN)"
+_STN = "Jaderberg et al. 2015, Spatial Transformer Networks, arXiv:1506.02025"
+_DRAM_MNIST = (
+    f"{_DRAM}, section 4.1 (unverified: canvas 100x100, 4 glimpses and the distractors as "
+    "we recall the paper; its text was not read, see glimpse.data.pairs); 12x12 glimpses at "
+    "4 scales and the 25x25 context view are multimnist's, not the paper's"
+)
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,49 @@ _TABLE = (
         context_size=25,
         reference=_DRAM,
         description="2 digits on 100x100, read left to right (a reward per correct digit)",
+    ),
+    Task(
+        name="dram-pairs",
+        dataset="dram-pairs",
+        env_id="Glimpse/DRAMPairsMNIST-v0",
+        kind="paper",
+        image_size=(100, 100),
+        num_glimpses=4,
+        glimpse_size=12,
+        num_scales=4,
+        num_classes=55,
+        context_size=25,
+        reference=f"{_DRAM_MNIST}; MNIST pairs, Table 1",
+        description="2 disjoint digits and 8 distractor patches 8x8 on 100x100, one of 55 "
+        "classes (the unordered pair)",
+    ),
+    Task(
+        name="dram-addition",
+        dataset="dram-addition",
+        env_id="Glimpse/DRAMAdditionMNIST-v0",
+        kind="paper",
+        image_size=(100, 100),
+        num_glimpses=4,
+        glimpse_size=12,
+        num_scales=4,
+        num_classes=19,
+        context_size=25,
+        reference=f"{_DRAM_MNIST}; MNIST addition, Table 2",
+        description="dram-pairs' images, one of 19 classes (the sum of the two digits)",
+    ),
+    Task(
+        name="stn-cluttered60",
+        dataset="stn-cluttered60",
+        env_id="Glimpse/STNClutteredMNIST60-v0",
+        kind="paper",
+        image_size=(60, 60),
+        num_glimpses=8,
+        glimpse_size=12,
+        num_scales=3,
+        reference=f"{_STN}, appendix (unverified: 8 clutter crops of 6x6 on 60x60 is our "
+        "reading, the appendix was not read); glimpse settings are cluttered60's "
+        f"({_RAM}, Table 2a): the STN paper has no glimpses",
+        description="60x60, 8 clutter patches 6x6 (the STN paper's recipe, unverified)",
     ),
     Task(
         name="twodigit100",

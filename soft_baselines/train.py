@@ -66,6 +66,7 @@ from glimpse.data.source import ImageSource, IndexStream
 from glimpse.evaluation import evaluate, evaluate_sharded
 from glimpse.flops import count_flops
 from glimpse.loop import Budget, Method, Report, Update, apply_gradients, fit
+from glimpse.results import paper_figure
 from glimpse.tasks import TASKS, get_task, tasks_of
 from glimpse.training import (
     Rule,
@@ -113,8 +114,10 @@ class SoftTrainConfig(RunConfig):
     module: str = "none"
     """A registered attention block (se, cbam, ...), stn (STN front end) or none (plain CNN)."""
     dataset: str = "mnist"
-    """Dataset: mnist (28x28), translated60, cluttered60 (60x60), cluttered100 (100x100) or
-    twodigit100 (two cluttered digits on 100x100, 100 classes: the FCAN proxy)."""
+    """Dataset: mnist (28x28), translated60, cluttered60 (60x60), cluttered100 (100x100),
+    dram-pairs / dram-addition (the DRAM paper's MNIST pairs, 55 classes, and addition, 19
+    classes), stn-cluttered60 (the STN paper's cluttered 60x60) or twodigit100 (two
+    cluttered digits on 100x100, 100 classes: the FCAN proxy)."""
     insert_after: tuple[str, ...] = ("stage2", "stage3")
     """Backbone stages after which the attention block is inserted ('stage1'..'stageK')."""
     module_kwargs: str = "{}"
@@ -531,6 +534,7 @@ class SoftMethod(Method):
         test = evaluate_model(
             self.model, self.splits["test"], self.cfg.eval_batch_size, self.amp, desc="test"
         )
+        paper = paper_figure(self.cfg.dataset, self.name)  # only where the data is the paper's
         return Report(
             test_error=test["error"],
             protocol="deterministic",
@@ -541,6 +545,8 @@ class SoftMethod(Method):
                 "dataset": self.cfg.dataset,
                 "num_classes": self.num_classes,
             },
+            paper_error=None if paper is None else paper.error_pct / 100,
+            paper_ref=None if paper is None else paper.ref,
         )
 
     def cost(self) -> dict[str, Any]:

@@ -181,6 +181,24 @@ def test_scripts_help_lists_the_key_flags():
             assert flag in out, (name, flag)
 
 
+@pytest.mark.parametrize(
+    ("script", "agent", "paper"), [("train_dram", "dram", 0.05), ("train_ram", "ram", 0.09)]
+)
+def test_dram_and_ram_train_on_the_dram_papers_pairs_task(
+    data_root, tmp_path, script, agent, paper
+):
+    """Issue 16: the DRAM paper's MNIST pairs task (55 classes, 4 glimpses) trains with
+    both agents, each reported beside its figure in the paper's Table 1."""
+    args = [*COMMON, "--task", "dram-pairs", "--eval-seeds", "1", "--playback", "0"]
+    result = _script_main(
+        script, [*args, "--data-root", str(data_root), "--runs-root", str(tmp_path)]
+    )
+    config = json.loads((_run_dir(tmp_path) / "config.json").read_text())
+    assert (config["task"], config["agent"], config["num_glimpses"]) == ("dram-pairs", agent, 4)
+    assert result["paper_error"] == pytest.approx(paper)
+    assert "1412.7755" in result["paper_ref"] and "Table 1" in result["paper_ref"]
+
+
 def test_train_ram_script_end_to_end(data_root, tmp_path):
     res = _script(
         str(REPO / "scripts" / "train_ram.py"),

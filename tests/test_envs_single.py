@@ -40,6 +40,9 @@ EXPECTED = {
     "Glimpse/ClutteredMNIST60-v0": (60, 8, 12, 3, 1),
     "Glimpse/ClutteredMNIST100-v0": (100, 8, 12, 4, 1),
     "Glimpse/MultiMNIST-v0": (100, 8, 12, 4, 2),
+    "Glimpse/DRAMPairsMNIST-v0": (100, 4, 12, 4, 1),
+    "Glimpse/DRAMAdditionMNIST-v0": (100, 4, 12, 4, 1),
+    "Glimpse/STNClutteredMNIST60-v0": (60, 8, 12, 3, 1),
 }
 
 

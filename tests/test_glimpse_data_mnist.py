@@ -239,6 +239,9 @@ def test_registry_names():
         "cluttered100",
         "multimnist",
         "twodigit100",
+        "dram-pairs",
+        "dram-addition",
+        "stn-cluttered60",
     )
 
 

@@ -15,10 +15,13 @@ from glimpse.results import (
     BEGIN,
     COLUMNS,
     END,
+    METHODS,
     PAPER,
+    TASKS,
     ResultsConfig,
     format_pct,
     merge_rows,
+    paper_figure,
     parse_pct,
     read_csv,
     render_table,
@@ -77,6 +80,39 @@ def test_rows_from_a_run_carry_its_numbers(tmp_path):
     assert mean["machine"] == "test box"
     assert rows_from_run(tmp_path / "r1", machine="2-core VM")[0]["machine"] == "2-core VM"
     assert all(r["attention_in_box"] == r["attention_on_clutter"] == "" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "error", "arxiv", "table"),
+    [
+        ("dram-pairs", "ram", 9.0, "1412.7755", "Table 1"),
+        ("dram-pairs", "dram", 5.0, "1412.7755", "Table 1"),
+        ("dram-addition", "dram", 2.5, "1412.7755", "Table 2"),
+        ("dram-addition", "soft-none", 3.2, "1412.7755", "Table 2"),
+        ("stn-cluttered60", "soft-stn", 1.7, "1506.02025", "ST-CNN"),
+        ("stn-cluttered60", "soft-none", 3.5, "1506.02025", "CNN"),
+    ],
+)
+def test_the_dram_and_stn_papers_figures_name_their_source_and_are_unverified(
+    task, method, error, arxiv, table
+):
+    """Written out apart from the table (issue 16); every figure's task and method are
+    names a results row can carry, and none was read from the paper itself yet."""
+    figure = paper_figure(task, method)
+    assert figure is not None and figure.error_pct == error
+    assert arxiv in figure.ref and table in figure.ref and "unverified" in figure.ref
+    assert all(t in TASKS and m in METHODS for t, m in PAPER)
+    assert paper_figure("stn-cluttered60", "ram") is None  # no paper figure on other data
+    assert paper_figure("cluttered60", "soft-stn") is None  # RAM's recipe, not the STN's
+
+
+def test_a_run_on_a_paper_task_of_issue_16_becomes_rows_beside_its_figure(tmp_path):
+    run = _fake_run(tmp_path, "dp", _protocols())
+    (run / "config.json").write_text(json.dumps({"task": "dram-pairs", "agent": "dram"}))
+    rows = merge_rows(rows_from_run(_fake_run(tmp_path, "m", _protocols())), rows_from_run(run))
+    assert [r["task"] for r in rows] == ["mnist"] * 3 + ["dram-pairs"] * 3  # table order
+    assert rows[-1]["paper_error_pct"] == "5.00" and "unverified" in rows[-1]["paper_ref"]
+    assert "5.00 (unverified)" in render_table(rows)
 
 
 def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores():

@@ -38,6 +38,9 @@ EXPECTED = {
     "cluttered60": ("Glimpse/ClutteredMNIST60-v0", "paper", 1, 10),
     "cluttered100": ("Glimpse/ClutteredMNIST100-v0", "paper", 1, 10),
     "multimnist": ("Glimpse/MultiMNIST-v0", "paper", 2, 10),
+    "dram-pairs": ("Glimpse/DRAMPairsMNIST-v0", "paper", 1, 55),
+    "dram-addition": ("Glimpse/DRAMAdditionMNIST-v0", "paper", 1, 19),
+    "stn-cluttered60": ("Glimpse/STNClutteredMNIST60-v0", "paper", 1, 10),
     "twodigit100": ("Glimpse/TwoDigit100-v0", "proxy", 1, 100),
     "twodigit100-parts": ("Glimpse/TwoDigitParts-v0", "parts", 1, 100),
 }
@@ -228,6 +231,30 @@ def test_hard_config_defaults_are_the_tables(name):
     assert hard_config(name, num_glimpses=3).num_glimpses == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "glimpses", "g", "k", "classes"),
+    [
+        ("dram-pairs", 4, 12, 4, 55),
+        ("dram-addition", 4, 12, 4, 19),
+        ("stn-cluttered60", 8, 12, 3, 10),
+    ],
+)
+@pytest.mark.parametrize("agent", ["ram", "dram"])
+def test_the_dram_and_stn_paper_tasks_give_their_glimpse_defaults(
+    name, glimpses, g, k, classes, agent
+):
+    """Written out apart from the table: the settings we read for each paper's task (RAM
+    is the DRAM paper's baseline on its single-label MNIST tasks, so both agents train)."""
+    cfg = HardTrainConfig(task=name, agent=agent, run_name="t").resolved()
+    assert (cfg.num_glimpses, cfg.glimpse_size, cfg.num_scales) == (glimpses, g, k)
+    mdp = cfg.mdp(1)
+    assert (mdp.num_classes, mdp.num_targets) == (classes, 1)
+    assert mdp.context_size == (25 if agent == "dram" else 0)
+    task = get_task(name)
+    assert ("1412.7755" if name.startswith("dram") else "1506.02025") in task.reference
+    assert "unverified" in task.reference
+
+
 def test_ram_refuses_multi_target_tasks():
     with pytest.raises(ValueError, match="use --agent dram for multimnist"):
         HardTrainConfig(task="multimnist", agent="ram").resolved()
@@ -265,7 +292,16 @@ def test_parts_trainer_defaults_are_the_parts_task():
 
 
 def test_soft_trainer_takes_the_single_target_one_location_tasks():
-    assert SOFT_DATASETS == ("mnist", "translated60", "cluttered60", "cluttered100", "twodigit100")
+    assert SOFT_DATASETS == (
+        "mnist",
+        "translated60",
+        "cluttered60",
+        "cluttered100",
+        "dram-pairs",
+        "dram-addition",
+        "stn-cluttered60",
+        "twodigit100",
+    )
     assert SOFT_DATASETS == tuple(n for n in ONE_LOCATION if TASKS[n].num_targets == 1)
     with pytest.raises(ValueError, match=r"'multimnist'.*2 digits per image.*DRAM"):
         SoftTrainConfig(dataset="multimnist").resolved()

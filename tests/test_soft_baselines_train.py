@@ -285,6 +285,18 @@ def test_train_soft_script_on_twodigit100(data_root, tmp_path):
     )
     model = load_checkpoint(run_dir / "last.pt")["model"]
     assert model["head.weight"].shape == (100, 8)
+    assert metrics["paper_error"] is None and metrics["paper_ref"] is None  # no paper's data
+
+
+def test_train_soft_on_the_stn_papers_cluttered_mnist_reports_its_figure(data_root, tmp_path):
+    """The STN paper's recipe (issue 16) trains, and its ST-CNN figure goes beside it."""
+    args = [*COMMON, "--dataset", "stn-cluttered60", "--module", "stn", "--widths", "4", "8"]
+    result = _script_main(
+        "train_soft", [*args, "--data-root", str(data_root), "--runs-root", str(tmp_path)]
+    )
+    assert result["details"]["dataset"] == "stn-cluttered60"
+    assert result["paper_error"] == pytest.approx(0.017)
+    assert "1506.02025" in result["paper_ref"] and "unverified" in result["paper_ref"]
 
 
 @pytest.mark.parametrize(

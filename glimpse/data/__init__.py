@@ -3,7 +3,8 @@
 - MNIST with a seeded held-out validation split (:func:`load_mnist`).
 - Translated and cluttered MNIST (Mnih et al. 2014, "Recurrent Models of Visual
   Attention") and multi-digit MNIST (Ba et al. 2015, "Multiple Object Recognition with
-  Visual Attention"), generated vectorised and cached (:mod:`glimpse.data.synthetic`).
+  Visual Attention"), generated vectorised and cached (:mod:`glimpse.data.synthetic`);
+  the DRAM paper's digit pairs among distractors (:mod:`glimpse.data.pairs`).
 - CUB-200-2011 with boxes and parts (Wah et al. 2011) and joint transforms that move
   them with the image (:mod:`glimpse.data.cub`, :mod:`glimpse.data.transforms`).
 - Any of them as one tensor on a device, drawn in shuffled or sequential order
@@ -15,6 +16,7 @@ data under :func:`cache_dir` (``$GLIMPSE_CACHE`` or ``~/.cache/glimpse``).
 
 from glimpse.data.cub import CUB200
 from glimpse.data.mnist import MNISTSplit, load_mnist
+from glimpse.data.pairs import DigitPairsMNIST, pair_index
 from glimpse.data.paths import DatasetNotFoundError, cache_dir, default_root
 from glimpse.data.registry import DATASETS, get_dataset
 from glimpse.data.source import ImageSource, IndexStream
@@ -26,6 +28,7 @@ __all__ = [
     "DATASETS",
     "ClutteredMNIST",
     "DatasetNotFoundError",
+    "DigitPairsMNIST",
     "ImageSource",
     "IndexStream",
     "MNISTSplit",
@@ -37,4 +40,5 @@ __all__ = [
     "get_dataset",
     "left_to_right",
     "load_mnist",
+    "pair_index",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from glimpse.data.mnist import load_mnist
+from glimpse.data.pairs import DigitPairsMNIST
 from glimpse.data.synthetic import ClutteredMNIST, MultiMNIST, TranslatedMNIST
 from glimpse.data.twodigit import TwoDigitMNIST
 
@@ -24,6 +25,15 @@ _PRESETS: dict[str, tuple[Callable[..., Dataset], dict[str, Any]]] = {
     "cluttered100": (ClutteredMNIST, {"canvas": 100, "num_clutter": 8, "clutter_size": 8}),
     "multimnist": (MultiMNIST, {"canvas": 100, "num_digits": 2}),
     "twodigit100": (TwoDigitMNIST, {"canvas": 100, "num_clutter": 8, "clutter_size": 8}),
+    "dram-pairs": (
+        DigitPairsMNIST,
+        {"canvas": 100, "label": "pair", "num_clutter": 8, "clutter_size": 8},
+    ),
+    "dram-addition": (
+        DigitPairsMNIST,
+        {"canvas": 100, "label": "sum", "num_clutter": 8, "clutter_size": 8},
+    ),
+    "stn-cluttered60": (ClutteredMNIST, {"canvas": 60, "num_clutter": 8, "clutter_size": 6}),
 }
 
 DATASETS: tuple[str, ...] = tuple(_PRESETS)
@@ -42,6 +52,16 @@ def get_dataset(
     - ``"multimnist"``: :class:`~glimpse.data.MultiMNIST`, 2 digits on 100×100 (DRAM).
     - ``"twodigit100"``: :class:`~glimpse.data.TwoDigitMNIST`, 2 digits and 8 clutter
       patches of 8×8 on 100×100, one of 100 classes ``10 * left + right`` (the FCAN proxy).
+    - ``"dram-pairs"``: :class:`~glimpse.data.DigitPairsMNIST`, the MNIST pairs task of Ba
+      et al. 2015 (DRAM) as far as we know it: 2 disjoint digits and 8 distractor patches
+      of 8×8 on 100×100, one of 55 classes (the unordered pair). Unverified recipe: see
+      :mod:`glimpse.data.pairs`.
+    - ``"dram-addition"``: the same images, one of 19 classes (the sum of the two digits;
+      the paper's MNIST addition task as far as we know it, unverified).
+    - ``"stn-cluttered60"``: :class:`~glimpse.data.ClutteredMNIST`, 8 patches of 6×6 on
+      60×60: our reading of the cluttered MNIST of Jaderberg et al. 2015 (STN, arXiv:
+      1506.02025, appendix); **unverified** (its appendix was not read): the canvas,
+      patch count and patch size are a choice until checked against the paper.
 
     ``kwargs`` go to the constructor (``seed``, ``val_size``, ``transform``, ``limit``, …);
     a parameter the name fixes (e.g. ``canvas``) may not be overridden.

@@ -134,7 +134,8 @@ class CompareConfig:
     """Hard versus soft attention: which runs to train or reuse, with which budgets."""
 
     datasets: tuple[str, ...] | None = None
-    """Datasets (default: all of mnist translated60 cluttered60 cluttered100 multimnist cub)."""
+    """Datasets (default: all of mnist translated60 cluttered60 cluttered100 multimnist
+    dram-pairs dram-addition stn-cluttered60 cub)."""
     methods: tuple[str, ...] | None = None
     """Methods (default: all: ram dram ppo parts ram-conv glimpse-random glimpse-grid
     soft-none soft-stn soft-<every block> lowres-cnn)."""
