@@ -17,6 +17,7 @@ from glimpse.results import (
     END,
     METHODS,
     PAPER,
+    SWEEP_COLUMNS,
     TASKS,
     ResultsConfig,
     format_pct,
@@ -283,6 +284,15 @@ def test_checked_in_tables_agree_with_the_csv():
             csv=str(csv_path),
             markdown=(str(REPO / "docs" / "RESULTS.md"), str(REPO / "README.md")),
             check=True,
+        )
+    )
+    sweep = REPO / "docs" / "soft_modules.csv"
+    with open(sweep, newline="") as f:
+        assert tuple(next(csv.reader(f))) == SWEEP_COLUMNS
+        assert all(r["run"] and r["command"] and r["machine"] for r in csv.DictReader(f))
+    update_results(
+        ResultsConfig(
+            csv=str(sweep), markdown=(str(REPO / "docs" / "RESULTS.md"),), check=True, sweep=True
         )
     )
 
