@@ -288,8 +288,9 @@ def test_checked_in_tables_agree_with_the_csv():
     )
     sweep = REPO / "docs" / "soft_modules.csv"
     with open(sweep, newline="") as f:
-        assert tuple(next(csv.reader(f))) == SWEEP_COLUMNS
-        assert all(r["run"] and r["command"] and r["machine"] for r in csv.DictReader(f))
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == SWEEP_COLUMNS
+        assert all(r["run"] and r["command"] and r["machine"] for r in reader)
     update_results(
         ResultsConfig(
             csv=str(sweep), markdown=(str(REPO / "docs" / "RESULTS.md"),), check=True, sweep=True
