@@ -121,8 +121,12 @@ def test_build_model_variants():
 
 
 def test_resolved_names_the_run():
+    """Generated run names start with the results' method name (issue 17: a lowres-cnn run
+    and a plain SmallCNN run of one dataset and seed no longer share a name)."""
     cfg = SoftTrainConfig(module="cbam", dataset="cluttered60", seed=3).resolved()
-    assert cfg.run_name.startswith("cbam-cluttered60-s3-")
+    assert cfg.run_name.startswith("soft-cbam-cluttered60-s3-")
+    low = SoftTrainConfig(module="none", lowres_pixels=384, seed=3).resolved()
+    assert low.run_name.startswith("lowres-cnn-mnist-s3-")
     assert SoftTrainConfig(run_name="mine").resolved().run_name == "mine"
 
 
