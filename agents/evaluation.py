@@ -69,13 +69,16 @@ def evaluate_protocols(
     Returns ``{label: {"eval_seeds": [...], "mc_samples": M, "<split>_errors": [...],
     "<split>_error": mean, "<split>_error_std": sample std (0 for one seed)}}`` with labels
     from :func:`protocol_name`. A protocol without randomness (mean locations from the
-    centre) is evaluated with one seed only: every seed gives the same predictions.
+    centre, or a ``seed_free`` policy such as the grid scan) is evaluated with one seed
+    only: every seed gives the same predictions.
     """
     if eval_seeds < 1:
         raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
     out: dict[str, dict[str, Any]] = {}
     for protocol in protocols:
-        random_free = protocol == "single-mean" and cfg.init_location == "center"
+        random_free = getattr(policy, "seed_free", False) or (
+            protocol == "single-mean" and cfg.init_location == "center"
+        )
         seeds = [0] if random_free else list(range(eval_seeds))
         label = protocol_name(protocol, cfg.mc_samples)
         res: dict[str, Any] = {

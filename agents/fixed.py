@@ -140,6 +140,8 @@ class GridScan(FixedLocationPolicy):
         max_steps: the env's steps per episode, ``num_targets * T``.
     """
 
+    seed_free = True  # the same path for every image, seed and protocol
+
     def __init__(self, body: RAM, num_glimpses: int, max_steps: int | None = None) -> None:
         super().__init__(body)
         self.num_glimpses = num_glimpses

@@ -59,6 +59,11 @@ class GlimpsePolicy(nn.Module, abc.ABC):
         location_bound: the env's location bound (1 for absolute locations).
     """
 
+    seed_free: bool = False
+    """True when the policy's episodes on an image do not depend on the evaluation seed
+    under any protocol (no sampled locations, its own first fixation): evaluation then
+    plays one seed (:func:`agents.evaluation.evaluate_protocols`)."""
+
     def __init__(
         self,
         num_classes: int,

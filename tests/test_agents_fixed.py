@@ -80,6 +80,21 @@ def test_grid_scan_plays_the_path_through_the_env_from_its_first_cell():
     assert torch.equal(r1.logits, r2.logits)
 
 
+def test_grid_scan_is_evaluated_with_one_seed_per_protocol():
+    """Its episodes do not depend on the evaluation seed (``seed_free``), so the report
+    plays one seed per protocol instead of five identical ones; RAM keeps five."""
+    from agents.config import HardTrainConfig
+    from agents.evaluation import evaluate_protocols
+
+    cfg = HardTrainConfig(init_location="random", eval_batch_size=16)
+    envs = {"val": _venv(), "test": _venv()}
+    grid = evaluate_protocols(GridScan(_ram(), 6), envs, cfg, eval_seeds=5)
+    assert [grid[p]["eval_seeds"] for p in grid] == [[0], [0]]
+    assert grid["single-mean"]["test_error"] == grid["single-sampled"]["test_error"]
+    ram = evaluate_protocols(_ram(), envs, cfg, eval_seeds=5)
+    assert [ram[p]["eval_seeds"] for p in ram] == [[0, 1, 2, 3, 4]] * 2
+
+
 # --------------------------------------------------------------- random locations
 def test_random_locations_are_uniform_and_seeded_per_episode():
     venv = _venv(n=512, steps=6)
