@@ -107,7 +107,9 @@ class FixedLocationPolicy(GlimpsePolicy):
     def evaluate_actions(
         self, obs: dict[str, Tensor], state: Tensor, location: Tensor
     ) -> PolicyStep:
-        raise NotImplementedError(
+        # a deliberate refusal, not a stub: there is no location distribution to re-score
+        # (PPOTrainConfig already refuses these agents with a one-line error)
+        raise TypeError(
             f"{type(self).__name__} has fixed locations: nothing for PPO to score or train"
         )
 

@@ -167,7 +167,7 @@ def test_no_gradient_reaches_location_or_baseline_heads(cls):
 
 
 def test_fixed_policies_refuse_ppo_and_a_non_ram_body():
-    with pytest.raises(NotImplementedError, match="fixed locations"):
+    with pytest.raises(TypeError, match="fixed locations"):
         RandomLocations(_ram()).evaluate_actions({}, torch.zeros(1), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="nothing for PPO"):
         PPOTrainConfig(agent="glimpse-grid").resolved()
