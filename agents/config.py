@@ -17,6 +17,7 @@ from glimpse.training import Rule, RunConfig, batches_per_epoch, check_config
 
 __all__ = [
     "ALGOS",
+    "BACKPROP_AGENTS",
     "FIXED_AGENTS",
     "RAM_AGENTS",
     "TASK_IDS",
@@ -27,7 +28,11 @@ __all__ = [
 
 FIXED_AGENTS: tuple[str, ...] = ("glimpse-random", "glimpse-grid")
 """Agents whose locations are not learnt (:mod:`agents.fixed`): classification loss only."""
-RAM_AGENTS: tuple[str, ...] = ("ram", "ram-conv", *FIXED_AGENTS)
+BACKPROP_AGENTS: tuple[str, ...] = (*FIXED_AGENTS, "glimpse-soft")
+"""Agents trained by the classification loss alone: the fixed-location controls and
+``glimpse-soft`` (:mod:`agents.soft_locations`), whose locations learn through the
+differentiable retina."""
+RAM_AGENTS: tuple[str, ...] = ("ram", "ram-conv", *BACKPROP_AGENTS)
 """Agents built on the RAM network: they classify one object."""
 
 TASK_IDS: dict[str, str] = {t.name: t.env_id for t in tasks_of("paper", "proxy")}
@@ -62,14 +67,19 @@ class HardTrainConfig(RunConfig):
     the DRAM paper's MNIST pairs (55 classes) or addition (19 classes) task, the STN paper's
     cluttered 60x60, or twodigit100 (two cluttered digits on 100x100 as one of 100 classes:
     the FCAN proxy)."""
-    agent: Literal["ram", "dram", "ram-conv", "glimpse-random", "glimpse-grid"] = "ram"
+    agent: Literal["ram", "dram", "ram-conv", "glimpse-random", "glimpse-grid", "glimpse-soft"] = (
+        "ram"
+    )
     """The agent: RAM (Mnih et al. 2014), DRAM (Ba et al. 2015), or a control of issue 17:
     ram-conv (RAM with a conv glimpse network), glimpse-random / glimpse-grid (RAM's network
     with uniformly random locations / a fixed serpentine scan, classifier trained by
-    backpropagation only; agents/fixed.py)."""
+    backpropagation only; agents/fixed.py), glimpse-soft (RAM's network with deterministic
+    locations learnt by backpropagation through the differentiable retina;
+    agents/soft_locations.py)."""
     glimpse_net: Literal["mlp", "conv"] | None = None
     """RAM's glimpse network: the paper's MLP or a conv stack per scale (default: conv for
-    ram-conv, mlp otherwise; conv also works with glimpse-random / glimpse-grid)."""
+    ram-conv, mlp otherwise; conv also works with glimpse-random / glimpse-grid /
+    glimpse-soft)."""
     num_glimpses: int | None = None
     """Glimpses per target ``T`` (default: the task's, e.g. 6 on MNIST, 8 on cluttered)."""
     glimpse_size: int | None = None
@@ -215,6 +225,7 @@ class HardTrainConfig(RunConfig):
             num_classes=num_classes or self.task_num_classes(),
             num_targets=num_targets,
             init_location=self.init_location,
+            differentiable=self.agent == "glimpse-soft",
         )
 
 
@@ -276,10 +287,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
             raise ValueError(
                 f"minibatches ({out.minibatches}) must not exceed batch_size ({out.batch_size})"
             )
-        if out.agent in FIXED_AGENTS:
+        if out.agent in BACKPROP_AGENTS:
+            what = "fixed" if out.agent in FIXED_AGENTS else "deterministic, backpropagated"
             raise ValueError(
-                f"--agent {out.agent} has fixed locations: nothing for PPO to learn (train it "
-                "with scripts/train_ram.py)"
+                f"--agent {out.agent} has {what} locations: no location policy for PPO to "
+                "learn (train it with scripts/train_ram.py)"
             )
         if out.algo == "sb3-recurrent-ppo":
             if out.agent != "ram":

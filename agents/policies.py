@@ -9,8 +9,16 @@ from agents.dram import DRAM
 from agents.fixed import GridScan, RandomLocations
 from agents.policy import GlimpsePolicy
 from agents.ram import RAM
+from agents.soft_locations import SoftLocations
 
-__all__ = ["POLICIES", "build_dram", "build_grid_scan", "build_ram", "build_random_locations"]
+__all__ = [
+    "POLICIES",
+    "build_dram",
+    "build_grid_scan",
+    "build_ram",
+    "build_random_locations",
+    "build_soft_locations",
+]
 
 
 def build_ram(
@@ -56,6 +64,20 @@ def build_grid_scan(
     return GridScan(body, cfg.num_glimpses, cfg.num_glimpses * num_targets)
 
 
+def build_soft_locations(
+    cfg: HardTrainConfig,
+    glimpse_shape: tuple[int, int, int, int],
+    num_targets: int,
+    num_classes: int | None = None,
+) -> GlimpsePolicy:
+    """``glimpse-soft``: :func:`build_ram`'s network with its location head's output as the
+    next location, differentiable through the env's retina (the core is never detached from
+    the location head: its gradient is the classification loss's)."""
+    body = build_ram(cfg, glimpse_shape, num_targets, num_classes)
+    body.detach_location = False
+    return SoftLocations(body)
+
+
 def build_dram(
     cfg: HardTrainConfig,
     glimpse_shape: tuple[int, int, int, int],
@@ -82,5 +104,6 @@ POLICIES: dict[str, Callable[..., GlimpsePolicy]] = {
     "ram-conv": build_ram,
     "glimpse-random": build_random_locations,
     "glimpse-grid": build_grid_scan,
+    "glimpse-soft": build_soft_locations,
 }
 """Agent name -> ``build(cfg, glimpse_shape, num_targets, num_classes=None)``."""

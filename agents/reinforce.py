@@ -127,7 +127,8 @@ def collect_rollout(
     for t in range(steps):
         out = policy.act(obs, state, deterministic, generator, None if noise is None else noise[t])
         classify = (t + 1) % cfg.num_glimpses == 0
-        action = {"location": out.location.detach(), "label": out.logits.argmax(1).detach()}
+        # the core detaches the location unless the env is differentiable (glimpse-soft)
+        action = {"location": out.location, "label": out.logits.argmax(1).detach()}
         obs, reward, terminated, _, info = venv.step(action)
         state = out.state
         logps.append(out.log_prob)

@@ -1,8 +1,10 @@
 """Training hard-attention agents (RAM, DRAM) with batched REINFORCE: the library side of
 ``scripts/train_ram.py`` and ``scripts/train_dram.py``. The fixed-location controls
-(``glimpse-random``, ``glimpse-grid``; :mod:`agents.fixed`) train here too, by the
-classification loss alone (:class:`FixedLocationMethod`): they have no location to
-reinforce, and log no ``losses/{policy,baseline,entropy}`` nor ``charts/*`` of the policy.
+(``glimpse-random``, ``glimpse-grid``; :mod:`agents.fixed`) and ``glimpse-soft``
+(:mod:`agents.soft_locations`) train here too, by the classification loss alone
+(:class:`FixedLocationMethod`): they have no location to reinforce (``glimpse-soft``'s
+locations get the loss's gradient through the differentiable retina), and log no
+``losses/{policy,baseline,entropy}`` nor ``charts/*`` of the policy.
 
 Run folder ``runs/<run_name>/``: ``config.json``, TensorBoard events, ``last.pt`` and
 ``best.pt`` (atomic; ``--resume`` continues from ``last.pt``), ``metrics.json`` (final
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from agents.config import FIXED_AGENTS, HardTrainConfig
+from agents.config import BACKPROP_AGENTS, HardTrainConfig
 from agents.environments import build_envs
 from agents.evaluation import evaluate_policy, evaluate_protocols, hard_cost, headline_protocol
 from agents.playback import log_playback
@@ -212,8 +214,9 @@ class FixedLocationMethod(ReinforceMethod):
 def train_reinforce(cfg: HardTrainConfig) -> dict[str, Any]:
     """Train the agent ``cfg.agent`` through :func:`glimpse.loop.fit`: with REINFORCE
     (:class:`ReinforceMethod`), or, for the fixed-location controls (``glimpse-random``,
-    ``glimpse-grid``), by the classification loss alone (:class:`FixedLocationMethod`);
+    ``glimpse-grid``) and ``glimpse-soft`` (whose locations learn through the
+    differentiable retina), by the classification loss alone (:class:`FixedLocationMethod`);
     return the ``metrics.json`` record (test metrics of the best-on-validation weights)."""
     cfg = cfg.resolved()
-    method = FixedLocationMethod if cfg.agent in FIXED_AGENTS else ReinforceMethod
+    method = FixedLocationMethod if cfg.agent in BACKPROP_AGENTS else ReinforceMethod
     return fit(method, cfg)

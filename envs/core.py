@@ -87,6 +87,12 @@ class MDPConfig:
     """``K``: 0 for one location per step (RAM/DRAM); ``K >= 1`` for parts mode (FCAN,
     Liu et al. 2016): ``K`` part locations per step (module docstring). Needs
     ``context_size > 0``."""
+    differentiable: bool = False
+    """If true, the glimpses keep the autograd graph of the locations they were taken at
+    (the retina's sampling is piecewise linear in the location), so a loss on what the agent
+    reads back-propagates into the location network: the ``glimpse-soft`` control (issue
+    17). Off (the default), every location is detached on entry, so no graph outlives a
+    step. Only what the agent passes in carries a graph: images and labels never do."""
 
     def __post_init__(self) -> None:
         Retina(self.glimpse_size, self.num_scales, self.scale_factor)  # validates g, k, s
@@ -117,6 +123,8 @@ class MDPConfig:
             )
         if not (isinstance(self.max_step, (int, float)) and 0 < self.max_step <= 2):
             raise ValueError(f"max_step must be in (0, 2], got {self.max_step!r}")
+        if not isinstance(self.differentiable, bool):
+            raise ValueError(f"differentiable must be a bool, got {self.differentiable!r}")
         if not isinstance(self.step_reward, (int, float)) or not torch.isfinite(
             torch.tensor(float(self.step_reward))
         ):
@@ -276,6 +284,8 @@ class GlimpseMDP:
                 self.context[index] = coarse_view(images, cfg.context_size)
         self.labels[index] = labels
         self.predictions[index] = -1
+        if cfg.differentiable:  # start from tensors outside any earlier episode's graph
+            self.loc, self.history = self.loc.detach().clone(), self.history.detach().clone()
         self.loc[index] = init_loc
         self.history[index] = 0.0
         self.history[index, 0] = init_loc
@@ -400,6 +410,8 @@ class GlimpseMDP:
         if (self.done & active).any():
             idx = int((self.done & active).nonzero()[0, 0])
             raise ActionError(f"episode {idx} has ended; call reset() before step()")
+        if not cfg.differentiable:
+            location = location.detach()
         # Validated in the given precision (a float64 1e300 is out of range, not inf).
         location = self._validate(location, label, stop, active).float()
         label = label.long()

@@ -169,7 +169,7 @@ def test_no_gradient_reaches_location_or_baseline_heads(cls):
 def test_fixed_policies_refuse_ppo_and_a_non_ram_body():
     with pytest.raises(TypeError, match="fixed locations"):
         RandomLocations(_ram()).evaluate_actions({}, torch.zeros(1), torch.zeros(1, 2))
-    with pytest.raises(ValueError, match="nothing for PPO"):
+    with pytest.raises(ValueError, match="no location policy for PPO"):
         PPOTrainConfig(agent="glimpse-grid").resolved()
     with pytest.raises(ValueError, match="must be a RAM"):
         RandomLocations(torch.nn.Linear(1, 1))  # type: ignore[arg-type]
@@ -189,13 +189,15 @@ def test_registry_builds_the_controls_on_the_ram_network(net):
 
 # ------------------------------------------------------------ trainer and script
 def test_train_ram_script_trains_the_controls(data_root, tmp_path):
-    for agent in ("glimpse-random", "glimpse-grid"):
+    for agent in ("glimpse-random", "glimpse-grid", "glimpse-soft"):
         root = tmp_path / agent
         args = [*COMMON, "--agent", agent, "--data-root", str(data_root)]
         result = _script_main("train_ram", [*args, "--runs-root", str(root), "--playback", "2"])
         run = _run_dir(root)
-        assert result["method"] == agent and 0 <= result["test_accuracy"] <= 1
+        assert result["method"] == agent
         assert set(result["protocols"]) == {"single-mean", "single-sampled"}
+        headline = result["protocols"][result["protocol"]]
+        assert result["test_accuracy"] == pytest.approx(1 - headline["test_error"])
         assert (run / "best.pt").is_file()
 
 

@@ -29,7 +29,9 @@ MultiMNIST by default), ``ppo`` (PPO-hybrid on the RAM policy, :mod:`agents.ppo_
 ``soft-<block>`` for every registered attention block. The matched controls of issue
 17: ``ram-conv`` (RAM with a conv glimpse network), ``glimpse-random`` and ``glimpse-grid``
 (RAM's network on uniformly random locations / a fixed scan path, classifier trained by
-backpropagation only; :mod:`agents.fixed`) and ``lowres-cnn`` (the plain SmallCNN on the
+backpropagation only; :mod:`agents.fixed`), ``glimpse-soft`` (RAM's network with
+deterministic locations learnt by backpropagation through the differentiable retina;
+:mod:`agents.soft_locations`) and ``lowres-cnn`` (the plain SmallCNN on the
 image area-downsampled to the glimpse agents' pixel budget ``T x k x g^2`` of the task,
 :class:`LowResMethod`). A method or dataset that is not
 there is reported as ``missing`` with the reason (:meth:`Method.unavailable`); a method
@@ -138,7 +140,7 @@ class CompareConfig:
     dram-pairs dram-addition stn-cluttered60 cub)."""
     methods: tuple[str, ...] | None = None
     """Methods (default: all: ram dram ppo parts ram-conv glimpse-random glimpse-grid
-    soft-none soft-stn soft-<every block> lowres-cnn)."""
+    glimpse-soft soft-none soft-stn soft-<every block> lowres-cnn)."""
     seeds: tuple[int, ...] | None = None
     """Seeds per method and dataset (default 0 1 2; --quick: 0)."""
     quick: bool = False
@@ -503,6 +505,7 @@ def all_methods() -> dict[str, Method]:
         HardMethod("ram-conv", "ram-conv"),
         HardMethod("glimpse-random", "glimpse-random"),
         HardMethod("glimpse-grid", "glimpse-grid"),
+        HardMethod("glimpse-soft", "glimpse-soft"),
         *(SoftMethod(m) for m in valid_modules()),
         LowResMethod(),
     ]
