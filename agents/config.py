@@ -124,6 +124,10 @@ class HardTrainConfig(RunConfig):
     """Weight of the location-entropy bonus."""
     baseline_coef: float = 1.0
     """Weight of the baseline's regression loss."""
+    per_step_loss: bool = False
+    """Train the classifier's readout after every glimpse (cross-entropy averaged over the
+    steps), not only after the last; the reward is unchanged. The accuracy-against-glimpses
+    curves (issue 17) read the classifier after each glimpse either way."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (0 disables)."""
     mc_samples: int = 1
@@ -304,6 +308,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
                     "sb3-recurrent-ppo evaluates deterministically; got "
                     f"mc_samples={out.mc_samples}"
                 )
+        if out.per_step_loss:
+            raise ValueError(
+                "--per-step-loss is a REINFORCE / backprop option (scripts/train_ram.py); "
+                "PPO trains the final classification only"
+            )
         out.ppo()  # validates the PPO fields
         return out
 

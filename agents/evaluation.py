@@ -12,7 +12,7 @@ from agents.config import HardTrainConfig
 from agents.policy import GlimpsePolicy
 from agents.reinforce import PROTOCOLS, predict
 from envs import GlimpseVectorEnv
-from glimpse.evaluation import evaluate, evaluate_sharded
+from glimpse.evaluation import accuracy_metrics, evaluate, evaluate_sharded, readout_metrics
 from glimpse.flops import count_flops
 
 __all__ = [
@@ -37,18 +37,28 @@ def evaluate_policy(
     evaluation seed ``seed`` (default ``cfg.seed``): the first fixations and location noise
     of image ``i``, sample ``m`` come from ``(seed, i, m)``, so the result does not depend on
     ``cfg.eval_batch_size`` (shared evaluation; under ``torchrun`` every rank must call it:
-    each plays its slice of the split)."""
+    each plays its slice of the split).
+
+    With one target per episode the classifier is also read after every glimpse:
+    ``errors_by_glimpses`` lists the error after ``1 .. T`` glimpses (the last is
+    ``error``), from the same episodes."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     samples = cfg.mc_samples if protocol == "mc" else 1
     sampled = protocol != "single-mean"
     seed = cfg.seed if seed is None else seed
 
+    by_step = venv.config.num_targets == 1
+
     def run(idx: torch.Tensor) -> torch.Tensor:
-        preds, _ = predict(policy, venv, idx, samples, sampled=sampled, seed=seed)
+        preds, _ = predict(policy, venv, idx, samples, sampled=sampled, seed=seed, by_step=by_step)
         return preds
 
-    return evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc, evaluate)
+    metrics = readout_metrics if by_step else accuracy_metrics
+    out = evaluate_sharded(run, venv.source.labels, cfg.eval_batch_size, desc, evaluate, metrics)
+    if by_step:
+        out["errors_by_glimpses"] = out.pop("errors_by_step")
+    return out
 
 
 def protocol_name(protocol: str, mc_samples: int) -> str:
@@ -68,7 +78,9 @@ def evaluate_protocols(
 
     Returns ``{label: {"eval_seeds": [...], "mc_samples": M, "<split>_errors": [...],
     "<split>_error": mean, "<split>_error_std": sample std (0 for one seed)}}`` with labels
-    from :func:`protocol_name`. A protocol without randomness (mean locations from the
+    from :func:`protocol_name`; with one target per episode also
+    ``"<split>_errors_by_glimpses"`` (the error after ``1 .. T`` glimpses, mean over the
+    seeds), its ``_std`` and the per-seed curves ``_seeds``. A protocol without randomness (mean locations from the
     centre, or a ``seed_free`` policy such as the grid scan) is evaluated with one seed
     only: every seed gives the same predictions.
     """
@@ -98,6 +110,13 @@ def evaluate_protocols(
                 res[f"{split}_{name}s"] = errs
                 res[f"{split}_{name}"] = t.mean().item()
                 res[f"{split}_{name}_std"] = t.std().item() if len(errs) > 1 else 0.0
+            if "errors_by_glimpses" in runs[0]:
+                curves = torch.tensor([r["errors_by_glimpses"] for r in runs], dtype=torch.float64)
+                res[f"{split}_errors_by_glimpses_seeds"] = curves.tolist()
+                res[f"{split}_errors_by_glimpses"] = curves.mean(0).tolist()
+                res[f"{split}_errors_by_glimpses_std"] = (
+                    curves.std(0).tolist() if len(runs) > 1 else [0.0] * curves.shape[1]
+                )
         out[label] = res
     return out
 

@@ -52,6 +52,10 @@ class ReinforceConfig:
 
     baseline_coef: float = 1.0
     """Weight of the baseline's squared error."""
+    per_step_loss: bool = False
+    """Cross-entropy of the classifier's readout after every glimpse (mean over the
+    steps), not only after the last: trains an agent that can answer early (the
+    accuracy-against-glimpses curves of issue 17). The reward is unchanged."""
     entropy_coef: float = 0.0
     """Weight of the location-policy entropy bonus."""
     policy_coef: float = 1.0
@@ -76,6 +80,10 @@ class Rollout:
     """``(B, L)`` true labels (from the env's ``info``)."""
     locations: Tensor
     """``(S + 1, B, 2)`` fixations: the initial one, then each step's chosen location."""
+    step_logits: Tensor | None = None
+    """``(S, B, C)`` the classifier's logits after every glimpse (the readout of step
+    ``t`` has seen glimpses ``1 .. t + 1`` of its target); the classifying steps' rows are
+    :attr:`logits`."""
 
     @property
     def predictions(self) -> Tensor:
@@ -121,7 +129,7 @@ def collect_rollout(
     obs, info = venv.reset(options=options)
     labels = info["label"].reshape(venv.num_envs, -1)
     state = policy.initial_state(obs)
-    logps, ents, values, rewards, logits = [], [], [], [], []
+    logps, ents, values, rewards, logits, every = [], [], [], [], [], []
     locations = [obs["location"]]
     steps = cfg.max_steps
     for t in range(steps):
@@ -136,6 +144,7 @@ def collect_rollout(
         values.append(out.value)
         rewards.append(reward)
         locations.append(out.location.detach())
+        every.append(out.logits)
         if classify:
             logits.append(out.logits)
     if not bool(terminated.all()):
@@ -148,21 +157,32 @@ def collect_rollout(
         torch.stack(logits),
         labels,
         torch.stack(locations),
+        torch.stack(every),
     )
 
 
-def _cross_entropy(ro: Rollout) -> Tensor:
-    """Mean cross-entropy of the classifying steps' logits against the env's labels."""
+def _cross_entropy(ro: Rollout, per_step: bool = False) -> Tensor:
+    """Mean cross-entropy of the classifying steps' logits against the env's labels; with
+    ``per_step``, of every step's logits against the label of the target it is looking
+    for (step ``t`` of an episode of ``T`` glimpses per target: target ``t // T``)."""
+    if per_step:
+        if ro.step_logits is None:
+            raise ValueError("per-step cross-entropy needs a rollout with step_logits")
+        steps, num_targets = ro.step_logits.shape[0], ro.labels.shape[1]
+        target = torch.arange(steps, device=ro.labels.device) * num_targets // steps
+        labels = ro.labels[:, target].T  # (S, B)
+        return F.cross_entropy(ro.step_logits.flatten(0, 1), labels.reshape(-1))
     if not ro.logits.shape[0]:
         return ro.logits.sum() * 0
     return F.cross_entropy(ro.logits.reshape(-1, ro.logits.shape[-1]), ro.labels.T.reshape(-1))
 
 
-def classification_loss(ro: Rollout) -> tuple[Tensor, dict[str, float]]:
+def classification_loss(ro: Rollout, per_step: bool = False) -> tuple[Tensor, dict[str, float]]:
     """The classification part of the hybrid loss alone (cross-entropy of the classifying
-    steps against the env's labels) and its metrics: the loss of agents whose locations are
-    not learnt (:mod:`agents.fixed`), so nothing reaches a location or baseline head."""
-    ce = _cross_entropy(ro)
+    steps against the env's labels; ``per_step``: of every step's readout) and its
+    metrics: the loss of agents whose locations are not learnt by REINFORCE
+    (:mod:`agents.fixed`, :mod:`agents.soft_locations`), so nothing reaches a baseline."""
+    ce = _cross_entropy(ro, per_step)
     correct = (ro.predictions == ro.labels).float()
     metrics = {
         "losses/total": ce.item(),
@@ -186,7 +206,7 @@ def reinforce_loss(
     policy_loss = -(advantage * ro.log_probs[used]).sum(0).mean()
     baseline_loss = F.mse_loss(ro.values[used], future[used])
     entropy = ro.entropies[used].mean() if steps > 1 else ro.entropies.sum() * 0
-    ce = _cross_entropy(ro)
+    ce = _cross_entropy(ro, cfg.per_step_loss)
     loss = ce + cfg.policy_coef * policy_loss + cfg.baseline_coef * baseline_loss
     loss = loss - cfg.entropy_coef * entropy
     correct = (ro.predictions == ro.labels).float()
@@ -278,8 +298,11 @@ def predict(
     *,
     sampled: bool | None = None,
     seed: int = 0,
+    by_step: bool = False,
 ) -> tuple[Tensor, Rollout]:
-    """Predicted labels ``(n, L)`` for dataset ``indices`` of ``venv``'s source.
+    """Predicted labels ``(n, L)`` for dataset ``indices`` of ``venv``'s source; with
+    ``by_step`` (one target per episode only), ``(n, T)``: the classifier's readout after
+    each of the ``T`` glimpses (column ``T - 1`` is the episode's prediction).
 
     - ``samples == 1``, ``sampled=False`` (the default): one episode per image with the
       policy's mean locations (``single-mean``).
@@ -303,6 +326,10 @@ def predict(
         sampled = samples > 1
     if samples > 1 and not sampled:
         raise ValueError("Monte-Carlo evaluation (samples > 1) needs sampled=True")
+    if by_step and venv.config.num_targets != 1:
+        raise ValueError(
+            f"by_step readouts need one target per episode, got {venv.config.num_targets}"
+        )
     n = indices.numel()
     need = n * samples
     if need > venv.num_envs:
@@ -332,6 +359,7 @@ def predict(
         )
     finally:
         policy.train(was_training)
-    probs = ro.logits[:, :need].softmax(-1)  # (L, n*M, C)
+    logits = ro.step_logits if by_step else ro.logits
+    probs = logits[:, :need].softmax(-1)  # (L or T, n*M, C)
     probs = probs.reshape(probs.shape[0], samples, n, -1).mean(1)
     return probs.argmax(-1).T, ro

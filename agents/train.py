@@ -178,7 +178,11 @@ class ReinforceMethod(GlimpseAgentMethod):
         super().__init__(cfg, device, run)
         self.budget = reinforce_budget(cfg, self.train_env)
         self.name = cfg.agent
-        self.rcfg = ReinforceConfig(baseline_coef=cfg.baseline_coef, entropy_coef=cfg.entropy_coef)
+        self.rcfg = ReinforceConfig(
+            baseline_coef=cfg.baseline_coef,
+            entropy_coef=cfg.entropy_coef,
+            per_step_loss=cfg.per_step_loss,
+        )
         self.updates = 0  # updates done (restored on resume), for the first fixations
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,7 +209,7 @@ class FixedLocationMethod(ReinforceMethod):
     gradient reaches the body's location or baseline heads."""
 
     def loss(self, ro: Rollout) -> tuple[torch.Tensor, dict[str, float]]:
-        return classification_loss(ro)
+        return classification_loss(ro, self.cfg.per_step_loss)
 
     def train_scalars(self, last: Update) -> dict[str, float]:
         return distributed.mean_metrics(last.metrics)  # no location policy: no charts/std

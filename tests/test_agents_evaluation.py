@@ -77,3 +77,42 @@ def test_hard_cost_does_not_depend_on_the_batch_size():
     assert costs[0] == costs[1]
     assert costs[0]["pixels_per_image"] == 3 * 2 * 4 * 4  # T glimpses x k scales x g^2
     assert costs[0]["inference_flops_per_image"] > 0
+
+
+def test_protocols_report_the_error_after_every_glimpse():
+    """``errors_by_glimpses``: from the same episodes as the headline error (its last entry),
+    averaged over the evaluation seeds, each entry a value over the whole split."""
+    from agents.config import HardTrainConfig
+    from agents.evaluation import evaluate_protocols
+    from agents.ram import RAM
+    from envs import GlimpseVectorEnv, MDPConfig
+    from glimpse.evaluation import readout_metrics
+
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(40, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    labels = torch.randint(0, 3, (40,), generator=g)
+    mdp = MDPConfig(glimpse_size=4, num_glimpses=4, num_classes=3, init_location="random")
+    envs = {s: GlimpseVectorEnv((images, labels), 40, mdp, shuffle=False) for s in ("val", "test")}
+    torch.manual_seed(0)
+    ram = RAM((1, 1, 4, 4), num_classes=3, hidden=16)
+    cfg = HardTrainConfig(init_location="random", eval_batch_size=40)
+    report = evaluate_protocols(ram, envs, cfg, eval_seeds=3)
+    for res in report.values():
+        curve = res["test_errors_by_glimpses"]
+        assert len(curve) == 4 and len(res["val_errors_by_glimpses_std"]) == 4
+        assert curve[-1] == pytest.approx(res["test_error"])
+        per_seed = []
+        for s in res["eval_seeds"]:
+            preds, _ = predict(
+                ram,
+                envs["test"],
+                torch.arange(40),
+                seed=s,
+                by_step=True,
+                sampled=res is report["single-sampled"],
+            )
+            per_seed.append(readout_metrics(preds, labels)["errors_by_step"])
+        want = torch.tensor(per_seed, dtype=torch.float64).mean(0)
+        torch.testing.assert_close(torch.tensor(curve, dtype=torch.float64), want)
+    with pytest.raises(ValueError, match=r"readouts must be \(N, T\)"):
+        readout_metrics(torch.zeros(3, dtype=torch.long), labels[:3])

@@ -178,3 +178,60 @@ def test_classification_loss_is_the_hybrid_loss_cross_entropy_alone():
         assert m[key] == hybrid[key]
     loss.backward()
     assert logp.grad is None and values.grad is None and logits.grad.abs().sum() > 0
+
+
+# ----------------------------------------------- readouts after every glimpse (issue 17)
+@pytest.mark.parametrize(("samples", "sampled"), [(1, False), (1, True), (3, True)])
+def test_by_step_readouts_end_with_the_prediction_and_read_each_step(samples, sampled):
+    ram, n = _ram(), 12
+    venv = _env(n * samples)
+    idx = torch.arange(n)
+    final, _ = predict(ram, venv, idx, samples, sampled=sampled, seed=1)
+    steps, ro = predict(ram, venv, idx, samples, sampled=sampled, seed=1, by_step=True)
+    assert steps.shape == (n, 3)  # T = 3 readouts
+    assert torch.equal(steps[:, -1], final[:, 0])  # the last readout is the prediction
+    probs = ro.step_logits.softmax(-1).reshape(3, samples, n, -1).mean(1)  # (T, n, C)
+    assert torch.equal(steps, probs.argmax(-1).T)
+    assert (steps[:, 0] != steps[:, -1]).any()  # the early readouts are other numbers
+
+
+def test_by_step_refuses_several_targets():
+    mdp = MDPConfig(glimpse_size=4, num_glimpses=2, num_targets=2)
+    images, labels = _source()
+    venv = GlimpseVectorEnv((images, torch.stack([labels, labels], 1)), 4, mdp, shuffle=False)
+    with pytest.raises(ValueError, match="one target per episode"):
+        predict(_ram(), venv, torch.arange(4), by_step=True)
+
+
+def test_per_step_loss_is_the_mean_cross_entropy_of_every_readout():
+    from agents.reinforce import ReinforceConfig, Rollout, classification_loss, reinforce_loss
+
+    g = torch.Generator().manual_seed(0)
+    steps, b, c = 4, 3, 5
+    step_logits = torch.randn(steps, b, c, generator=g, requires_grad=True)
+    labels = torch.tensor([[0, 1], [2, 3], [4, 0]])  # two targets, two steps each
+    ro = Rollout(
+        torch.zeros(steps, b),
+        torch.zeros(steps, b),
+        torch.zeros(steps, b),
+        torch.zeros(steps, b),
+        step_logits[[1, 3]],
+        labels,
+        torch.zeros(steps + 1, b, 2),
+        step_logits,
+    )
+    want = (
+        sum(
+            torch.nn.functional.cross_entropy(step_logits[t], labels[:, t // 2])
+            for t in range(steps)
+        )
+        / steps
+    )
+    per_step, _ = classification_loss(ro, per_step=True)
+    torch.testing.assert_close(per_step, want)
+    last, _ = classification_loss(ro)
+    assert not torch.isclose(last, per_step)
+    _, hybrid = reinforce_loss(ro, ReinforceConfig(per_step_loss=True))
+    assert hybrid["losses/classification"] == pytest.approx(want.item())
+    per_step.backward()
+    assert (step_logits.grad[0].abs().sum(-1) > 0).all()  # the early readouts are trained

@@ -25,6 +25,7 @@ from glimpse.results import (
     paper_figure,
     parse_pct,
     read_csv,
+    render_readouts,
     render_table,
     rows_from_run,
     update_results,
@@ -116,7 +117,7 @@ def test_a_run_on_a_paper_task_of_issue_16_becomes_rows_beside_its_figure(tmp_pa
     assert "5.00 (unverified)" in render_table(rows)
 
 
-def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores():
+def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores_and_budget():
     assert COLUMNS == (
         "task",
         "method",
@@ -133,6 +134,7 @@ def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores():
         "command",
         "attention_in_box",
         "attention_on_clutter",
+        "budget",
     )
 
 
@@ -261,12 +263,24 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
     )
     metrics = train_reinforce(cfg)
     rows = rows_from_run(tmp_path / "tiny")
-    assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled"]
+    readouts = [f"{p}@{t}" for p in ("single-mean", "single-sampled") for t in range(1, 6)]
+    assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled", *readouts]
+    assert {r["budget"] for r in rows} == {"1 epochs"}
     head = metrics["protocols"][metrics["protocol"]]
     assert metrics["test_error"] == head["test_error"]
     for r in rows:
-        errs = metrics["protocols"][r["protocol"]]["test_errors"]
-        assert r["test_error_pct"] == format_pct(errs) and r["eval_seeds"] == "2"
+        base, _, t = r["protocol"].partition("@")
+        res = metrics["protocols"][base]
+        errs = [c[int(t) - 1] for c in res["test_errors_by_glimpses_seeds"]] if t else None
+        assert r["test_error_pct"] == format_pct(errs or res["test_errors"])
+        assert r["eval_seeds"] == "2"
+    # the early readouts are their own table, the last column the protocol's own row
+    table = render_readouts(rows).splitlines()
+    assert table[0].endswith("| t = 6 |") and len(table) == 4
+    assert table[2].split(" | ")[-1].rstrip(" |") == rows[0]["test_error_pct"]
+    assert "@" not in render_table(rows)
+    relabelled = rows_from_run(tmp_path / "tiny", budget="converged")
+    assert {r["budget"] for r in relabelled} == {"converged"}
 
 
 def test_checked_in_tables_agree_with_the_csv():
