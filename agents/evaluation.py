@@ -81,8 +81,8 @@ def evaluate_protocols(
     from :func:`protocol_name`; with one target per episode also
     ``"<split>_errors_by_glimpses"`` (the error after ``1 .. T`` glimpses, mean over the
     seeds), its ``_std`` and the per-seed curves ``_seeds``. A protocol without
-    randomness (mean locations from the centre, or a ``seed_free`` policy such as the grid scan) is evaluated with one seed
-    only: every seed gives the same predictions.
+    randomness (mean locations from the centre, or a ``seed_free`` policy such as the
+    grid scan) is evaluated with one seed only: every seed gives the same predictions.
     """
     if eval_seeds < 1:
         raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
