@@ -172,7 +172,7 @@ class HardTrainConfig(RunConfig):
         "train_limit": (">=", 0),
         "eval_limit": (">=", 0),
     }
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "patience")
     """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
 
     def resolved(self) -> HardTrainConfig:
@@ -272,7 +272,7 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
         "sb3_grid": (">=", 2),
         "sb3_ent_coef": (">=", 0),
     }
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "total_env_steps")
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "total_env_steps", "patience")
     """``--resume`` with a larger budget extends the run."""
 
     def resolved(self) -> PPOTrainConfig:

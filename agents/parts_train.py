@@ -168,7 +168,7 @@ class PartsTrainConfig(RunConfig):
         "train_limit": (">=", 0),
         "eval_limit": (">=", 0),
     }
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs",)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "patience")
     """``--resume --epochs N`` with more epochs extends the run (and its cosine)."""
 
     def resolved(self) -> PartsTrainConfig:

@@ -50,7 +50,13 @@ has no such quantity):
   the whole image for soft models, the downsampled one for ``lowres-cnn``); ``params``;
 - ``world_size``, ``machine``, ``command``; ``paper_error``/``paper_ref`` (the paper's
   figure for this task and method, or ``None``);
-- ``details``: the trainer's own extra numbers (e.g. ``test_digit_accuracy``, part hits).
+- ``details``: the trainer's own extra numbers (e.g. ``test_digit_accuracy``, part hits);
+- ``stopped``: ``budget`` (every planned update done) or ``patience`` (``--patience``
+  validations without improvement); ``best_update``: the update after which ``best.pt``
+  was validated; ``train_flops_to_best``: the training FLOPs to it (``train_flops_per_update
+  x best_update``); ``history``: every validation as ``{"updates", "images_seen",
+  "train_seconds", "val_error"}`` (kept across ``--resume``), what the curves of validation
+  error against training FLOPs and wall time are drawn from.
 """
 
 from __future__ import annotations
@@ -124,6 +130,10 @@ METRICS_KEYS: tuple[str, ...] = (
     "paper_error",
     "paper_ref",
     "details",
+    "stopped",
+    "best_update",
+    "train_flops_to_best",
+    "history",
 )
 """The keys of every trainer's ``metrics.json`` (see the module docstring)."""
 
@@ -391,6 +401,9 @@ def metrics_record(
     cost: dict[str, Any],
     device: torch.device,
     epochs: int,
+    stopped: str = "budget",
+    best_update: int | None = None,
+    history: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """One ``metrics.json`` in the schema of :data:`METRICS_KEYS`."""
     per_update = train_flops_per_update
@@ -425,6 +438,12 @@ def metrics_record(
         "paper_error": report.paper_error,
         "paper_ref": report.paper_ref,
         "details": report.details,
+        "stopped": stopped,
+        "best_update": best_update,
+        "train_flops_to_best": None
+        if per_update is None or best_update is None
+        else per_update * best_update,
+        "history": history or [],
     }
     assert tuple(record) == METRICS_KEYS  # the schema is written in one place
     return record
@@ -451,6 +470,9 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
     sched = lr_scheduler(opt, cfg.lr_schedule, budget.total_updates)
     ckpts = Checkpoints(run, method.stream)
     done, best, train_seconds = 0, -1.0, 0.0
+    history: list[dict[str, float]] = []
+    best_update: int | None = None
+    stale = 0  # validations since the best one
     state = ckpts.resume()
     if state is not None:
         restore_checkpoint_state(state, model, opt, sched)
@@ -458,6 +480,8 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
         method.load_state_dict(state)
         done, best = _updates_done(state, budget), state["best"]
         train_seconds = float(state.get("train_seconds", state.get("elapsed", 0.0)))
+        history = list(state.get("history", []))
+        best_update, stale = state.get("best_update"), int(state.get("stale", 0))
     start = done
     line = method.describe()
     if line and distributed.is_main():
@@ -465,7 +489,8 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
     flops_per_update: int | None = None
     t_session = time.perf_counter()
     t_block = t_session
-    while done < budget.total_updates:
+    patience = int(getattr(cfg, "patience", 0) or 0)
+    while done < budget.total_updates and not (patience and stale >= patience):
         block_end = min(budget.total_updates, (done // budget.eval_every + 1) * budget.eval_every)
         epoch = done // budget.eval_every
         model.train()
@@ -514,6 +539,18 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
         method.log_images(run, global_step)
         improved = val["accuracy"] > best
         best = max(best, val["accuracy"])
+        if improved:
+            best_update, stale = done, 0
+        else:
+            stale += 1
+        history.append(
+            {
+                "updates": done,
+                "images_seen": done * budget.images_per_update,
+                "train_seconds": train_seconds,
+                "val_error": 1 - val["accuracy"],
+            }
+        )
         ckpt = checkpoint_state(
             model,
             opt,
@@ -523,6 +560,9 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
             global_step=global_step,
             best=best,
             train_seconds=train_seconds,
+            history=history,
+            best_update=best_update,
+            stale=stale,
             **method.state_dict(),
             **ckpts.rank_extras(),
         )
@@ -533,6 +573,12 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
                 f"{val['accuracy']:.4f} (best {best:.4f}), {train_seconds:.0f} s",
                 flush=True,
             )
+            if patience and stale >= patience and done < budget.total_updates:
+                print(
+                    f"stopping: {stale} validations without improvement (--patience "
+                    f"{patience}); best after update {best_update}",
+                    flush=True,
+                )
     best_weights = ckpts.best_weights()
     if best_weights is not None:
         model.load_state_dict(best_weights)
@@ -560,6 +606,9 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
         cost=method.cost(),
         device=device,
         epochs=budget.epochs,
+        stopped="budget" if done >= budget.total_updates else "patience",
+        best_update=best_update,
+        history=history,
     )
     run.log_scalars({"eval/test_accuracy": result["test_accuracy"]}, budget.global_step(done))
     run.write_json("metrics.json", result)

@@ -402,6 +402,10 @@ class RunConfig:
     """Continue the run in runs_root/run_name from its last checkpoint."""
     log_every: int = 50
     """Log training scalars every this many batches."""
+    patience: int = 0
+    """Stop once this many validations in a row have not improved on the best validation
+    accuracy (0: train the whole budget). The learning-rate schedule stays that of the whole
+    budget; ``metrics.json`` records ``stopped`` (``patience`` or ``budget``)."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "val_size": (">=", 0),
@@ -410,6 +414,7 @@ class RunConfig:
         "seed": (">=", 0),
         "threads": (">=", 0),
         "log_every": (">=", 1),
+        "patience": (">=", 0),
     }
     """Bounds of the numeric fields (:func:`check_config`); subclasses add theirs."""
     RESUMABLE: ClassVar[tuple[str, ...]] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ class ToyConfig(RunConfig):
     device: str = "cpu"
     threads: int = 1
     RULES: ClassVar[dict[str, Rule]] = {}
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("updates",)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("updates", "patience")
 
 
 class ToyMethod(Method):
@@ -129,3 +130,38 @@ def test_count_update_flops_counts_backward_too():
     with count_update_flops() as flops:
         lin(x).sum().backward()
     assert flops() == 2 * (2 * 4 * 5 * 3)  # forward and the weight's gradient
+
+
+class ScriptedMethod(ToyMethod):
+    """ToyMethod whose validation accuracies are a script (one per validation)."""
+
+    script: ClassVar[list[float]] = []
+
+    def validate(self) -> dict[str, float]:
+        acc = ScriptedMethod.script[len(ToyMethod.validations)]
+        ToyMethod.validations.append(1)
+        return {"accuracy": acc, "error": 1 - acc}
+
+
+def test_patience_stops_after_validations_without_improvement_and_resumes(tmp_path):
+    ToyMethod.validations.clear()
+    ScriptedMethod.script = [0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.95]
+    cfg = ToyConfig(runs_root=str(tmp_path), run_name="p", updates=21, eval_every=3, patience=3)
+    result = fit(ScriptedMethod, cfg)
+    # best 0.7 after validation 2 (update 6); 0.6, 0.7 (not better), 0.65: three stale
+    assert len(ToyMethod.validations) == 5 and result["updates"] == 15
+    assert result["stopped"] == "patience" and result["best_update"] == 6
+    assert result["train_flops_to_best"] == 6 * result["train_flops_per_update"]
+    assert [h["updates"] for h in result["history"]] == [3, 6, 9, 12, 15]
+    assert [h["val_error"] for h in result["history"]] == pytest.approx([0.5, 0.3, 0.4, 0.3, 0.35])
+    assert result["val_best_accuracy"] == 0.7
+    # a resume with more patience goes on from the same state, history kept
+    more = dataclasses.replace(cfg, resume=True, patience=5)
+    resumed = fit(ScriptedMethod, more)
+    assert resumed["stopped"] == "budget" and resumed["updates"] == 21
+    assert [h["updates"] for h in resumed["history"]] == [3, 6, 9, 12, 15, 18, 21]
+    assert resumed["best_update"] == 21 and resumed["val_best_accuracy"] == 0.95
+    # without patience the whole budget is trained
+    ToyMethod.validations.clear()
+    plain = fit(ScriptedMethod, dataclasses.replace(cfg, run_name="q", patience=0))
+    assert plain["stopped"] == "budget" and plain["updates"] == 21
