@@ -297,6 +297,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
                 f"--agent {out.agent} has {what} locations: no location policy for PPO to "
                 "learn (train it with scripts/train_ram.py)"
             )
+        if out.algo == "sb3-recurrent-ppo" and out.precision != "fp32":
+            raise ValueError(
+                "sb3-recurrent-ppo trains with SB3's own learn() in fp32; --precision "
+                f"{out.precision} applies to the project's trainers"
+            )
         if out.algo == "sb3-recurrent-ppo":
             if out.agent != "ram":
                 raise ValueError(

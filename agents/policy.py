@@ -101,7 +101,9 @@ class GlimpsePolicy(nn.Module, abc.ABC):
         return self.log_std.exp()
 
     def distribution(self, mean: Tensor) -> ClippedGaussian:
-        return ClippedGaussian(mean, self.std, self.location_bound)
+        """The location distribution, always in fp32 (also under bf16 autocast: the
+        REINFORCE/PPO log-probabilities must not be rounded to 8 bits)."""
+        return ClippedGaussian(mean.float(), self.std.float(), self.location_bound)
 
     def act(
         self,
@@ -117,7 +119,7 @@ class GlimpsePolicy(nn.Module, abc.ABC):
         dist = self.distribution(mean)
         location = dist.mode() if deterministic else dist.sample(generator, noise)
         return PolicyStep(
-            state, location, dist.log_prob(location), dist.entropy(), value, logits, mean
+            state, location, dist.log_prob(location), dist.entropy(), value.float(), logits, mean
         )
 
     def evaluate_actions(
@@ -127,5 +129,5 @@ class GlimpsePolicy(nn.Module, abc.ABC):
         state, mean, logits, value = self.heads(obs, state)
         dist = self.distribution(mean)
         return PolicyStep(
-            state, location, dist.log_prob(location), dist.entropy(), value, logits, mean
+            state, location, dist.log_prob(location), dist.entropy(), value.float(), logits, mean
         )

@@ -62,6 +62,7 @@ has no such quantity):
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from glimpse import distributed
+from glimpse.precision import autocast, resolve_precision
 from glimpse.results import command_line, machine_description
 from glimpse.training import (
     Run,
@@ -281,7 +283,20 @@ def apply_gradients(
     """Backward ``loss`` and take one optimiser step: zero the gradients, backward (scaled
     by ``scaler`` if given), average the gradients over ranks (skipped when ``ddp``: DDP
     has done it), clip the global norm to ``grad_clip`` (0: no clipping; unscaled first),
-    step."""
+    step. Backward and step run outside any autocast region (``--precision bf16``: the
+    update's forward is autocast, its gradients and fp32 master weights are not)."""
+    with torch.autocast(device_type=loss.device.type, enabled=False):
+        _apply_gradients(loss, model, optimizer, grad_clip, scaler, ddp)
+
+
+def _apply_gradients(
+    loss: Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
+    scaler: torch.amp.GradScaler | None,
+    ddp: bool,
+) -> None:
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -458,9 +473,13 @@ def fit(build: Callable[[Any, torch.device, Run], Method], cfg: Any) -> dict[str
     ``log_every``; ``build`` runs inside the process group and the run (so rank 0's
     ``cfg`` and the run folder exist) and sets up the method's data, model and optimiser.
     """
-    with distributed.session(cfg.setup()) as device, training_run(cfg) as (cfg, run):
-        method = build(cfg, device, run)
-        return _fit(method, cfg, run, device)
+    with distributed.session(cfg.setup()) as device:
+        precision = resolve_precision(cfg.precision, device, quiet=not distributed.is_main())
+        if precision != cfg.precision:  # config.json holds what the run does
+            cfg = dataclasses.replace(cfg, precision=precision)
+        with training_run(cfg) as (cfg, run):
+            method = build(cfg, device, run)
+            return _fit(method, cfg, run, device)
 
 
 def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, Any]:
@@ -490,6 +509,8 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
     t_session = time.perf_counter()
     t_block = t_session
     patience = int(getattr(cfg, "patience", 0) or 0)
+    precision = getattr(cfg, "precision", "fp32")
+    cast = lambda: autocast(precision, device)  # noqa: E731 -- forward passes only
     while done < budget.total_updates and not (patience and stale >= patience):
         block_end = min(budget.total_updates, (done // budget.eval_every + 1) * budget.eval_every)
         epoch = done // budget.eval_every
@@ -503,11 +524,12 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
         for it in bar:
             first = flops_per_update is None
             if first:
-                with count_update_flops() as flops:
+                with count_update_flops() as flops, cast():
                     last = method.update()
                 flops_per_update = int(distributed.all_reduce(float(flops())))
             else:
-                last = method.update()
+                with cast():
+                    last = method.update()
             sched.step()
             done = it + 1
             global_step = budget.global_step(done)
@@ -530,7 +552,8 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
                 bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None})
         distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
         model.eval()
-        val = method.validate()
+        with cast():
+            val = method.validate()
         train_seconds += time.perf_counter() - t_block
         t_block = time.perf_counter()
         scalars = {f"eval/{k}": v for k, v in val.items() if k != "n"}
@@ -583,7 +606,8 @@ def _fit(method: Method, cfg: Any, run: Run, device: torch.device) -> dict[str, 
     if best_weights is not None:
         model.load_state_dict(best_weights)
     model.eval()
-    report = method.report()
+    with cast():
+        report = method.report()
     for entry in report.protocols.values():  # one protocol, selected on it: its val error
         entry.setdefault("val_error", 1 - best)
     result = metrics_record(

@@ -402,6 +402,10 @@ class RunConfig:
     """Continue the run in runs_root/run_name from its last checkpoint."""
     log_every: int = 50
     """Log training scalars every this many batches."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """``bf16``: bfloat16 autocast of every forward pass with fp32 master weights
+    (:mod:`glimpse.precision`), where the device has native bf16 (else fp32, said in one
+    line). Default fp32: this project's CPUs (AVX2) have no bf16 (docs/BENCHMARKS.md)."""
     patience: int = 0
     """Stop once this many validations in a row have not improved on the best validation
     accuracy (0: train the whole budget). The learning-rate schedule stays that of the whole
