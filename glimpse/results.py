@@ -27,8 +27,10 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
+import re
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -365,6 +367,12 @@ def _method_rank(method: str) -> tuple[int, str]:
     return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
 
 
+def _budget_rank(budget: str) -> tuple[float, str]:
+    """Budgets in numeric order (``30 epochs`` before ``100 epochs``), named ones after."""
+    number = re.match(r"\d+", budget)
+    return (float(number.group()) if number else math.inf, budget)
+
+
 def _order(row: dict[str, str]) -> tuple[Any, ...]:
     p = row["protocol"]
     base, _, t = p.partition(READOUT_SEP)
@@ -372,7 +380,7 @@ def _order(row: dict[str, str]) -> tuple[Any, ...]:
     return (
         TASKS.index(row["task"]),
         _method_rank(row["method"]),
-        row["budget"],
+        _budget_rank(row["budget"]),
         rank,
         base,
         int(t) if t else 10**6,
