@@ -60,6 +60,7 @@ __all__ = [
     "merge_rows",
     "paper_figure",
     "parse_pct",
+    "plot_readouts",
     "read_csv",
     "render_readouts",
     "render_sweep_table",
@@ -525,6 +526,56 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
+    """Test error against the number of glimpses (``<protocol>@t`` rows, the protocol's
+    own row at ``t = T``), one panel per task, one line per (method, budget, protocol),
+    mean with the evaluation seeds' sd as error bars; a log error axis. Writes the PNG
+    and returns its path, or ``None`` when no row has early readouts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[tuple[str, str, str, str], dict[int, tuple[float, float]]] = {}
+    finals: dict[tuple[str, str, str, str], tuple[float, float]] = {}
+    for r in sorted(rows, key=_order):
+        base, sep, t = r["protocol"].partition(READOUT_SEP)
+        key = (r["task"], r["method"], r["budget"], base)
+        value = parse_pct(r["test_error_pct"])
+        if sep:
+            curves.setdefault(key, {})[int(t)] = value
+        else:
+            finals[key] = value
+    if not curves:
+        return None
+    tasks = sorted({k[0] for k in curves}, key=TASKS.index)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.0), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for key, curve in curves.items():
+            if key[0] != task:
+                continue
+            points = dict(curve)
+            if key in finals:
+                points[max(curve) + 1] = finals[key]
+            ts = sorted(points)
+            mean = [points[t][0] for t in ts]
+            sd = [points[t][1] for t in ts]
+            label = f"{key[1]} ({key[2]}, {key[3]})"
+            ax.errorbar(ts, mean, yerr=sd, marker="o", ms=3, capsize=2, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("glimpses read before the classifier answers (t)")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def update_markdown(text: str, table: str, begin: str = BEGIN, end: str = END) -> str:
     """``text`` with the block between ``begin`` and ``end`` (default :data:`BEGIN` and
     :data:`END`) replaced by ``table``."""
@@ -668,6 +719,10 @@ class ResultsConfig:
     machine: str | None = None
     """Machine description for the new rows (default: what the run recorded); say
     whether the machine was shared."""
+    plot: str | None = None
+    """Also draw test error against the number of glimpses from the CSV into this PNG
+    (:func:`plot_readouts`; e.g. ``docs/img/error_by_glimpses.png``; nothing is drawn
+    without early-readout rows)."""
     budget: str | None = None
     """Budget label of the new rows, e.g. ``converged`` or ``default command`` (default:
     ``<epochs> epochs``); rows differing only in budget stand side by side."""
@@ -713,4 +768,6 @@ def update_results(cfg: ResultsConfig) -> list[dict[str, str]]:
             Path(md).write_text(text, encoding="utf-8")
     if not cfg.check:
         write_csv(cfg.csv, rows)
+        if cfg.plot:
+            plot_readouts(rows, cfg.plot)
     return rows

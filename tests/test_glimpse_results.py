@@ -24,6 +24,7 @@ from glimpse.results import (
     merge_rows,
     paper_figure,
     parse_pct,
+    plot_readouts,
     read_csv,
     render_readouts,
     render_table,
@@ -279,6 +280,9 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
     assert table[0].endswith("| t = 6 |") and len(table) == 4
     assert table[2].split(" | ")[-1].rstrip(" |") == rows[0]["test_error_pct"]
     assert "@" not in render_table(rows)
+    png = plot_readouts(rows, tmp_path / "readouts.png")
+    assert png is not None and png.stat().st_size > 10_000
+    assert plot_readouts(rows[:2], tmp_path / "none.png") is None  # no early readouts
     relabelled = rows_from_run(tmp_path / "tiny", budget="converged")
     assert {r["budget"] for r in relabelled} == {"converged"}
 
