@@ -378,3 +378,29 @@ def test_soft_module_sweep_rows_and_generated_table(tmp_path):
     hard = _fake_run(tmp_path, "hard", {})
     with pytest.raises(ValueError, match="not a soft run"):
         update_results(ResultsConfig(runs=(str(hard),), **kw))
+
+
+def test_a_soft_run_becomes_a_deterministic_row(data_root, tmp_path):
+    from soft_baselines.train import SoftTrainConfig, train_soft
+
+    cfg = SoftTrainConfig(
+        module="none",
+        data_root=str(data_root),
+        runs_root=str(tmp_path),
+        run_name="cnn",
+        epochs=1,
+        max_batches_per_epoch=5,
+        batch_size=16,
+        widths=(4, 8, 8),
+        val_size=200,
+        eval_batch_size=200,
+        log_images=0,
+        device="cpu",
+        threads=1,
+    )
+    metrics = train_soft(cfg)
+    (row,) = rows_from_run(tmp_path / "cnn", budget="5 batches")
+    assert (row["task"], row["method"], row["protocol"]) == ("mnist", "soft-none", "deterministic")
+    assert row["test_error_pct"] == format_pct([metrics["test_error"]])
+    assert row["val_error_pct"] == format_pct([1 - metrics["val_best_accuracy"]])
+    assert (row["eval_seeds"], row["budget"]) == ("1", "5 batches")
