@@ -90,11 +90,19 @@ COLUMNS = (
     "attention_in_box",
     "attention_on_clutter",
     "budget",
+    "params",
+    "inference_flops_per_image",
+    "pixels_per_image",
+    "train_flops_to_best",
 )
 """The columns of ``docs/results.csv``, in order (the two attention columns were appended
 by issue 18, ``budget`` by issue 17/21: what the run was given, e.g. ``70 epochs`` or
-``converged``; :func:`read_csv` reads files written before them with those cells empty,
-``budget`` filled from ``epochs``)."""
+``converged``, then the costs of issue 21 from ``metrics.json``: parameters, inference
+FLOPs and pixels read per image, training FLOPs to the selected checkpoint (empty where
+the run did not record them); :func:`read_csv` reads files written before them with those
+cells empty, ``budget`` filled from ``epochs``)."""
+
+_COSTS = ("params", "inference_flops_per_image", "pixels_per_image", "train_flops_to_best")
 
 ATTENTION_SUMMARY = Path("attention") / "test-best.json"
 """Where in a run folder :func:`rows_from_run` finds the attention summary
@@ -324,6 +332,7 @@ def rows_from_run(
                 "method": method,
                 "protocol": protocol,
                 "budget": budget or f"{epochs} epochs",
+                **{key: _count(metrics.get(key)) for key in _COSTS},
                 "test_error_pct": format_pct(res.get("test_errors") or [res["test_error"]]),
                 "val_error_pct": format_pct(res.get("val_errors") or [res["val_error"]]),
                 "eval_seeds": str(len(res.get("eval_seeds") or [None])),
@@ -354,6 +363,11 @@ def _attention_summary(run_dir: Path) -> dict[str, Any]:
     if summary.get("split") != "test" or summary.get("checkpoint") != "best":
         raise ValueError(f"{path}: not a test-split, best-checkpoint attention summary")
     return summary
+
+
+def _count(value: Any) -> str:
+    """A count or FLOP figure as an integer string (empty where not recorded)."""
+    return "" if value is None else str(round(float(value)))
 
 
 def _fraction(value: Any) -> str:
@@ -409,10 +423,19 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = tuple(reader.fieldnames or ())
-        older = {COLUMNS[: -len(_ATTENTION) - 1], COLUMNS[:-1]}  # before issues 18, 17/21
+        n = len(_COSTS)
+        older = {  # before issue 18, before the budget, before the costs
+            COLUMNS[: -len(_ATTENTION) - 1 - n],
+            COLUMNS[: -1 - n],
+            COLUMNS[:-n],
+        }
         if fields in older:
             return [
-                {**dict.fromkeys(_ATTENTION, ""), **r, "budget": f"{r['epochs']} epochs"}
+                {
+                    **dict.fromkeys(_ATTENTION + _COSTS, ""),
+                    "budget": f"{r['epochs']} epochs",
+                    **r,
+                }
                 for r in reader
             ]
         if fields != COLUMNS:

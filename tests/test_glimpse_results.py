@@ -136,6 +136,10 @@ def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores_and_
         "attention_in_box",
         "attention_on_clutter",
         "budget",
+        "params",
+        "inference_flops_per_image",
+        "pixels_per_image",
+        "train_flops_to_best",
     )
 
 
@@ -267,6 +271,9 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
     readouts = [f"{p}@{t}" for p in ("single-mean", "single-sampled") for t in range(1, 6)]
     assert [r["protocol"] for r in rows] == ["single-mean", "single-sampled", *readouts]
     assert {r["budget"] for r in rows} == {"1 epochs"}
+    for key in ("params", "inference_flops_per_image", "pixels_per_image", "train_flops_to_best"):
+        assert {r[key] for r in rows} == {str(round(metrics[key]))}, key
+    assert rows[0]["pixels_per_image"] == str(6 * 64)  # 6 glimpses of 8x8, one scale
     head = metrics["protocols"][metrics["protocol"]]
     assert metrics["test_error"] == head["test_error"]
     for r in rows:
