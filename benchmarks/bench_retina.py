@@ -1,22 +1,22 @@
-"""Retina throughput: batched area-averaging retina vs a per-sample loop and a plain copy.
+"""Retina throughput: batched area-averaging retina vs a per-sample loop and a memory floor.
 
 Usage::
 
-    python benchmarks/bench_retina.py [--device cpu|cuda] [--repeats 20]
+    python benchmarks/bench_retina.py [--device cpu|cuda] [--repeats 20] [--threads 1]
 
 For each configuration it times, in the same run:
 
-- ``retina``: :func:`glimpse.retina.foveate` on the whole batch;
 - ``loop``: the per-sample, per-scale reference (``tests/reference/retina.py``: crop with
-  zero padding, then ``avg_pool2d``), on pixel-aligned locations so both compute the same
-  glimpses (checked);
-- ``copy``: ``out.clone()`` of a tensor of the glimpse output's size.
-
-and prints images/s, the speed-up over the loop, and two bandwidth ratios:
-``copy/retina`` (time of the output-size copy over retina time: the fraction of
-plain-copy bandwidth the retina reaches on its output bytes) and ``io/copy-bw`` (bytes the
-retina must touch, input read + output written, per retina second, over the copy's
-bytes per second).
+  zero padding, then ``avg_pool2d``), on pixel-aligned locations so every path computes
+  the same glimpses (checked);
+- ``one-shot``: :func:`glimpse.retina.foveate` on the whole batch;
+- ``prepared``: one glimpse from :meth:`Retina.prepare`'s table (what the env does every
+  step); ``prepare`` (a fresh table, allocation included) and ``replace`` (all slots
+  rebuilt in place: what the env pays for every new batch of episodes), also in glimpses;
+- ``episode``: ``(prepare + T glimpses) / T`` per glimpse, ``T`` the task's glimpses;
+- ``floor``: a gather (``torch.take``) of exactly the table entries the prepared glimpse
+  reads (the 4 bilinear taps of every output value), printed as ``floor/prepared``: the
+  fraction of that memory floor the glimpse reaches.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import setup_device
-from glimpse.retina import Retina, pixel_to_loc
+from glimpse.retina import BoxPyramid, Retina, patch_boxes, pixel_to_loc
 from tests.reference.retina import naive_foveate
 
 CONFIGS = [
@@ -62,6 +62,24 @@ def _time(fn, device: torch.device, repeats: int) -> float:
     return times[len(times) // 2]
 
 
+def _tap_indices(prepared: BoxPyramid, loc: torch.Tensor, retina: Retina) -> torch.Tensor:
+    """Flat table indices of the 4 bilinear taps of every output value of a glimpse."""
+    b, ch, h, w = prepared.shape
+    k, g = retina.num_scales, retina.glimpse_size
+    _, _, _, hp, wp = prepared.table.shape
+    p = prepared.cells[-1] - 1
+    lo = patch_boxes(loc.double(), h, w, g, k, retina.scale_factor)[..., :2] + p  # (B, k, 2)
+    cells = torch.tensor(prepared.cells[:k], dtype=torch.float64, device=loc.device)
+    u = torch.arange(g, dtype=torch.float64, device=loc.device)
+    corner = (lo[..., None] + cells[:, None, None] * u).floor().long()  # (B, k, 2, g)
+    x = (corner[:, :, 0, None, :, None] + torch.tensor([0, 1], device=loc.device)).clamp(0, wp - 1)
+    y = (corner[:, :, 1, :, None, None] + torch.tensor([0, 1], device=loc.device)).clamp(0, hp - 1)
+    pos = y[..., :, None] * wp + x[..., None, :]  # (B, k, g, g, 2, 2)
+    plane = torch.arange(b * k, device=loc.device).view(b, k, 1, 1, 1, 1) * ch
+    idx = plane[:, :, None] + torch.arange(ch, device=loc.device).view(1, 1, -1, 1, 1, 1, 1)
+    return (idx * (hp * wp) + pos[:, :, None]).flatten()
+
+
 def run(device: torch.device, repeats: int) -> list[dict]:
     rows = []
     gen = torch.Generator().manual_seed(0)
@@ -86,8 +104,12 @@ def run(device: torch.device, repeats: int) -> list[dict]:
         t_loop = _time(lambda: naive_foveate(images, loc, g, k, s), device, max(3, repeats // 5))
         t_one = _time(lambda: retina(images, loc), device, repeats)
         t_prep = _time(lambda: retina.prepare(images), device, repeats)
+        slots = torch.arange(b, device=device)
+        t_replace = _time(lambda: prepared.replace(slots, images), device, repeats)
         t_glimpse = _time(lambda: retina(prepared, loc), device, repeats)
-        t_copy = _time(lambda: out.clone(), device, repeats)
+        torch.testing.assert_close(retina(prepared, loc), ref, rtol=0, atol=3e-5)  # replaced
+        taps = _tap_indices(prepared, loc, retina)
+        t_floor = _time(lambda: prepared.table.take(taps), device, repeats)
         t_episode = (t_prep + steps * t_glimpse) / steps  # per glimpse, prepare amortised
         rows.append(
             {
@@ -98,10 +120,12 @@ def run(device: torch.device, repeats: int) -> list[dict]:
                 "prepared": b / t_glimpse,
                 "prepared_x": t_loop / t_glimpse,
                 "prepare_ms": t_prep * 1e3,
+                "prepare_glimpses": t_prep / t_glimpse,
+                "replace_ms": t_replace * 1e3,
+                "replace_glimpses": t_replace / t_glimpse,
                 "steps": steps,
                 "episode_x": t_loop / t_episode,
-                "copy_ratio": t_copy / t_glimpse,
-                "copy_ratio_one": t_copy / t_one,
+                "floor_ratio": t_floor / t_glimpse,
             }
         )
     return rows
@@ -121,15 +145,17 @@ def main() -> None:
     )
     print(
         "| config | loop img/s | one-shot img/s (x loop) | prepared img/s (x loop) |"
-        " prepare ms | episode x loop (T) | copy/retina one-shot | copy/retina prepared |"
+        " prepare ms (glimpses) | replace ms (glimpses) | episode x loop (T) |"
+        " floor/prepared |"
     )
     print("|" + "---|" * 8)
     for r in run(device, args.repeats):
         print(
             f"| {r['config']} | {r['loop']:,.0f} | {r['one_shot']:,.0f} ({r['one_shot_x']:.1f}x) | "
-            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | {r['prepare_ms']:.2f} | "
-            f"{r['episode_x']:.1f}x ({r['steps']}) | "
-            f"{r['copy_ratio_one']:.1%} | {r['copy_ratio']:.1%} |"
+            f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | "
+            f"{r['prepare_ms']:.2f} ({r['prepare_glimpses']:.1f}) | "
+            f"{r['replace_ms']:.2f} ({r['replace_glimpses']:.1f}) | "
+            f"{r['episode_x']:.1f}x ({r['steps']}) | {r['floor_ratio']:.1%} |"
         )
 
 

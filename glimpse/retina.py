@@ -316,7 +316,7 @@ def integer_cells(num_scales: int, scale_factor: float) -> tuple[int, ...] | Non
     return None
 
 
-_CHUNK_ELEMENTS = 1 << 18  # BoxPyramid builds this many padded pixels at a time
+_CHUNK_ELEMENTS = 1 << 20  # BoxPyramid builds this many table entries at a time (4 MB float32)
 
 
 class BoxPyramid:
@@ -328,15 +328,17 @@ class BoxPyramid:
     side ``c`` at a real top-left corner is then exactly the bilinear interpolation of that
     table (module docstring), which :func:`foveate_pyramid` does with one ``grid_sample``.
 
-    Built in ``O(k HW)``: box sums of side ``c * s`` are ``s`` shifted box sums of side
-    ``c`` along each axis, so the sums stay small (at most ``c^2`` pixels) and are exact to
-    the table's precision. The table is float32 for float32 (and lower) images, float64
-    for float64 images.
+    Built in ``O(k HW)``, in place in the table, a few images at a time so that the work
+    stays in cache: box sums of side ``c * s`` are ``s`` shifted box sums of side ``c``
+    along each axis (rows, then columns), so the sums stay small (at most ``c^2`` pixels)
+    and are exact to the table's precision; every entry a shift would read beyond the
+    table is a box wholly outside the image, i.e. zero, and is skipped. The table is
+    float32 for float32 (and lower) images, float64 for float64 images.
 
     Args:
         images: ``(B, C, H, W)`` floating-point images.
-        cells: increasing positive integer cell sides, e.g. ``(1, 2, 4)`` for ``k = 3``,
-            ``s = 2`` (see :func:`integer_cells`).
+        cells: increasing positive integer cell sides, each dividing the next, e.g.
+            ``(1, 2, 4)`` for ``k = 3``, ``s = 2`` (see :func:`integer_cells`).
 
     Attributes:
         table: ``(B, k, C, H + p + 1, W + p + 1)`` box averages, ``table[..., j, i]``
@@ -352,56 +354,85 @@ class BoxPyramid:
             or list(cells) != sorted(cells)
         ):
             raise ValueError(f"cells must be increasing positive ints, got {cells!r}")
+        if any(cells[i + 1] % cells[i] for i in range(len(cells) - 1)):
+            raise ValueError(f"each cell side must divide the next, got {cells!r}")
         b, ch, h, w = images.shape
         p = cells[-1] - 1
-        hp, wp = h + p + 1, w + p + 1
-        dtype = torch.promote_types(images.dtype, torch.float32)
         self.cells = cells
         self.shape = (b, ch, h, w)
         self.dtype = images.dtype
         self.device = images.device
-        self.table = images.new_empty(b, len(cells), ch, hp, wp, dtype=dtype)
-        inv_area = torch.tensor([1.0 / (c * c) for c in cells], dtype=dtype, device=self.device)
-        inv_area = inv_area.view(-1, 1, 1, 1)
-        # A few images at a time, so that the intermediate box sums stay in cache.
-        per_image = ch * (h + 2 * p + 1) * (w + 2 * p + 1)
-        step = max(1, _CHUNK_ELEMENTS // per_image)
-        for start in range(0, b, step):
-            chunk = images[start : start + step]
-            out = self.table[start : start + step]
-            # box[..., j, i] = sum of z[j : j + c, i : i + c], z the image zero padded so
-            # that z[j, i] is pixel (j - p, i - p); box keeps >= hp x wp entries throughout.
-            # (Not F.pad: its constant padding is slow on CPU for these shapes.)
-            box = chunk.new_zeros(*chunk.shape[:2], h + 2 * p + 1, w + 2 * p + 1, dtype=dtype)
-            box[..., p : p + h, p : p + w] = chunk
-            c = 1
-            for i, cell in enumerate(cells):
-                if cell % c:
-                    raise ValueError(f"each cell side must divide the next, got {cells!r}")
-                if cell > c:
-                    factor = cell // c
-                    box = _box_sum(_box_sum(box, c, factor, 2), c, factor, 3)
-                    c = cell
-                out[:, i].copy_(box[..., :hp, :wp])
-            out.mul_(inv_area)  # one contiguous op (a strided mul(out=) is slow on CPU)
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        self.table = images.new_empty(b, len(cells), ch, h + p + 1, w + p + 1, dtype=dtype)
+        self._build(images, None)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def replace(self, index: Tensor, images: Tensor) -> None:
-        """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
+        """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images.
+
+        Only those slots are rebuilt, in place (all of them in order: straight into the
+        table; otherwise a few at a time through a small buffer).
+        """
         _check_replacement(self.shape, images)
-        new = BoxPyramid(images.to(self.dtype), self.cells).table
-        self.table.index_copy_(0, _slot_index(index, self.device), new)
+        slots = _slot_index(index, self.device)
+        if slots.numel() != images.shape[0]:
+            raise ValueError(f"index selects {slots.numel()} slots for {images.shape[0]} images")
+        in_order = slots.numel() == len(self) and bool(
+            torch.equal(slots, torch.arange(len(self), device=self.device))
+        )
+        self._build(images.to(self.dtype), None if in_order else slots)
+
+    def _build(self, images: Tensor, slots: Tensor | None) -> None:
+        """Box averages of ``images`` into the table slots ``slots`` (``None``: all, in order)."""
+        k, ch, hp, wp = self.table.shape[1:]
+        _, _, h, w = self.shape
+        p = self.cells[-1] - 1
+        n = images.shape[0]
+        step = max(1, _CHUNK_ELEMENTS // (k * ch * hp * wp))
+        rows = self.table.new_empty(min(step, n), ch, hp, wp)  # row sums of one scale
+        buffer = None if slots is None else self.table.new_empty(min(step, n), k, ch, hp, wp)
+        for start in range(0, n, step):
+            chunk = images[start : start + step]
+            m = chunk.shape[0]
+            out = self.table[start : start + m] if slots is None else buffer[:m]
+            level = out[:, 0]  # level[..., j, i]: sum over the box with corner (i - p, j - p)
+            level[..., :p, :].zero_()  # the zero border, then the image inside it
+            level[..., p + h :, :].zero_()
+            level[..., p : p + h, :p].zero_()
+            level[..., p : p + h, p + w :].zero_()
+            level[..., p : p + h, p : p + w] = chunk
+            for i in range(1, k):
+                c, factor = self.cells[i - 1], self.cells[i] // self.cells[i - 1]
+                r = rows[:m]
+                _shifted_sum(r, level, c, factor, 2)
+                level = out[:, i]
+                _shifted_sum(level, r, c, factor, 3)
+            if k > 1:  # the means; cell 1 is already one (a contiguous op: fast on CPU)
+                out[:, 1:].mul_(self._inv_area())
+            if slots is not None:
+                self.table.index_copy_(0, slots[start : start + m], out)
+
+    def _inv_area(self) -> Tensor:
+        inv = [1.0 / (c * c) for c in self.cells[1:]]
+        return torch.tensor(inv, dtype=self.table.dtype, device=self.device).view(-1, 1, 1, 1)
 
 
-def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
-    """Sums of ``factor`` consecutive boxes of side ``width`` along ``dim`` (shorter result)."""
-    n = x.shape[dim] - (factor - 1) * width
-    out = x.narrow(dim, 0, n)
-    for m in range(1, factor):
-        out = out + x.narrow(dim, m * width, n)
-    return out
+def _shifted_sum(out: Tensor, x: Tensor, width: int, factor: int, dim: int) -> None:
+    """``out[j] = x[j] + x[j + width] + ... + x[j + (factor - 1) * width]`` along ``dim``,
+    summed left to right, the terms past the end of ``x`` left out (they are zero)."""
+    size = x.shape[dim]
+    if factor == 1 or width >= size:
+        out.copy_(x)
+        return
+    n = size - width
+    torch.add(x.narrow(dim, 0, n), x.narrow(dim, width, n), out=out.narrow(dim, 0, n))
+    out.narrow(dim, n, width).copy_(x.narrow(dim, n, width))
+    for m in range(2, factor):
+        shift = m * width
+        if shift < size:
+            out.narrow(dim, 0, size - shift).add_(x.narrow(dim, shift, size - shift))
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from glimpse import retina as retina_module
 from glimpse.retina import (
     BoxPyramid,
     IntegralImage,
@@ -356,6 +357,27 @@ def test_integral_replace_updates_only_chosen_slots(kind, as_mask):
     torch.testing.assert_close(foveate_integral(prepared, loc, 3, 2), expected)
     with pytest.raises(ValueError, match="replacement images"):
         prepared.replace(torch.tensor([0]), torch.rand(1, 1, 9, 8))
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 20])  # a few images per chunk, or all at once
+def test_pyramid_replace_rebuilds_exactly_what_a_fresh_build_gives(chunk, monkeypatch):
+    """In-place rebuilds (all slots in order, a permutation, some slots) hold the same bits
+    as a fresh :class:`BoxPyramid` of the new images, with scales of 1, 2, 4 and 8 cells."""
+    monkeypatch.setattr(retina_module, "_CHUNK_ELEMENTS", chunk * 4 * 2 * 20 * 20)
+    a, b = torch.rand(5, 2, 13, 11), torch.rand(5, 2, 13, 11)
+    cells = (1, 2, 4, 8)
+    pyramid = BoxPyramid(a, cells)
+    pyramid.replace(torch.arange(5), b)
+    assert torch.equal(pyramid.table, BoxPyramid(b, cells).table)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    pyramid.replace(order, a)
+    assert torch.equal(pyramid.table, BoxPyramid(a[order.argsort()], cells).table)
+    pyramid.replace(torch.tensor([4, 1]), b[:2])
+    want = BoxPyramid(torch.stack([a[order.argsort()][i] for i in range(5)]), cells).table
+    want[[4, 1]] = BoxPyramid(b[:2], cells).table
+    assert torch.equal(pyramid.table, want)
+    with pytest.raises(ValueError, match="index selects 2 slots for 3 images"):
+        pyramid.replace(torch.tensor([0, 1]), b[:3])
 
 
 def test_coarse_view_is_area_average_of_whole_image():
