@@ -73,6 +73,9 @@ def test_export_layout_and_scores_recomputed_by_hand(run_dir, tmp_path):
         (z["mass_on_clutter"] >= -1e-6) & (z["mass_in_box"] + z["mass_on_clutter"] <= 1 + 1e-6)
     )
     assert out.with_suffix(".json").is_file()
+    # chance level: the boxes' share of the 60x60 image, by hand (boxes inside the image)
+    area = (b[:, 0, 2] - b[:, 0, 0]) * (b[:, 0, 3] - b[:, 0, 1])
+    assert summary["chance_in_box"] == pytest.approx(float((area / 3600).mean()), rel=1e-6)
 
 
 def test_the_default_export_feeds_the_results_rows(run_dir):

@@ -33,7 +33,9 @@ The summary (returned, printed and written beside the ``.npz`` as JSON) holds th
 (the same per glimpse step: the box hit of step ``t``, a list of ``T``),
 ``attention_on_clutter`` (fraction of fixations on clutter and not on the digit),
 ``attention_on_clutter_per_step``, ``footprint_in_box``, ``footprint_on_clutter`` and
-``pointing``. ``scripts/results_table.py`` reads ``attention_in_box`` and
+``pointing``, and ``chance_in_box`` (the mean share of the image inside the digits' boxes:
+what a uniform map or a uniformly random fixation scores; read both kinds of
+``attention_in_box`` against it). ``scripts/results_table.py`` reads ``attention_in_box`` and
 ``attention_on_clutter`` of ``<run>/attention/test-best.json`` into ``docs/results.csv``.
 
 A soft run (``scripts/train_soft.py``: its ``config.json`` has a ``module``) is exported
@@ -61,7 +63,7 @@ import torch
 import tyro
 from torch import Tensor
 
-from glimpse.attention import fixation_scores, map_scores
+from glimpse.attention import fixation_scores, map_scores, mass_in_boxes
 from glimpse.experiments.where import OpenRun, open_run, where
 from glimpse.io import atomic_write, write_json
 from glimpse.training import Rule, check_config, resolve_device
@@ -142,6 +144,8 @@ def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
     n = min(cfg.limit, len(run)) if cfg.limit else len(run)
     export = _export_hard if run.kind == "hard" else _export_soft
     out, summary = export(cfg, run, n)
+    if run.boxes is not None:
+        summary["chance_in_box"] = _chance_in_box(run, n)
     summary = {
         "run": str(cfg.run_dir),
         "split": cfg.split,
@@ -155,6 +159,20 @@ def export_attention_maps(cfg: AttentionMapsConfig) -> dict[str, Any]:
     if run.clutter_boxes is not None:
         out["clutter_boxes"] = run.clutter_boxes[:n].numpy()
     return _write(cfg, out, summary)
+
+
+def _chance_in_box(run: OpenRun, n: int) -> float:
+    """The in-box score of a model that looks nowhere in particular: the mean share of the
+    image area inside the digits' boxes (a uniform map's mass in the box, and the chance
+    that a uniformly random fixation lands in it): the level to read both kinds of
+    ``attention_in_box`` against."""
+    source = run.images.source if hasattr(run.images, "source") else run.images
+    h, w = source.images.shape[-2:]
+    shares = []
+    for _, boxes, _ in _batches(run, n, 1000):
+        uniform = torch.full((boxes.shape[0], h, w), 1.0 / (h * w), dtype=torch.float64)
+        shares.append(mass_in_boxes(uniform, boxes.double()))
+    return float(torch.cat(shares).mean())
 
 
 def _batches(run: OpenRun, n: int, size: int):
