@@ -340,15 +340,16 @@ def test_the_matched_controls_are_methods_with_their_configs(tmp_path: Path) -> 
     from glimpse.experiments.compare import LowResMethod, glimpse_pixels
 
     methods = all_methods()
-    controls = ("ram-conv", "glimpse-random", "glimpse-grid", "lowres-cnn")
+    controls = ("ram-conv", "glimpse-random", "glimpse-grid", "glimpse-soft", "lowres-cnn")
     assert set(controls) <= set(methods)
     cc = CompareConfig(methods=controls, datasets=("mnist", "multimnist")).resolved()
-    for name in ("ram-conv", "glimpse-random", "glimpse-grid"):
+    for name in ("ram-conv", "glimpse-random", "glimpse-grid", "glimpse-soft"):
         m = methods[name]
         assert m.kind == "hard" and m.not_applicable("mnist", cc) is None
         assert m.not_applicable("multimnist", cc) is not None  # the RAM network: one digit
         cfg = m.make_config(cc, "mnist", 0, tmp_path / name)
         assert cfg.agent == name and cfg.run_name == name
+        assert cfg.mdp().differentiable is (name == "glimpse-soft")
     low = methods["lowres-cnn"]
     assert isinstance(low, LowResMethod) and low.kind == "soft"
     assert glimpse_pixels("mnist") == 6 * 1 * 8**2 and glimpse_pixels("cluttered60") == 8 * 3 * 144
