@@ -163,3 +163,29 @@ def test_soft_run_without_a_spatial_map_exports_grad_cam_only(soft_runs, tmp_pat
     assert not any(k.startswith("module_") for k in z.files)
     assert not summary["module_map"] and summary["attention_map"] == "gradcam"
     assert summary["attention_in_box"] == summary["gradcam_in_box"]
+
+
+def test_side_by_side_figure_of_a_hard_and_a_soft_run(run_dir, soft_runs, tmp_path):
+    """One row per export, the same images; refused for exports of other images."""
+    from PIL import Image
+
+    from glimpse.experiments.attention_maps import attention_figure
+
+    hard = tmp_path / "hard.npz"
+    soft = tmp_path / "soft.npz"
+    _script().main([str(run_dir), "--limit", "40", "--num-maps", "4", "--out", str(hard)])
+    _script().main([str(soft_runs / "cbam"), "--num-maps", "4", "--out", str(soft)])
+    png = attention_figure([hard, soft], tmp_path / "fig.png", ["RAM", "CBAM"], num_images=4)
+    img = np.asarray(Image.open(png))
+    assert img.shape == (2 * (60 * 3 + 2 + 14), 4 * (60 * 3 + 2), 3)
+    # the maps are drawn: tinted pixels (orange, not grey) in both rows
+    rows = np.split(img, 2, axis=0)
+    for row in rows:
+        tinted = (row[..., 0].astype(int) - row[..., 2].astype(int)) > 40
+        assert tinted.mean() > 0.001
+    other = tmp_path / "other.npz"
+    _script().main(
+        [str(soft_runs / "cbam"), "--split", "val", "--num-maps", "4", "--out", str(other)]
+    )
+    with pytest.raises(ValueError, match="not the same images"):
+        attention_figure([hard, other], tmp_path / "bad.png")

@@ -54,6 +54,8 @@ is one, else of Grad-CAM (``attention_map`` says which).
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -61,14 +63,16 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 import tyro
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from glimpse.attention import fixation_scores, map_scores, mass_in_boxes
 from glimpse.experiments.where import OpenRun, open_run, where
 from glimpse.io import atomic_write, write_json
 from glimpse.training import Rule, check_config, resolve_device
+from glimpse.viz import _draw_box, _draw_text, _font, overlay_map
 
-__all__ = ["AttentionMapsConfig", "export_attention_maps"]
+__all__ = ["FIGURE_MAPS", "AttentionMapsConfig", "attention_figure", "export_attention_maps"]
 
 
 @dataclass
@@ -295,3 +299,80 @@ def _write(
     write_json(path.with_suffix(".json"), summary)
     summary["npz"] = str(path)
     return summary
+
+
+# ------------------------------------------------------------------- side by side
+FIGURE_MAPS = ("maps", "module_maps", "gradcam_maps")
+"""The map of an export drawn by :func:`attention_figure`, in order of preference: a hard
+run's fixation footprint, a soft block's own map, else its Grad-CAM."""
+
+
+def attention_figure(
+    npz_paths: Sequence[str | Path],
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    num_images: int = 6,
+    upscale: int = 3,
+) -> Path:
+    """Where several models look on the same images, side by side: one row per export of
+    :func:`export_attention_maps` (same dataset and split), one column per image (the
+    first ``num_images``), each cell the image with the row's map drawn over it
+    (:data:`FIGURE_MAPS`) and the digit's box outlined in green. The row's name and its
+    ``attention_in_box`` (with the split's ``chance_in_box``) head the row. Raises
+    ``ValueError`` when the exports are not of the same images."""
+    if not npz_paths:
+        raise ValueError("attention_figure needs at least one export (.npz)")
+    names = list(names) if names else [Path(p).parent.parent.name for p in npz_paths]
+    if len(names) != len(npz_paths):
+        raise ValueError(f"{len(names)} names for {len(npz_paths)} exports")
+    loaded = []
+    for path in npz_paths:
+        z = np.load(path)
+        summary = json.loads(Path(path).with_suffix(".json").read_text())
+        key = next((k for k in FIGURE_MAPS if k in z.files), None)
+        if key is None:
+            raise ValueError(f"{path}: no maps stored (export with --num-maps > 0)")
+        loaded.append((z, summary, key))
+    first_z, first_summary, _ = loaded[0]
+    n = min(num_images, *(z[key].shape[0] for z, _, key in loaded))
+    for (z, summary, _), path in zip(loaded, npz_paths, strict=True):
+        if summary["split"] != first_summary["split"] or not np.array_equal(
+            z["labels"][:n], first_z["labels"][:n]
+        ):
+            raise ValueError(f"{path}: not the same images as {npz_paths[0]}")
+    run = open_run(first_summary["run"], first_summary["split"], limit=n)
+    source = run.images.source if hasattr(run.images, "source") else run.images
+    images = source.images[:n].cpu()
+    boxes = first_z["boxes"][:n] if "boxes" in first_z.files else None
+    h, w = images.shape[-2:]
+    label_h, pad = 14, 2
+    cell_w, cell_h = w * upscale + pad, h * upscale + pad
+    canvas = np.full((len(loaded) * (cell_h + label_h), n * cell_w, 3), 255, np.uint8)
+    texts = []
+    for row, (z, summary, key) in enumerate(loaded):
+        top = row * (cell_h + label_h) + label_h
+        for col in range(n):
+            cell = overlay_map(images[col], z[key][col], upscale=upscale)
+            if boxes is not None:
+                box = np.asarray(boxes[col]).reshape(-1, 4)
+                for b in box:
+                    _draw_box(cell, [v * upscale for v in b], (0, 170, 0), 1)
+            canvas[top : top + h * upscale, col * cell_w : col * cell_w + w * upscale] = cell
+        score = summary.get("attention_in_box")
+        chance = summary.get("chance_in_box")
+        kind = {"maps": "fixations", "module_maps": "module map", "gradcam_maps": "Grad-CAM"}[key]
+        text = f"{names[row]} ({kind})"
+        if score is not None:
+            text += f": in box {score:.2f}"
+            if chance is not None:
+                text += f" (chance {chance:.2f})"
+        texts.append((row * (cell_h + label_h), text))
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    font = _font(11)
+    for y, text in texts:
+        _draw_text(draw, (2, y + 1), text, font, (0, 0, 0), (255, 255, 255))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
