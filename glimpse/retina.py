@@ -58,6 +58,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -308,6 +309,7 @@ def _slot_index(index: Tensor, device: torch.device) -> Tensor:
     return index.long().flatten()
 
 
+@functools.lru_cache(maxsize=256)
 def integer_cells(num_scales: int, scale_factor: float) -> tuple[int, ...] | None:
     """The cell sides ``s**i`` (``i < k``) as ints when all are integers, else ``None``."""
     cells = [scale_factor**i for i in range(num_scales)]
@@ -361,8 +363,7 @@ class BoxPyramid:
         self.dtype = images.dtype
         self.device = images.device
         self.table = images.new_empty(b, len(cells), ch, hp, wp, dtype=dtype)
-        inv_area = torch.tensor([1.0 / (c * c) for c in cells], dtype=dtype, device=self.device)
-        inv_area = inv_area.view(-1, 1, 1, 1)
+        inv_area = _inverse_areas(cells, dtype, self.device)
         # A few images at a time, so that the intermediate box sums stay in cache.
         per_image = ch * (h + 2 * p + 1) * (w + 2 * p + 1)
         step = max(1, _CHUNK_ELEMENTS // per_image)
@@ -395,6 +396,15 @@ class BoxPyramid:
         self.table.index_copy_(0, _slot_index(index, self.device), new)
 
 
+@functools.lru_cache(maxsize=64)
+def _inverse_areas(cells: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``1 / c**2`` per cell side, ``(k, 1, 1, 1)``: a constant of :class:`BoxPyramid` (never
+    written to)."""
+    return torch.tensor([1.0 / (c * c) for c in cells], dtype=dtype, device=device).view(
+        -1, 1, 1, 1
+    )
+
+
 def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
     """Sums of ``factor`` consecutive boxes of side ``width`` along ``dim`` (shorter result)."""
     n = x.shape[dim] - (factor - 1) * width
@@ -407,13 +417,15 @@ def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _pyramid_geometry(
     g: int, k: int, s: float, h: int, w: int, p: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Constants of :func:`foveate_pyramid`'s sampling grid, float64, computed once per
     configuration: the top-left corner of cell ``u`` of scale ``i`` as a table index is
     ``lo_i + p + u * c_i`` (``lo_i`` the box corner of :func:`patch_boxes`), mapped to
     ``align_corners=True`` grid coordinates ``2 * j / (size - 1) - 1``. Expanding
     ``lo_i = (loc + 1) / 2 * (W, H) - side_i / 2`` gives ``loc * scale + shift_i + offsets_iu``
-    with ``scale`` ``(2,)``, ``shift`` ``(k, 2)`` and ``offsets`` ``(k, 2, g)``."""
+    with ``scale`` ``(2,)``, ``shift`` ``(k, 2)`` and ``offsets`` ``(k, 2, g)``. The fourth
+    constant, ``gather`` ``(k * g * g * 2,)`` long, lays the ``(k, 2, g)`` cell edges out as
+    the ``(k, g, g, 2)`` grid: entry ``(i, v, u)`` is ``(x edge u, y edge v)`` of scale ``i``."""
     geo = torch.float64
     hp, wp = h + p + 1, w + p + 1
     size = torch.tensor([float(w), float(h)], dtype=geo)
@@ -423,7 +435,24 @@ def _pyramid_geometry(
     shift = (0.5 * size - half + p) * norm - 1.0
     cells = torch.tensor([s**i for i in range(k)], dtype=geo)[:, None, None]  # (k, 1, 1)
     offsets = cells * norm[None, :, None] * torch.arange(g, dtype=geo)  # (k, 2, g)
-    return scale.to(device), shift.to(device), offsets.to(device)
+    i, v, u = torch.meshgrid(torch.arange(k), torch.arange(g), torch.arange(g), indexing="ij")
+    gather = torch.stack([i * 2 * g + u, i * 2 * g + g + v], dim=-1).reshape(-1)
+    return scale.to(device), shift.to(device), offsets.to(device), gather.to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _pyramid_geometry_numpy(
+    g: int, k: int, s: float, h: int, w: int, p: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pyramid_geometry` as numpy arrays (for one location on the CPU)."""
+    return tuple(t.numpy() for t in _pyramid_geometry(g, k, s, h, w, p, torch.device("cpu")))
+
+
+def _cell_edges(loc: Tensor | np.ndarray, scale, shift, offsets) -> Tensor | np.ndarray:
+    """Grid coordinates of the cell edges, float64 ``(B, k, 2, g)``: ``loc * scale +
+    shift_i + offsets_iu`` (:func:`_pyramid_geometry`) for ``(B, 2)`` float64 ``loc``, in
+    torch or numpy alike: the same IEEE operations in the same order either way."""
+    return (loc[:, None, :] * scale + shift)[..., None] + offsets
 
 
 def foveate_pyramid(
@@ -439,8 +468,7 @@ def foveate_pyramid(
     the dtype of the images the pyramid was built from.
     """
     _validate_params(glimpse_size, num_scales, scale_factor)
-    b, ch, h, w = pyramid.shape
-    _check_loc(loc, b)
+    _check_loc(loc, pyramid.shape[0])
     if loc.device != pyramid.device:
         raise ValueError(f"loc is on {loc.device} but the images are on {pyramid.device}")
     g, k = glimpse_size, num_scales
@@ -450,18 +478,27 @@ def foveate_pyramid(
             f"the pyramid holds cell sides {pyramid.cells}, but k={k}, s={scale_factor:g} "
             f"needs {[scale_factor**i for i in range(k)]}"
         )
+    return _sample_pyramid(pyramid, loc, g, k, scale_factor)
+
+
+def _sample_pyramid(pyramid: BoxPyramid, loc: Tensor, g: int, k: int, s: float) -> Tensor:
+    """:func:`foveate_pyramid` without the checks (for callers that made them)."""
+    b, ch, h, w = pyramid.shape
     table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
     hp, wp = table.shape[-2:]
-    scale, shift, offsets = _pyramid_geometry(
-        g, k, scale_factor, h, w, pyramid.cells[-1] - 1, loc.device
-    )
-    # grid coordinate of cell u of scale i along an axis: loc * scale + shift_i + offsets_iu
-    # (float64, then the table's dtype), as a (B, k, 2, g) array of cell edges.
-    start = torch.addcmul(shift, loc.to(torch.float64)[:, None, :], scale)  # (B, k, 2)
-    edges = (start[..., None] + offsets).to(table.dtype)  # (B, k, 2, g)
-    gx = edges[:, :, 0, None, :, None].expand(b, k, g, g, 1)
-    gy = edges[:, :, 1, :, None, None].expand(b, k, g, g, 1)
-    grid = torch.cat([gx, gy], dim=-1).view(b * k, g, g, 2)
+    p = pyramid.cells[-1] - 1
+    # The grid coordinates of the cell edges (float64, then the table's dtype), laid out as
+    # the (B * k, g, g, 2) grid by one gather. One location on the CPU: in numpy, where
+    # these few small operations cost a fraction of torch's per-call overhead.
+    if b == 1 and loc.device.type == "cpu" and not loc.requires_grad:
+        scale, shift, offsets, gather = _pyramid_geometry_numpy(g, k, s, h, w, p)
+        edges = _cell_edges(loc.numpy().astype(np.float64), scale, shift, offsets)
+        edges = edges.astype(np.float64 if table.dtype == torch.float64 else np.float32)
+        grid = torch.from_numpy(edges.reshape(-1)[gather]).view(k, g, g, 2)
+    else:
+        scale, shift, offsets, gather = _pyramid_geometry(g, k, s, h, w, p, loc.device)
+        edges = _cell_edges(loc.to(torch.float64), scale, shift, offsets).to(table.dtype)
+        grid = edges.view(b, -1).index_select(1, gather).view(b * k, g, g, 2)
     out = F.grid_sample(
         table.reshape(b * k, ch, hp, wp),
         grid,
@@ -548,6 +585,19 @@ class Retina:
         if isinstance(images, (IntegralImage, BoxPyramid)):
             return foveate_integral(images, *args)
         return foveate(images, *args)
+
+    def sample(self, prepared: IntegralImage | BoxPyramid, loc: Tensor) -> Tensor:
+        """:meth:`__call__` on prepared images for a caller that has checked ``loc``
+        (finite ``(B, 2)`` floats on the images' device, ``B`` the number of images): the
+        same glimpses ``(B, k, C, g, g)``, without re-checking on every call (the
+        glimpse-taking MDP validates its actions once, then glimpses here)."""
+        if isinstance(prepared, BoxPyramid):
+            cells = integer_cells(self.num_scales, self.scale_factor)
+            if cells is not None and prepared.cells[: self.num_scales] == cells:
+                return _sample_pyramid(
+                    prepared, loc, self.glimpse_size, self.num_scales, self.scale_factor
+                )
+        return self(prepared, loc)
 
     def prepare(self, images: Tensor) -> IntegralImage | BoxPyramid:
         """Prepare ``(B, C, H, W)`` images for repeated glimpses (an episode's ``T`` steps).
