@@ -186,6 +186,8 @@ class OneStep(NamedTuple):
     correct: bool
     target: int
     """Index of the target classified (or being looked for)."""
+    episode_correct: float | None
+    """Where the episode ended: the fraction of its targets classified right; else None."""
 
 
 class _Transition(NamedTuple):
@@ -226,7 +228,10 @@ def _transition(
 def _next_location(cfg: MDPConfig, loc: Any, action: Any) -> Any:
     """The fixation after a move (tensors or numpy arrays alike): the action itself, or the
     current location plus the action if ``relative``, kept inside the image ``[-1, 1]``."""
-    return (loc + action if cfg.relative else action).clip(-1.0, 1.0)
+    moved = loc + action if cfg.relative else action
+    if isinstance(moved, Tensor):
+        return moved.clamp(-1.0, 1.0)
+    return np.minimum(np.maximum(moved, -1.0), 1.0)  # np.clip's wrapper costs more
 
 
 def _describe_bad(values: Tensor, bad: Tensor) -> str:
@@ -418,10 +423,11 @@ class GlimpseMDP:
         if init.size != 2:
             raise ValueError(f"init_loc must have shape (1, 2), got {init.shape}")
         init = init.reshape(2)
-        if not np.isfinite(init).all() or np.abs(init).max() > 1:
-            raise ValueError(f"init_loc must be finite and in [-1, 1], got {[init.tolist()]}")
+        xy = init.tolist()
+        if not all(map(math.isfinite, xy)) or max(map(abs, xy)) > 1:
+            raise ValueError(f"init_loc must be finite and in [-1, 1], got {[xy]}")
         self.images.copy_(images)
-        self._integral = self.retina.prepare(self.images)  # the whole batch: a new table
+        self._integral.refill(self.images)
         if cfg.context_size:
             self.context.copy_(coarse_view(images, cfg.context_size).clamp_(0.0, 1.0))
         self._view("labels")[0] = values
@@ -468,7 +474,7 @@ class GlimpseMDP:
         glimpse = self.retina.sample(self._integral, self.loc)[0].numpy()
         glimpse = glimpse.astype(np.float32, copy=False)  # a fresh array: no copy needed
         obs = {
-            "glimpse": np.clip(glimpse, 0.0, 1.0, out=glimpse),
+            "glimpse": np.minimum(np.maximum(glimpse, 0.0, out=glimpse), 1.0, out=glimpse),
             "location": self._view("loc")[0].copy(),
             "step": np.array([step], dtype=np.float32),
         }
@@ -634,14 +640,17 @@ class GlimpseMDP:
                 torch.tensor([stop], dtype=torch.long),
             )
             obs = {k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in res.obs.items()}
+            terminated = bool(res.terminated[0])
+            right = (self.predictions[0] == self.labels[0]).float().mean() if terminated else None
             return OneStep(
                 obs,
                 float(res.reward[0]),
-                bool(res.terminated[0]),
+                terminated,
                 bool(res.classified[0]),
                 int(res.prediction[0]),
                 bool(res.correct[0]),
                 int(res.target[0]),
+                None if right is None else float(right),
             )
         cfg = self.config
         if self._integral is None:
@@ -687,10 +696,21 @@ class GlimpseMDP:
             self._view("history")[0, min(n, cfg.max_steps - 1)] = loc[0]
             fixations[0] = n + 1
         glimpses[0] = t.glimpses
+        right = None
         if t.terminated:
             self._view("done")[0] = True
+            # As (predictions == labels).float().mean(): k/n rounded once to float32.
+            hits = self._view("predictions")[0] == labels
+            right = float(np.float32(int(hits.sum())) / np.float32(len(hits)))
         return OneStep(
-            self.observe_one(), t.reward, t.terminated, t.classify, t.prediction, t.correct, tgt
+            self.observe_one(),
+            t.reward,
+            t.terminated,
+            t.classify,
+            t.prediction,
+            t.correct,
+            tgt,
+            right,
         )
 
     # ---------------------------------------------------------------- helpers

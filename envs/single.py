@@ -197,8 +197,7 @@ class GlimpseEnv(gym.Env):
         if res.classified:
             info.update(prediction=res.prediction, correct=res.correct, target=res.target)
         if res.terminated:
-            right = (self.core.predictions[0] == self.core.labels[0]).float().mean()
-            info["episode_correct"] = float(right)
+            info["episode_correct"] = res.episode_correct
         return res.obs, res.reward, res.terminated, False, info
 
     def render(self) -> np.ndarray | None:

@@ -269,6 +269,14 @@ class IntegralImage:
         _check_replacement(self.shape, images)
         self.table.index_copy_(0, _slot_index(index, self.device), IntegralImage(images).table)
 
+    def refill(self, images: Tensor) -> None:
+        """Re-prepare every slot with new images ``(B, C, H, W)``, in place (a reset of the
+        whole batch: :meth:`replace` without the index)."""
+        _check_replacement(self.shape, images)
+        if len(images) != len(self):
+            raise ValueError(f"refill needs {len(self)} images, got {len(images)}")
+        self.table.copy_(IntegralImage(images).table)
+
     def integral_at(self, px: Tensor, py: Tensor) -> Tensor:
         """``F`` at pixel coordinates ``px, py`` of shape ``(B, N)``: returns ``(B, C, N)``."""
         b, c, h, w = self.shape
@@ -363,31 +371,47 @@ class BoxPyramid:
         self.dtype = images.dtype
         self.device = images.device
         self.table = images.new_empty(b, len(cells), ch, hp, wp, dtype=dtype)
-        inv_area = _inverse_areas(cells, dtype, self.device)
-        # A few images at a time, so that the intermediate box sums stay in cache.
-        per_image = ch * (h + 2 * p + 1) * (w + 2 * p + 1)
-        step = max(1, _CHUNK_ELEMENTS // per_image)
-        for start in range(0, b, step):
-            chunk = images[start : start + step]
-            out = self.table[start : start + step]
-            # box[..., j, i] = sum of z[j : j + c, i : i + c], z the image zero padded so
-            # that z[j, i] is pixel (j - p, i - p); box keeps >= hp x wp entries throughout.
-            # (Not F.pad: its constant padding is slow on CPU for these shapes.)
-            box = chunk.new_zeros(*chunk.shape[:2], h + 2 * p + 1, w + 2 * p + 1, dtype=dtype)
-            box[..., p : p + h, p : p + w] = chunk
-            c = 1
-            for i, cell in enumerate(cells):
-                if cell % c:
-                    raise ValueError(f"each cell side must divide the next, got {cells!r}")
-                if cell > c:
-                    factor = cell // c
-                    box = _box_sum(_box_sum(box, c, factor, 2), c, factor, 3)
-                    c = cell
-                out[:, i].copy_(box[..., :hp, :wp])
-            out.mul_(inv_area)  # one contiguous op (a strided mul(out=) is slow on CPU)
+        self._build(images)
+
+    def _build(self, images: Tensor) -> None:
+        """Write the box averages of ``images`` (this pyramid's shape) into :attr:`table`.
+
+        One float32/float64 image on the CPU is built through numpy views of the same
+        memory (the same element-wise IEEE operations, so the same table bit for bit, at a
+        fraction of torch's per-call overhead on these small arrays)."""
+        if (
+            len(images) == 1
+            and images.is_cpu
+            and images.dtype == self.table.dtype
+            and not images.requires_grad
+        ):
+            _build_boxes(images.numpy(), self.table.numpy(), self.cells, np.zeros)
+        else:
+            _build_boxes(images, self.table, self.cells, images.new_zeros)
+
+    def refill(self, images: Tensor) -> None:
+        """Re-prepare every slot with new images ``(B, C, H, W)``, in place (a reset of the
+        whole batch: :meth:`replace` without the index)."""
+        _check_replacement(self.shape, images)
+        if len(images) != len(self):
+            raise ValueError(f"refill needs {len(self)} images, got {len(images)}")
+        self._build(images.to(self.dtype))
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def _one_location(self, k: int, g: int) -> tuple[np.ndarray, Tensor, Tensor]:
+        """For glimpses of a one-image CPU pyramid: a ``(k, g, g, 2)`` sampling-grid buffer
+        in the table's dtype, as numpy and as a tensor over the same memory (written, then
+        read by ``grid_sample`` at once, so reusing it between calls is safe), and the
+        table's first ``k`` scales as ``grid_sample``'s ``(k, C, H', W')`` input (a view:
+        :meth:`replace` writes the table in place)."""
+        cache = self.__dict__.setdefault("_one", {})
+        if (k, g) not in cache:
+            grid = torch.empty(k, g, g, 2, dtype=self.table.dtype)
+            table = self.table[:, :k].reshape(k, *self.table.shape[2:])
+            cache[k, g] = (grid.numpy().reshape(-1), grid, table)
+        return cache[k, g]
 
     def replace(self, index: Tensor, images: Tensor) -> None:
         """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images."""
@@ -396,21 +420,53 @@ class BoxPyramid:
         self.table.index_copy_(0, _slot_index(index, self.device), new)
 
 
-@functools.lru_cache(maxsize=64)
-def _inverse_areas(cells: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``1 / c**2`` per cell side, ``(k, 1, 1, 1)``: a constant of :class:`BoxPyramid` (never
-    written to)."""
-    return torch.tensor([1.0 / (c * c) for c in cells], dtype=dtype, device=device).view(
-        -1, 1, 1, 1
-    )
+def _build_boxes(images, table, cells: tuple[int, ...], zeros) -> None:
+    """:meth:`BoxPyramid._build` on tensors or numpy arrays alike (slicing, ``+``, ``*=``
+    and slice assignment only): ``images`` ``(B, C, H, W)``, ``table`` ``(B, k, C, H', W')``
+    written in place, ``zeros(shape, dtype=...)`` making the padded work array."""
+    b, ch, h, w = images.shape
+    p = cells[-1] - 1
+    hp, wp = h + p + 1, w + p + 1
+    dtype = table.dtype
+    # A few images at a time, so that the intermediate box sums stay in cache.
+    per_image = ch * (h + 2 * p + 1) * (w + 2 * p + 1)
+    step = max(1, _CHUNK_ELEMENTS // per_image)
+    for start in range(0, b, step):
+        chunk = images if step >= b else images[start : start + step]
+        out = table if step >= b else table[start : start + step]
+        # box[..., j, i] = sum of z[j : j + c, i : i + c], z the image zero padded so
+        # that z[j, i] is pixel (j - p, i - p); box keeps >= hp x wp entries throughout.
+        # (Not F.pad: its constant padding is slow on CPU for these shapes.)
+        box = zeros((*chunk.shape[:2], h + 2 * p + 1, w + 2 * p + 1), dtype=dtype)
+        box[..., p : p + h, p : p + w] = chunk
+        c = 1
+        for i, cell in enumerate(cells):
+            if cell % c:
+                raise ValueError(f"each cell side must divide the next, got {cells!r}")
+            if cell > c:
+                factor = cell // c
+                box = _box_sum(_box_sum(box, c, factor, 2), c, factor, 3)
+                c = cell
+            out[:, i] = box[..., :hp, :wp]
+        # One contiguous in-place product by 1 / c**2 (a strided mul(out=) is slow on CPU).
+        inv_area = [1.0 / (c * c) for c in cells]
+        if isinstance(out, Tensor):
+            out.mul_(torch.tensor(inv_area, dtype=dtype, device=out.device).view(-1, 1, 1, 1))
+        else:
+            out *= np.array(inv_area, dtype=dtype).reshape(-1, 1, 1, 1)
 
 
-def _box_sum(x: Tensor, width: int, factor: int, dim: int) -> Tensor:
-    """Sums of ``factor`` consecutive boxes of side ``width`` along ``dim`` (shorter result)."""
+def _box_sum(x, width: int, factor: int, dim: int):
+    """Sums of ``factor`` consecutive boxes of side ``width`` along ``dim`` (shorter result;
+    tensors or numpy arrays)."""
     n = x.shape[dim] - (factor - 1) * width
-    out = x.narrow(dim, 0, n)
+
+    def part(m: int):
+        return x[(slice(None),) * dim + (slice(m * width, m * width + n),)]
+
+    out = part(0)
     for m in range(1, factor):
-        out = out + x.narrow(dim, m * width, n)
+        out = out + part(m)
     return out
 
 
@@ -441,17 +497,24 @@ def _pyramid_geometry(
 
 
 @functools.lru_cache(maxsize=64)
-def _pyramid_geometry_numpy(
+def _one_location_geometry(
     g: int, k: int, s: float, h: int, w: int, p: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_pyramid_geometry` as numpy arrays (for one location on the CPU)."""
-    return tuple(t.numpy() for t in _pyramid_geometry(g, k, s, h, w, p, torch.device("cpu")))
+) -> tuple[list[float], list[list[float]], np.ndarray, np.ndarray]:
+    """:func:`_pyramid_geometry` for one location on the CPU, laid out as the grid:
+    ``scale`` and ``shift`` as Python floats, ``starts`` ``(k * g * g * 2,)`` long (which of
+    the ``k * 2`` patch starts each grid entry adds to) and ``offsets`` ``(k * g * g * 2,)``
+    float64 (its cell offset). Entry ``j`` of the grid is ``start[starts[j]] +
+    offsets[j]``, the very sum :func:`_cell_edges` makes before the gather."""
+    scale, shift, offsets, gather = _pyramid_geometry(g, k, s, h, w, p, torch.device("cpu"))
+    starts = (gather // (2 * g) * 2 + gather % (2 * g) // g).numpy()
+    return scale.tolist(), shift.tolist(), starts, offsets.reshape(-1)[gather].numpy()
 
 
-def _cell_edges(loc: Tensor | np.ndarray, scale, shift, offsets) -> Tensor | np.ndarray:
+def _cell_edges(loc: Tensor, scale: Tensor, shift: Tensor, offsets: Tensor) -> Tensor:
     """Grid coordinates of the cell edges, float64 ``(B, k, 2, g)``: ``loc * scale +
-    shift_i + offsets_iu`` (:func:`_pyramid_geometry`) for ``(B, 2)`` float64 ``loc``, in
-    torch or numpy alike: the same IEEE operations in the same order either way."""
+    shift_i + offsets_iu`` (:func:`_pyramid_geometry`) for ``(B, 2)`` float64 ``loc``, as
+    separate IEEE operations in this order (no fused multiply-add), which the one-location
+    path of :func:`_sample_pyramid` repeats on Python floats, bit for bit."""
     return (loc[:, None, :] * scale + shift)[..., None] + offsets
 
 
@@ -484,29 +547,33 @@ def foveate_pyramid(
 def _sample_pyramid(pyramid: BoxPyramid, loc: Tensor, g: int, k: int, s: float) -> Tensor:
     """:func:`foveate_pyramid` without the checks (for callers that made them)."""
     b, ch, h, w = pyramid.shape
-    table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
-    hp, wp = table.shape[-2:]
     p = pyramid.cells[-1] - 1
     # The grid coordinates of the cell edges (float64, then the table's dtype), laid out as
-    # the (B * k, g, g, 2) grid by one gather. One location on the CPU: in numpy, where
-    # these few small operations cost a fraction of torch's per-call overhead.
-    if b == 1 and loc.device.type == "cpu" and not loc.requires_grad:
-        scale, shift, offsets, gather = _pyramid_geometry_numpy(g, k, s, h, w, p)
-        edges = _cell_edges(loc.numpy().astype(np.float64), scale, shift, offsets)
-        edges = edges.astype(np.float64 if table.dtype == torch.float64 else np.float32)
-        grid = torch.from_numpy(edges.reshape(-1)[gather]).view(k, g, g, 2)
+    # the (B * k, g, g, 2) grid by one gather. One location on the CPU: on Python floats
+    # and numpy, where these few small operations cost a fraction of torch's per-call
+    # overhead.
+    if b == 1 and loc.is_cpu and not loc.requires_grad:
+        # _cell_edges on Python floats (the same IEEE double operations), gathered first.
+        scale, shift, starts, offsets = _one_location_geometry(g, k, s, h, w, p)
+        (x, y), (sx, sy) = loc.tolist()[0], scale
+        start = np.array([v for dx, dy in shift for v in (x * sx + dx, y * sy + dy)])
+        buffer, grid, table = pyramid._one_location(k, g)
+        np.add(start[starts], offsets, out=buffer)  # rounded once to the table's dtype
     else:
+        table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
+        table = table.reshape(b * k, ch, *table.shape[-2:])
         scale, shift, offsets, gather = _pyramid_geometry(g, k, s, h, w, p, loc.device)
         edges = _cell_edges(loc.to(torch.float64), scale, shift, offsets).to(table.dtype)
         grid = edges.view(b, -1).index_select(1, gather).view(b * k, g, g, 2)
     out = F.grid_sample(
-        table.reshape(b * k, ch, hp, wp),
+        table,
         grid,
         mode="bilinear",
         padding_mode="zeros",
         align_corners=True,
     )
-    return out.view(b, k, ch, g, g).to(pyramid.dtype)
+    out = out.view(b, k, ch, g, g)
+    return out if out.dtype == pyramid.dtype else out.to(pyramid.dtype)
 
 
 def foveate_integral(
