@@ -471,7 +471,7 @@ class GlimpseMDP:
             }
         step = self._view("_step_table")[self._view("num_fixations")[0]]
         # The glimpse of _glimpse(), clamped in numpy (cheaper for one glimpse).
-        glimpse = self.retina.sample(self._integral, self.loc)[0].numpy()
+        glimpse = self.retina.sample(self._integral, self.loc).numpy()[0]
         glimpse = glimpse.astype(np.float32, copy=False)  # a fresh array: no copy needed
         obs = {
             "glimpse": np.minimum(np.maximum(glimpse, 0.0, out=glimpse), 1.0, out=glimpse),
