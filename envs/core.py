@@ -578,11 +578,11 @@ class GlimpseMDP:
             if stop.is_floating_point() or ((stop != 0) & (stop != 1)).any():
                 raise ActionError(f"stop must be 0/1 or bool, got {stop.tolist()} ({stop.dtype})")
             stop = stop.bool()
-        classify = active & ((self.glimpses_this_target >= cfg.num_glimpses) | stop)
         if label is None:
-            if classify.any():
-                raise ActionError("label is required on a step that classifies")
             label = torch.zeros(b, dtype=torch.long, device=dev)
+            rule = _transition(cfg, self.glimpses_this_target, self.target, stop, active, 0, 0)
+            if rule.classify.any():
+                raise ActionError("label is required on a step that classifies")
         label = torch.as_tensor(label, device=dev)
         if (self.done & active).any():
             idx = int((self.done & active).nonzero()[0, 0])
@@ -626,7 +626,7 @@ class GlimpseMDP:
         Args:
             location: ``loc_shape`` floats (the caller checked shape and dtype); validated
                 in float64, like :meth:`step`'s float64 tensors.
-            label: the class read on a classifying step (any Python int).
+            label: the class read on a classifying step (an int in int64's range).
             stop: "classify now", 0 or 1 (other ints are rejected as in :meth:`step`).
 
         With :attr:`scalar_path` the rule runs on Python scalars; otherwise this is
