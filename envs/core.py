@@ -36,16 +36,18 @@ choose the parts, step ``T`` classifies; so FCAN with ``S`` part-selection steps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from glimpse.checks import check_positive_int
 from glimpse.retina import BoxPyramid, IntegralImage, Retina, coarse_view
 
-__all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "StepResult"]
+__all__ = ["ActionError", "GlimpseMDP", "MDPConfig", "OneStep", "StepResult"]
 
 
 class ActionError(ValueError):
@@ -171,9 +173,88 @@ class StepResult:
     info: dict[str, Tensor] = field(default_factory=dict)
 
 
+class OneStep(NamedTuple):
+    """What :meth:`GlimpseMDP.step_one` returns: one episode's step as numpy and Python values."""
+
+    obs: dict[str, np.ndarray]
+    """The observation of :meth:`GlimpseMDP.observe_one` (fresh float32 arrays)."""
+    reward: float
+    terminated: bool
+    classified: bool
+    prediction: int
+    """The label read on a classifying step, -1 elsewhere."""
+    correct: bool
+    target: int
+    """Index of the target classified (or being looked for)."""
+    episode_correct: float | None
+    """Where the episode ended: the fraction of its targets classified right; else None."""
+
+
+class _Transition(NamedTuple):
+    classify: Any
+    correct: Any
+    reward: Any
+    prediction: Any
+    terminated: Any
+    moving: Any
+    glimpses: Any
+    """Glimpses of the current target after the step."""
+
+
+def _select(cond: Any, a: Any, b: Any) -> Any:
+    """``torch.where(cond, a, b)`` for a mask tensor, ``a if cond else b`` for a bool."""
+    return torch.where(cond, a, b) if isinstance(cond, Tensor) else (a if cond else b)
+
+
+def _transition(
+    cfg: MDPConfig, glimpses: Any, target: Any, stop: Any, active: Any, label: Any, true: Any
+) -> _Transition:
+    """THE episode rule of one step, written once: for ``(B,)`` tensors (the batched path)
+    or Python scalars (the batch-of-one path). ``glimpses``: glimpses of the current target
+    so far; ``target``: its index; ``stop``, ``active``: bools; ``label``: the label read;
+    ``true``: the current target's true label. Only operators that mean the same on bool
+    tensors and Python bools (``&``, ``|``, ``^``, comparisons, ``+``, ``*``)."""
+    classify = active & ((glimpses >= cfg.num_glimpses) | stop)
+    correct = classify & (label == true)
+    reward = _select(classify, correct * 1.0, float(cfg.step_reward)) * active
+    prediction = _select(classify, label, -1)
+    terminated = classify & (target + 1 >= cfg.num_targets)
+    moving = active ^ terminated  # ``active & ~terminated``: terminated implies active
+    # A classification that does not end the episode moves on: the next target's glimpse 1.
+    glimpses = _select(classify, 1, glimpses + moving)
+    return _Transition(classify, correct, reward, prediction, terminated, moving, glimpses)
+
+
+def _next_location(cfg: MDPConfig, loc: Any, action: Any) -> Any:
+    """The fixation after a move (tensors or numpy arrays alike): the action itself, or the
+    current location plus the action if ``relative``, kept inside the image ``[-1, 1]``."""
+    moved = loc + action if cfg.relative else action
+    if isinstance(moved, Tensor):
+        return moved.clamp(-1.0, 1.0)
+    return np.minimum(np.maximum(moved, -1.0), 1.0)  # np.clip's wrapper costs more
+
+
 def _describe_bad(values: Tensor, bad: Tensor) -> str:
     idx = int(bad.nonzero()[0, 0])
     return f"index {idx}: {values[idx].tolist()}"
+
+
+def _location_range_error(cfg: MDPConfig, where: str) -> ActionError:
+    bound = cfg.location_bound
+    return ActionError(
+        f"location must lie in [-{bound:g}, {bound:g}]^2"
+        f"{' (relative move)' if cfg.relative else ''}, got {where}"
+        "; build the env with clip_actions=True to clip instead"
+    )
+
+
+def _label_range_error(cfg: MDPConfig, value: int, idx: int) -> ActionError:
+    return ActionError(
+        f"label must be a class index in [0, {cfg.num_classes}), got {value} at index {idx}"
+    )
+
+
+_NO_EARLY_STOP = "stop was requested but the MDP was built with early_stop=False"
 
 
 class GlimpseMDP:
@@ -206,6 +287,20 @@ class GlimpseMDP:
         self.images: Tensor | None = None
         self.context: Tensor | None = None
         self._integral: IntegralImage | BoxPyramid | None = None
+        # observation["step"] for every count of fixations (one table for both paths).
+        self._step_table = torch.arange(config.max_steps + 1, device=dev) / config.max_steps
+        self.scalar_path = (
+            batch_size == 1
+            and self.device.type == "cpu"
+            and not config.differentiable
+            and not config.num_parts
+        )
+        """Whether :meth:`step_one` takes the batch-of-one path: the same rule
+        (:func:`_transition`) on Python scalars, reading and writing the state tensors
+        through numpy views of their memory, instead of a few dozen tensor ops. True for
+        ``B = 1`` on the CPU without ``differentiable`` or parts mode; set it to False to
+        force the general path (the tests compare the two)."""
+        self._views: dict[str, tuple[Tensor, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -270,8 +365,8 @@ class GlimpseMDP:
                 raise ValueError("the first reset must fill all slots (index=None)")
             self.images = images.clone()
             self._integral = self.retina.prepare(images)
-            if cfg.context_size:
-                self.context = coarse_view(images, cfg.context_size)
+            if cfg.context_size:  # clamped to the observation space once, here
+                self.context = coarse_view(images, cfg.context_size).float().clamp_(0.0, 1.0)
         else:
             if images.shape[1:] != self.images.shape[1:]:
                 raise ValueError(
@@ -281,7 +376,7 @@ class GlimpseMDP:
             self.images[index] = images
             self._integral.replace(index, images)
             if cfg.context_size:
-                self.context[index] = coarse_view(images, cfg.context_size)
+                self.context[index] = coarse_view(images, cfg.context_size).clamp_(0.0, 1.0)
         self.labels[index] = labels
         self.predictions[index] = -1
         if cfg.differentiable:  # start from tensors outside any earlier episode's graph
@@ -295,6 +390,58 @@ class GlimpseMDP:
         self.done[index] = False
         return self.observe()
 
+    def reset_one(
+        self, images: Tensor, labels: Tensor, init_loc: tuple[float, float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`reset` of a batch of one: ``images`` ``(1, C, H, W)``, ``labels`` ``(1,)``
+        or ``(1, num_targets)``, ``init_loc`` ``(x, y)`` (default from
+        ``config.init_location``; ``"random"`` draws from torch's global generator).
+        Returns :meth:`observe_one`. Same checks and messages as :meth:`reset`; with
+        :attr:`scalar_path` the state is written through numpy views, in place."""
+        cfg = self.config
+        if not self.scalar_path or self.images is None or images.shape != self.images.shape:
+            loc = None if init_loc is None else torch.as_tensor(np.asarray(init_loc, np.float32))
+            self.reset(images, labels, init_loc=loc)
+            return self.observe_one()
+        if not images.is_floating_point():
+            raise ValueError(
+                f"images must be a float (n=1, C, H, W) tensor, got "
+                f"{tuple(images.shape)} {images.dtype}"
+            )
+        values = labels.reshape(-1).tolist()
+        if len(values) != cfg.num_targets:
+            raise ValueError(
+                f"expected {cfg.num_targets} label(s) per episode, got shape "
+                f"{tuple(labels.reshape(1, -1).shape)}"
+            )
+        if not all(0 <= v < cfg.num_classes for v in values):
+            raise ValueError(f"labels must lie in [0, {cfg.num_classes}), got {[values]}")
+        if init_loc is None:
+            xy = torch.rand(2).mul_(2).sub_(1) if cfg.init_location == "random" else (0.0, 0.0)
+            init_loc = np.asarray(xy, dtype=np.float32)
+        init = np.asarray(init_loc, dtype=np.float32)
+        if init.size != 2:
+            raise ValueError(f"init_loc must have shape (1, 2), got {init.shape}")
+        init = init.reshape(2)
+        xy = init.tolist()
+        if not all(map(math.isfinite, xy)) or max(map(abs, xy)) > 1:
+            raise ValueError(f"init_loc must be finite and in [-1, 1], got {[xy]}")
+        self.images.copy_(images)
+        self._integral.refill(self.images)
+        if cfg.context_size:
+            self.context.copy_(coarse_view(images, cfg.context_size).clamp_(0.0, 1.0))
+        self._view("labels")[0] = values
+        self._view("predictions")[0] = -1
+        self._view("loc")[0] = init
+        history = self._view("history")[0]
+        history[:] = 0.0
+        history[0] = init
+        self._view("num_fixations")[0] = 1
+        self._view("glimpses_this_target")[0] = 1
+        self._view("target")[0] = 0
+        self._view("done")[0] = False
+        return self.observe_one()
+
     # ---------------------------------------------------------------- observe
     def observe(self) -> dict[str, Tensor]:
         """Observations of all slots: ``glimpse`` ``(B, k, C, g, g)`` float32, ``location``
@@ -305,20 +452,56 @@ class GlimpseMDP:
         ``history`` ``(B, max_steps, K, 2)`` (fixations so far; later rows zero)."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
-        # Clamped to the observation space [0, 1]: the prepared paths can return rounding
-        # residue such as -4e-16 for an all-zero cell.
-        if self.config.num_parts:
-            parts = [self.retina(self._integral, self.loc[:, j]) for j in range(self.loc.shape[1])]
-            glimpse = torch.stack(parts, 1).float().clamp_(0.0, 1.0)
-        else:
-            glimpse = self.retina(self._integral, self.loc).float().clamp_(0.0, 1.0)
-        step = (self.num_fixations.float() / self.config.max_steps).unsqueeze(1)
-        obs = {"glimpse": glimpse, "location": self.loc.clone(), "step": step}
+        step = self._step_table[self.num_fixations].unsqueeze(1)
+        obs = {"glimpse": self._glimpse(), "location": self.loc.clone(), "step": step}
         if self.config.context_size:
-            obs["context"] = self.context.float().clamp(0.0, 1.0)
+            obs["context"] = self.context.clone()
         if self.config.num_parts:
             obs["history"] = self.history.clone()
         return obs
+
+    def observe_one(self) -> dict[str, np.ndarray]:
+        """:meth:`observe` of a batch of one as fresh float32 numpy arrays, without the
+        batch dimension (the single-episode Gymnasium face's observation)."""
+        if self._integral is None:
+            raise RuntimeError("reset() must be called before observe()")
+        if not self.scalar_path:
+            return {
+                k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in self.observe().items()
+            }
+        step = self._view("_step_table")[self._view("num_fixations")[0]]
+        # The glimpse of _glimpse(), clamped in numpy (cheaper for one glimpse).
+        glimpse = self.retina.sample(self._integral, self.loc).numpy()[0]
+        glimpse = glimpse.astype(np.float32, copy=False)  # a fresh array: no copy needed
+        obs = {
+            "glimpse": np.minimum(np.maximum(glimpse, 0.0, out=glimpse), 1.0, out=glimpse),
+            "location": self._view("loc")[0].copy(),
+            "step": np.array([step], dtype=np.float32),
+        }
+        if self.config.context_size:
+            obs["context"] = self._view("context")[0].copy()
+        return obs
+
+    def _glimpse(self) -> Tensor:
+        """Glimpses at the current locations ``(B, k, C, g, g)`` (parts mode ``(B, K, k, C,
+        g, g)``), float32, clamped to the observation space [0, 1]: the prepared paths can
+        return rounding residue such as -4e-16 for an all-zero cell. The locations were
+        validated on the way in, so the retina does not re-check them."""
+        if self.config.num_parts:
+            parts = [
+                self.retina.sample(self._integral, self.loc[:, j]) for j in range(self.loc.shape[1])
+            ]
+            return torch.stack(parts, 1).float().clamp_(0.0, 1.0)
+        return self.retina.sample(self._integral, self.loc).float().clamp_(0.0, 1.0)
+
+    def _view(self, name: str) -> np.ndarray:
+        """A numpy view of the CPU state tensor ``self.<name>`` (same memory), re-made
+        whenever the attribute is rebound to a new tensor."""
+        tensor = getattr(self, name)
+        cached = self._views.get(name)
+        if cached is None or cached[0] is not tensor:
+            cached = self._views[name] = (tensor, tensor.numpy())
+        return cached[1]
 
     # ------------------------------------------------------------- validation
     def _validate(self, location: Tensor, label: Tensor, stop: Tensor, active: Tensor) -> Tensor:
@@ -343,11 +526,7 @@ class GlimpseMDP:
         if cfg.clip_actions:
             location = location.clamp(-bound, bound)
         elif (out := (flat.abs() > bound + 1e-6).any(1) & active).any():
-            raise ActionError(
-                f"location must lie in [-{bound:g}, {bound:g}]^2"
-                f"{' (relative move)' if cfg.relative else ''}, got {_describe_bad(location, out)}"
-                "; build the env with clip_actions=True to clip instead"
-            )
+            raise _location_range_error(cfg, _describe_bad(location, out))
         # torch has no comparisons for uint16/32/64; as int64, uint64 >= 2**63 is negative.
         wide = label.dtype in (torch.uint16, torch.uint32, torch.uint64)
         lab = label.long() if wide else label
@@ -355,11 +534,9 @@ class GlimpseMDP:
         if bad.any():
             idx = int(bad.nonzero()[0, 0])
             value = int(lab[idx]) + (2**64 if wide and int(lab[idx]) < 0 else 0)
-            raise ActionError(
-                f"label must be a class index in [0, {cfg.num_classes}), got {value} at index {idx}"
-            )
+            raise _label_range_error(cfg, value, idx)
         if stop.any() and not cfg.early_stop:
-            raise ActionError("stop was requested but the MDP was built with early_stop=False")
+            raise ActionError(_NO_EARLY_STOP)
         return location
 
     # ------------------------------------------------------------------- step
@@ -401,11 +578,11 @@ class GlimpseMDP:
             if stop.is_floating_point() or ((stop != 0) & (stop != 1)).any():
                 raise ActionError(f"stop must be 0/1 or bool, got {stop.tolist()} ({stop.dtype})")
             stop = stop.bool()
-        classify = active & ((self.glimpses_this_target >= cfg.num_glimpses) | stop)
         if label is None:
-            if classify.any():
-                raise ActionError("label is required on a step that classifies")
             label = torch.zeros(b, dtype=torch.long, device=dev)
+            rule = _transition(cfg, self.glimpses_this_target, self.target, stop, active, 0, 0)
+            if rule.classify.any():
+                raise ActionError("label is required on a step that classifies")
         label = torch.as_tensor(label, device=dev)
         if (self.done & active).any():
             idx = int((self.done & active).nonzero()[0, 0])
@@ -416,44 +593,124 @@ class GlimpseMDP:
         location = self._validate(location, label, stop, active).float()
         label = label.long()
 
-        # Classification of the current target.
+        # Classification of the current target, then the move (the rule: _transition).
         tgt = self.target.clone()
         true = self.labels.gather(1, tgt.clamp(max=cfg.num_targets - 1)[:, None])[:, 0]
-        correct = classify & (label == true)
-        reward = torch.where(
-            classify, correct.float(), torch.full((b,), float(cfg.step_reward), device=dev)
-        )
-        reward = reward * active
-        prediction = torch.where(classify, label, torch.full_like(label, -1))
-        rows = classify.nonzero()[:, 0]
+        t = _transition(cfg, self.glimpses_this_target, tgt, stop, active, label, true)
+        rows = t.classify.nonzero()[:, 0]
         self.predictions[rows, tgt[rows]] = label[rows]
-        self.target = self.target + classify.long()
-        terminated = classify & (self.target >= cfg.num_targets)
-
-        # Move: every active slot that did not just end takes the next glimpse.
-        moving = active & ~terminated
-        new_loc = self.loc + location if cfg.relative else location
-        new_loc = new_loc.clamp(-1.0, 1.0)
-        self.loc = torch.where(moving.view(b, *[1] * (new_loc.ndim - 1)), new_loc, self.loc)
+        self.target = self.target + t.classify
+        new_loc = _next_location(cfg, self.loc, location)
+        self.loc = torch.where(t.moving.view(b, *[1] * (new_loc.ndim - 1)), new_loc, self.loc)
         slot = self.num_fixations.clamp(max=cfg.max_steps - 1)
-        upd = moving.nonzero()[:, 0]
+        upd = t.moving.nonzero()[:, 0]
         self.history[upd, slot[upd]] = self.loc[upd]
-        self.num_fixations = self.num_fixations + moving.long()
-        self.glimpses_this_target = (
-            torch.where(
-                classify, torch.ones_like(self.glimpses_this_target), self.glimpses_this_target
-            )
-            + (moving & ~classify).long()
-        )
-        self.done = self.done | terminated
+        self.num_fixations = self.num_fixations + t.moving
+        self.glimpses_this_target = t.glimpses
+        self.done = self.done | t.terminated
         return StepResult(
             obs=self.observe(),
-            reward=reward,
-            terminated=terminated,
-            classified=classify,
-            prediction=prediction,
-            correct=correct,
+            reward=t.reward,
+            terminated=t.terminated,
+            classified=t.classify,
+            prediction=t.prediction,
+            correct=t.correct,
             target=tgt,
+        )
+
+    def step_one(self, location: np.ndarray, label: int, stop: int = 0) -> OneStep:
+        """:meth:`step` of a batch of one, from numpy and Python values: the single-episode
+        face's step. Same rule, same checks, same messages, same :class:`ActionError`
+        semantics (state unchanged) as :meth:`step` on the ``(1, ...)`` tensors.
+
+        Args:
+            location: ``loc_shape`` floats (the caller checked shape and dtype); validated
+                in float64, like :meth:`step`'s float64 tensors.
+            label: the class read on a classifying step (an int in int64's range).
+            stop: "classify now", 0 or 1 (other ints are rejected as in :meth:`step`).
+
+        With :attr:`scalar_path` the rule runs on Python scalars; otherwise this is
+        :meth:`step` on the tensors, its result read back as numpy and Python values.
+        """
+        if not self.scalar_path:
+            location = torch.from_numpy(np.array(location, dtype=np.float64))
+            res = self.step(
+                location.reshape(1, *self.config.loc_shape),
+                torch.tensor([label], dtype=torch.long),
+                torch.tensor([stop], dtype=torch.long),
+            )
+            obs = {k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in res.obs.items()}
+            terminated = bool(res.terminated[0])
+            right = (self.predictions[0] == self.labels[0]).float().mean() if terminated else None
+            return OneStep(
+                obs,
+                float(res.reward[0]),
+                terminated,
+                bool(res.classified[0]),
+                int(res.prediction[0]),
+                bool(res.correct[0]),
+                int(res.target[0]),
+                None if right is None else float(right),
+            )
+        cfg = self.config
+        if self._integral is None:
+            raise RuntimeError("reset() must be called before step()")
+        # The checks of step() and _validate(), in their order, on Python values.
+        if stop not in (0, 1):
+            raise ActionError(f"stop must be 0/1 or bool, got [{stop}] (torch.int64)")
+        if self._view("done")[0]:
+            raise ActionError("episode 0 has ended; call reset() before step()")
+        xy = np.asarray(location, dtype=np.float64).tolist()
+        if not all(map(math.isfinite, xy)):
+            raise ActionError(f"location must be finite, got NaN/inf at index 0: {xy}")
+        bound = cfg.location_bound
+        if cfg.clip_actions:
+            xy = [min(max(v, -bound), bound) for v in xy]
+        elif max(map(abs, xy)) > bound + 1e-6:
+            raise _location_range_error(cfg, f"index 0: {xy}")
+        if not 0 <= label < cfg.num_classes:
+            raise _label_range_error(cfg, label, 0)
+        if stop and not cfg.early_stop:
+            raise ActionError(_NO_EARLY_STOP)
+
+        # The rule, on scalars; the state written through numpy views of its tensors.
+        target, glimpses = self._view("target"), self._view("glimpses_this_target")
+        fixations, loc = self._view("num_fixations"), self._view("loc")
+        tgt = int(target[0])
+        labels = self._view("labels")[0]
+        t = _transition(
+            cfg,
+            int(glimpses[0]),
+            tgt,
+            bool(stop),
+            True,
+            label,
+            int(labels[min(tgt, cfg.num_targets - 1)]),
+        )
+        if t.classify:
+            self._view("predictions")[0, tgt] = label
+            target[0] = tgt + 1
+        if t.moving:
+            n = int(fixations[0])
+            loc[0] = _next_location(cfg, loc[0], np.array(xy, dtype=np.float32))
+            self._view("history")[0, min(n, cfg.max_steps - 1)] = loc[0]
+            fixations[0] = n + 1
+        glimpses[0] = t.glimpses
+        right = None
+        if t.terminated:
+            self._view("done")[0] = True
+            # As (predictions == labels).float().mean(): k/n rounded once to float32.
+            hits = self._view("predictions")[0] == labels
+            right = float(np.float32(int(hits.sum())) / np.float32(len(hits)))
+        return OneStep(
+            self.observe_one(),
+            t.reward,
+            t.terminated,
+            t.classify,
+            t.prediction,
+            t.correct,
+            tgt,
+            right,
         )
 
     # ---------------------------------------------------------------- helpers

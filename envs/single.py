@@ -122,12 +122,9 @@ class GlimpseEnv(gym.Env):
         self.render_mode = render_mode
         self.index = 0
 
-    def _obs(self, obs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: v[0].detach().cpu().numpy().astype(np.float32) for k, v in obs.items()}
-
     def _info(self) -> dict[str, Any]:
-        labels = self.core.labels[0].cpu().numpy().copy()  # not a view of the live state
-        return {"label": int(labels[0]) if len(labels) == 1 else labels, "index": self.index}
+        label = self._label if isinstance(self._label, int) else self._label.copy()
+        return {"label": label, "index": self.index}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -148,11 +145,13 @@ class GlimpseEnv(gym.Env):
             init_loc = self.np_random.uniform(-1, 1, size=2)
         if init_loc is None:
             init_loc = np.zeros(2)
-        images, labels = self.source.get(torch.tensor([int(index)]))
-        init = torch.as_tensor(np.asarray(init_loc, dtype=np.float32))
-        obs = self.core.reset(images, labels, init_loc=init)
-        self.index = int(index)
-        return self._obs(obs), self._info()
+        index = int(index)
+        images, labels = self.source.get(slice(index, index + 1))
+        obs = self.core.reset_one(images, labels, np.asarray(init_loc, dtype=np.float32))
+        self.index = index
+        labels = self.core.labels[0].cpu().numpy().copy()  # not a view of the live state
+        self._label: int | np.ndarray = int(labels[0]) if len(labels) == 1 else labels
+        return obs, self._info()
 
     def step(
         self, action: dict[str, Any]
@@ -193,23 +192,13 @@ class GlimpseEnv(gym.Env):
             raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")
         if not -(2**63) <= int(stop.reshape(())) < 2**63:
             raise ActionError(f"action['stop'] must be one 0/1 value, got {describe(raw)}")
-        res = self.core.step(
-            torch.from_numpy(location.astype(np.float64)).reshape(1, *cfg.loc_shape),
-            torch.as_tensor(label.astype(np.int64)).reshape(1),
-            torch.as_tensor(stop.astype(np.int64)).reshape(1),
-        )
+        res = self.core.step_one(location, int(label.reshape(())), int(stop.reshape(())))
         info = self._info()
-        if bool(res.classified[0]):
-            info.update(
-                prediction=int(res.prediction[0]),
-                correct=bool(res.correct[0]),
-                target=int(res.target[0]),
-            )
-        terminated = bool(res.terminated[0])
-        if terminated:
-            right = (self.core.predictions[0] == self.core.labels[0]).float().mean()
-            info["episode_correct"] = float(right)
-        return self._obs(res.obs), float(res.reward[0]), terminated, False, info
+        if res.classified:
+            info.update(prediction=res.prediction, correct=res.correct, target=res.target)
+        if res.terminated:
+            info["episode_correct"] = res.episode_correct
+        return res.obs, res.reward, res.terminated, False, info
 
     def render(self) -> np.ndarray | None:
         """The image with the trajectory so far (``glimpse.viz``): ``(H', W', 3)`` uint8."""

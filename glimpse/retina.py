@@ -58,6 +58,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -268,6 +269,14 @@ class IntegralImage:
         _check_replacement(self.shape, images)
         self.table.index_copy_(0, _slot_index(index, self.device), IntegralImage(images).table)
 
+    def refill(self, images: Tensor) -> None:
+        """Re-prepare every slot with new images ``(B, C, H, W)``, in place (a reset of the
+        whole batch: :meth:`replace` without the index)."""
+        _check_replacement(self.shape, images)
+        if len(images) != len(self):
+            raise ValueError(f"refill needs {len(self)} images, got {len(images)}")
+        self.table.copy_(IntegralImage(images).table)
+
     def integral_at(self, px: Tensor, py: Tensor) -> Tensor:
         """``F`` at pixel coordinates ``px, py`` of shape ``(B, N)``: returns ``(B, C, N)``."""
         b, c, h, w = self.shape
@@ -308,6 +317,7 @@ def _slot_index(index: Tensor, device: torch.device) -> Tensor:
     return index.long().flatten()
 
 
+@functools.lru_cache(maxsize=256)
 def integer_cells(num_scales: int, scale_factor: float) -> tuple[int, ...] | None:
     """The cell sides ``s**i`` (``i < k``) as ints when all are integers, else ``None``."""
     cells = [scale_factor**i for i in range(num_scales)]
@@ -366,8 +376,29 @@ class BoxPyramid:
         self.table = images.new_empty(b, len(cells), ch, h + p + 1, w + p + 1, dtype=dtype)
         self._build(images, None)
 
+    def refill(self, images: Tensor) -> None:
+        """Re-prepare every slot with new images ``(B, C, H, W)``, in place (a reset of the
+        whole batch: :meth:`replace` without the index)."""
+        _check_replacement(self.shape, images)
+        if len(images) != len(self):
+            raise ValueError(f"refill needs {len(self)} images, got {len(images)}")
+        self._build(images.to(self.dtype), None)
+
     def __len__(self) -> int:
         return self.shape[0]
+
+    def _one_location(self, k: int, g: int) -> tuple[np.ndarray, Tensor, Tensor]:
+        """For glimpses of a one-image CPU pyramid: a ``(k, g, g, 2)`` sampling-grid buffer
+        in the table's dtype, as numpy and as a tensor over the same memory (written, then
+        read by ``grid_sample`` at once, so reusing it between calls is safe), and the
+        table's first ``k`` scales as ``grid_sample``'s ``(k, C, H', W')`` input (a view:
+        :meth:`replace` writes the table in place)."""
+        cache = self.__dict__.setdefault("_one", {})
+        if (k, g) not in cache:
+            grid = torch.empty(k, g, g, 2, dtype=self.table.dtype)
+            table = self.table[:, :k].reshape(k, *self.table.shape[2:])
+            cache[k, g] = (grid.numpy().reshape(-1), grid, table)
+        return cache[k, g]
 
     def replace(self, index: Tensor, images: Tensor) -> None:
         """Re-prepare the slots ``index`` (``(n,)`` long or ``(B,)`` bool) with new images.
@@ -438,13 +469,15 @@ def _shifted_sum(out: Tensor, x: Tensor, width: int, factor: int, dim: int) -> N
 @functools.lru_cache(maxsize=64)
 def _pyramid_geometry(
     g: int, k: int, s: float, h: int, w: int, p: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Constants of :func:`foveate_pyramid`'s sampling grid, float64, computed once per
     configuration: the top-left corner of cell ``u`` of scale ``i`` as a table index is
     ``lo_i + p + u * c_i`` (``lo_i`` the box corner of :func:`patch_boxes`), mapped to
     ``align_corners=True`` grid coordinates ``2 * j / (size - 1) - 1``. Expanding
     ``lo_i = (loc + 1) / 2 * (W, H) - side_i / 2`` gives ``loc * scale + shift_i + offsets_iu``
-    with ``scale`` ``(2,)``, ``shift`` ``(k, 2)`` and ``offsets`` ``(k, 2, g)``."""
+    with ``scale`` ``(2,)``, ``shift`` ``(k, 2)`` and ``offsets`` ``(k, 2, g)``. The fourth
+    constant, ``gather`` ``(k * g * g * 2,)`` long, lays the ``(k, 2, g)`` cell edges out as
+    the ``(k, g, g, 2)`` grid: entry ``(i, v, u)`` is ``(x edge u, y edge v)`` of scale ``i``."""
     geo = torch.float64
     hp, wp = h + p + 1, w + p + 1
     size = torch.tensor([float(w), float(h)], dtype=geo)
@@ -454,7 +487,31 @@ def _pyramid_geometry(
     shift = (0.5 * size - half + p) * norm - 1.0
     cells = torch.tensor([s**i for i in range(k)], dtype=geo)[:, None, None]  # (k, 1, 1)
     offsets = cells * norm[None, :, None] * torch.arange(g, dtype=geo)  # (k, 2, g)
-    return scale.to(device), shift.to(device), offsets.to(device)
+    i, v, u = torch.meshgrid(torch.arange(k), torch.arange(g), torch.arange(g), indexing="ij")
+    gather = torch.stack([i * 2 * g + u, i * 2 * g + g + v], dim=-1).reshape(-1)
+    return scale.to(device), shift.to(device), offsets.to(device), gather.to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_location_geometry(
+    g: int, k: int, s: float, h: int, w: int, p: int
+) -> tuple[list[float], list[list[float]], np.ndarray, np.ndarray]:
+    """:func:`_pyramid_geometry` for one location on the CPU, laid out as the grid:
+    ``scale`` and ``shift`` as Python floats, ``starts`` ``(k * g * g * 2,)`` long (which of
+    the ``k * 2`` patch starts each grid entry adds to) and ``offsets`` ``(k * g * g * 2,)``
+    float64 (its cell offset). Entry ``j`` of the grid is ``start[starts[j]] +
+    offsets[j]``, the very sum :func:`_cell_edges` makes before the gather."""
+    scale, shift, offsets, gather = _pyramid_geometry(g, k, s, h, w, p, torch.device("cpu"))
+    starts = (gather // (2 * g) * 2 + gather % (2 * g) // g).numpy()
+    return scale.tolist(), shift.tolist(), starts, offsets.reshape(-1)[gather].numpy()
+
+
+def _cell_edges(loc: Tensor, scale: Tensor, shift: Tensor, offsets: Tensor) -> Tensor:
+    """Grid coordinates of the cell edges, float64 ``(B, k, 2, g)``: ``loc * scale +
+    shift_i + offsets_iu`` (:func:`_pyramid_geometry`) for ``(B, 2)`` float64 ``loc``, as
+    separate IEEE operations in this order (no fused multiply-add), which the one-location
+    path of :func:`_sample_pyramid` repeats on Python floats, bit for bit."""
+    return (loc[:, None, :] * scale + shift)[..., None] + offsets
 
 
 def foveate_pyramid(
@@ -470,8 +527,7 @@ def foveate_pyramid(
     the dtype of the images the pyramid was built from.
     """
     _validate_params(glimpse_size, num_scales, scale_factor)
-    b, ch, h, w = pyramid.shape
-    _check_loc(loc, b)
+    _check_loc(loc, pyramid.shape[0])
     if loc.device != pyramid.device:
         raise ValueError(f"loc is on {loc.device} but the images are on {pyramid.device}")
     g, k = glimpse_size, num_scales
@@ -481,26 +537,39 @@ def foveate_pyramid(
             f"the pyramid holds cell sides {pyramid.cells}, but k={k}, s={scale_factor:g} "
             f"needs {[scale_factor**i for i in range(k)]}"
         )
-    table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
-    hp, wp = table.shape[-2:]
-    scale, shift, offsets = _pyramid_geometry(
-        g, k, scale_factor, h, w, pyramid.cells[-1] - 1, loc.device
-    )
-    # grid coordinate of cell u of scale i along an axis: loc * scale + shift_i + offsets_iu
-    # (float64, then the table's dtype), as a (B, k, 2, g) array of cell edges.
-    start = torch.addcmul(shift, loc.to(torch.float64)[:, None, :], scale)  # (B, k, 2)
-    edges = (start[..., None] + offsets).to(table.dtype)  # (B, k, 2, g)
-    gx = edges[:, :, 0, None, :, None].expand(b, k, g, g, 1)
-    gy = edges[:, :, 1, :, None, None].expand(b, k, g, g, 1)
-    grid = torch.cat([gx, gy], dim=-1).view(b * k, g, g, 2)
+    return _sample_pyramid(pyramid, loc, g, k, scale_factor)
+
+
+def _sample_pyramid(pyramid: BoxPyramid, loc: Tensor, g: int, k: int, s: float) -> Tensor:
+    """:func:`foveate_pyramid` without the checks (for callers that made them)."""
+    b, ch, h, w = pyramid.shape
+    p = pyramid.cells[-1] - 1
+    # The grid coordinates of the cell edges (float64, then the table's dtype), laid out as
+    # the (B * k, g, g, 2) grid by one gather. One location on the CPU: on Python floats
+    # and numpy, where these few small operations cost a fraction of torch's per-call
+    # overhead.
+    if b == 1 and loc.is_cpu and not loc.requires_grad:
+        # _cell_edges on Python floats (the same IEEE double operations), gathered first.
+        scale, shift, starts, offsets = _one_location_geometry(g, k, s, h, w, p)
+        (x, y), (sx, sy) = loc.tolist()[0], scale
+        start = np.array([v for dx, dy in shift for v in (x * sx + dx, y * sy + dy)])
+        buffer, grid, table = pyramid._one_location(k, g)
+        np.add(start[starts], offsets, out=buffer)  # rounded once to the table's dtype
+    else:
+        table = pyramid.table[:, :k] if k < len(pyramid.cells) else pyramid.table
+        table = table.reshape(b * k, ch, *table.shape[-2:])
+        scale, shift, offsets, gather = _pyramid_geometry(g, k, s, h, w, p, loc.device)
+        edges = _cell_edges(loc.to(torch.float64), scale, shift, offsets).to(table.dtype)
+        grid = edges.view(b, -1).index_select(1, gather).view(b * k, g, g, 2)
     out = F.grid_sample(
-        table.reshape(b * k, ch, hp, wp),
+        table,
         grid,
         mode="bilinear",
         padding_mode="zeros",
         align_corners=True,
     )
-    return out.view(b, k, ch, g, g).to(pyramid.dtype)
+    out = out.view(b, k, ch, g, g)
+    return out if out.dtype == pyramid.dtype else out.to(pyramid.dtype)
 
 
 def foveate_integral(
@@ -579,6 +648,19 @@ class Retina:
         if isinstance(images, (IntegralImage, BoxPyramid)):
             return foveate_integral(images, *args)
         return foveate(images, *args)
+
+    def sample(self, prepared: IntegralImage | BoxPyramid, loc: Tensor) -> Tensor:
+        """:meth:`__call__` on prepared images for a caller that has checked ``loc``
+        (finite ``(B, 2)`` floats on the images' device, ``B`` the number of images): the
+        same glimpses ``(B, k, C, g, g)``, without re-checking on every call (the
+        glimpse-taking MDP validates its actions once, then glimpses here)."""
+        if isinstance(prepared, BoxPyramid):
+            cells = integer_cells(self.num_scales, self.scale_factor)
+            if cells is not None and prepared.cells[: self.num_scales] == cells:
+                return _sample_pyramid(
+                    prepared, loc, self.glimpse_size, self.num_scales, self.scale_factor
+                )
+        return self(prepared, loc)
 
     def prepare(self, images: Tensor) -> IntegralImage | BoxPyramid:
         """Prepare ``(B, C, H, W)`` images for repeated glimpses (an episode's ``T`` steps).

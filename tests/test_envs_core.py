@@ -5,6 +5,9 @@ Small in-memory images throughout; the dataset never matters here.
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -548,3 +551,153 @@ def test_index_stream_state_roundtrip_continues_exactly():
     assert torch.equal(b.next(25), expected)
     with pytest.raises(ValueError, match="dataset size"):
         IndexStream(11).load_state_dict(state)
+
+
+# ------------------------------------------------- the batch-of-one path (step_one)
+
+ONE_CONFIGS = [
+    {},
+    {"num_scales": 3, "glimpse_size": 4},
+    {"relative": True, "max_step": 0.5},
+    {"clip_actions": True},
+    {"clip_actions": True, "relative": True, "max_step": 0.25},
+    {"early_stop": True, "num_targets": 3, "step_reward": -0.25},
+    {"num_targets": 2, "context_size": 5},
+    {"num_scales": 2, "scale_factor": 1.5},  # the IntegralImage path
+    {"init_location": "random"},
+]
+
+
+def one_pair(**cfg) -> tuple[GlimpseMDP, GlimpseMDP]:
+    """Two B=1 MDPs of the same config: the scalar path and the general path."""
+    cfg.setdefault("num_glimpses", 3)
+    fast, slow = GlimpseMDP(MDPConfig(**cfg), 1), GlimpseMDP(MDPConfig(**cfg), 1)
+    slow.scalar_path = False
+    assert fast.scalar_path
+    return fast, slow
+
+
+def assert_same_one(a, b) -> None:
+    """Two OneStep results (or observations) are identical, bit for bit."""
+    obs_a, obs_b = (a, b) if isinstance(a, dict) else (a.obs, b.obs)
+    assert obs_a.keys() == obs_b.keys()
+    for k in obs_a:
+        assert obs_a[k].dtype == obs_b[k].dtype == np.float32, k
+        assert (obs_a[k] == obs_b[k]).all(), k
+    if not isinstance(a, dict):
+        assert a[1:] == b[1:]
+        assert [type(v) for v in a[1:]] == [type(v) for v in b[1:]]
+
+
+def one_actions(gen: torch.Generator, n: int, bound: float, early_stop: bool):
+    """Random actions, a good share of them invalid (NaN, inf, out of range, bad label or
+    stop)."""
+    out = []
+    for _ in range(n):
+        xy = ((torch.rand(2, generator=gen) * 2 - 1) * bound * 1.3).double().numpy()
+        label, stop = int(torch.randint(0, 10, (), generator=gen)), 0
+        kind = int(torch.randint(0, 12, (), generator=gen))
+        if kind == 0:
+            xy[0] = float("nan")
+        elif kind == 1:
+            xy[1] = -float("inf")
+        elif kind == 2:
+            label = 10
+        elif kind == 3:
+            label = -(2**63)
+        elif kind == 4:
+            stop = 2
+        elif kind in (5, 6):
+            stop = 1 if early_stop or kind == 5 else 0
+        out.append((xy, label, stop))
+    return out
+
+
+@pytest.mark.parametrize("cfg", ONE_CONFIGS, ids=lambda c: ",".join(c) or "default")
+def test_step_one_scalar_path_matches_the_general_path(cfg):
+    fast, slow = one_pair(**cfg)
+    gen = torch.Generator().manual_seed(0)
+    images = make_images(6, seed=1)
+    targets = fast.config.num_targets
+    labels = torch.randint(0, 10, (6, targets), generator=gen)
+    bound = fast.config.location_bound
+    steps = errors = episode = 0
+
+    def reset_both(episode: int) -> None:
+        init = None
+        if episode % 2:
+            init = tuple((torch.rand(2, generator=gen) * 2 - 1).tolist())
+        i = episode % 6
+        torch.manual_seed(episode)  # init_location="random" draws from torch's generator
+        a = fast.reset_one(images[i : i + 1], labels[i], init)
+        torch.manual_seed(episode)
+        b = slow.reset_one(images[i : i + 1], labels[i], init)
+        assert_same_one(a, b)
+        assert_same_state(state(fast), state(slow))
+
+    reset_both(0)
+    for xy, label, stop in one_actions(gen, 200, bound, fast.config.early_stop):
+        results = []
+        for mdp in (fast, slow):
+            try:
+                results.append(mdp.step_one(xy, label, stop))
+            except ActionError as err:
+                results.append(str(err))
+        if isinstance(results[0], str):
+            assert results[0] == results[1]
+            assert "\n" not in results[0]
+            errors += 1
+        else:
+            assert not isinstance(results[1], str), results[1]
+            assert_same_one(*results)
+            steps += 1
+        assert_same_state(state(fast), state(slow))
+        if isinstance(results[0], str):
+            if "has ended" in results[0]:
+                reset_both(episode := episode + 1)
+        elif results[0].terminated and episode % 3:  # else step once more: both refuse
+            reset_both(episode := episode + 1)
+    assert steps > 20 and errors > 20  # both kinds were exercised
+
+
+def test_step_one_rejects_an_action_without_changing_the_state():
+    fast, slow = one_pair(num_glimpses=2)
+    for mdp in (fast, slow):
+        mdp.reset_one(make_images(1), torch.tensor([3]))
+        mdp.step_one(np.array([0.5, -0.5]), 3)
+    before = state(fast)
+    for xy, label, stop, match in [
+        ([float("nan"), 0.0], 0, 0, r"finite, got NaN/inf at index 0: \[nan, 0.0\]$"),
+        ([1.5, 0.25], 0, 0, r"\[-1, 1\]\^2, got index 0: \[1.5, 0.25\]; build the env"),
+        ([0.0, 0.0], 10, 0, r"class index in \[0, 10\), got 10 at index 0$"),
+        ([0.0, 0.0], 0, 2, r"stop must be 0/1 or bool, got \[2\] \(torch.int64\)$"),
+        ([0.0, 0.0], 0, 1, "early_stop=False"),
+    ]:
+        for mdp in (fast, slow):
+            with pytest.raises(ActionError, match=match):
+                mdp.step_one(np.array(xy), label, stop)
+        assert_same_state(before, state(fast))
+    assert fast.step_one(np.zeros(2), 3).terminated
+    with pytest.raises(ActionError, match=r"episode 0 has ended"):
+        fast.step_one(np.zeros(2), 3)
+
+
+def test_reset_one_rejects_bad_labels_and_locations_like_reset():
+    fast, slow = one_pair()
+    for mdp in (fast, slow):
+        mdp.reset_one(make_images(1), torch.tensor([1]))
+    before = state(fast)
+    for labels, init, match in [
+        (torch.tensor([10]), None, r"labels must lie in \[0, 10\), got \[\[10\]\]$"),
+        (torch.tensor([1, 2]), None, r"expected 1 label\(s\) per episode, got shape \(1, 2\)$"),
+        (torch.tensor([1]), (1.5, 0.0), r"init_loc must be finite and in \[-1, 1\], got"),
+        (torch.tensor([1]), (0.0, 0.0, 0.0), r"init_loc must have shape \(1, 2\), got \(3,\)$"),
+    ]:
+        messages = []
+        for mdp in (fast, slow):
+            with pytest.raises(ValueError) as err:
+                mdp.reset_one(make_images(1, seed=5), labels, init)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
+        assert re.search(match, messages[0]), messages[0]
+        assert_same_state(before, state(fast))

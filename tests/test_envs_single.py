@@ -1047,3 +1047,42 @@ def test_twodigit_task_is_registered_apart_from_the_papers_tasks(data_root):
         warnings.simplefilter("always")
         sb3_check_env(FlattenActionWrapper(env, "multidiscrete"))
     assert [str(w.message) for w in caught if "unconventional shape" not in str(w.message)] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"num_scales": 3, "glimpse_size": 6}, {"relative": True, "early_stop": True}],
+    ids=["default", "scales", "relative-early-stop"],
+)
+def test_single_env_fast_path_matches_the_general_path(kwargs):
+    # The batch-of-one path of the core (scalar_path) against the general tensor path, on
+    # the same actions: observations, rewards, terminations, infos and every error alike.
+    source = tiny_source()
+    env, twin = GlimpseEnv(source, **kwargs), GlimpseEnv(source, **kwargs)
+    twin.core.scalar_path = False
+    assert env.core.scalar_path
+    assert_obs_equal(env.reset(seed=3)[0], twin.reset(seed=3)[0])
+    bad = [b[1] for b in BAD_ACTIONS]
+    good = random_actions(env.action_space, 60, seed=1)
+    errors = 0
+    for i, act in enumerate(good):
+        for a in (bad[i % len(bad)], act):  # the "bad" ones may be valid in this config
+            outcomes = []
+            for e in (env, twin):
+                before = core_state(e)
+                try:
+                    outcomes.append(e.step(a))
+                except ValueError as err:
+                    outcomes.append(str(err))
+                    assert_state_equal(before, core_state(e))
+            got, want = outcomes
+            if isinstance(got, str):
+                assert got == want
+                errors += 1
+                continue
+            assert_obs_equal(got[0], want[0])
+            assert got[1:] == want[1:]
+            assert [type(v) for v in got[1:4]] == [type(v) for v in want[1:4]]
+            if got[2]:
+                assert_obs_equal(env.reset()[0], twin.reset()[0])
+    assert errors > 20

@@ -391,3 +391,37 @@ def test_coarse_view_is_area_average_of_whole_image():
     torch.testing.assert_close(view, torch.full((2, 1, 2, 2), 0.5))
     with pytest.raises(ValueError, match="size"):
         coarse_view(img, 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("cells", "g", "k", "s", "h", "w"),
+    [((1,), 8, 1, 2.0, 28, 28), ((1, 2, 4), 12, 3, 2.0, 60, 60), ((1, 3, 9), 5, 2, 3.0, 20, 24)],
+)
+def test_one_image_paths_match_the_batched_paths_bit_for_bit(cells, g, k, s, h, w, dtype):
+    # One image on the CPU is prepared and glimpsed through numpy and Python floats (the
+    # batch-of-one env's hot path); it must give exactly what the batched torch code gives.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 2, h, w, generator=gen, dtype=dtype)
+    batched = BoxPyramid(images, cells)
+    loc = (torch.rand(4, 2, generator=gen) * 2.6 - 1.3).to(dtype)
+    want = foveate_pyramid(batched, loc, g, k, s)
+    retina = Retina(g, k, s)
+    torch.testing.assert_close(retina.sample(batched, loc), want, rtol=0, atol=0)
+    one = BoxPyramid(images[:1], cells)
+    for i in range(4):
+        single = BoxPyramid(images[i : i + 1], cells)
+        assert torch.equal(single.table, batched.table[i : i + 1])
+        one.refill(images[i : i + 1])  # in place, as a reset of a batch of one
+        assert torch.equal(one.table, single.table)
+        got = retina.sample(one, loc[i : i + 1])
+        assert torch.equal(got, want[i : i + 1])
+        assert torch.equal(foveate_pyramid(one, loc[i : i + 1], g, k, s), got)
+
+
+def test_refill_rejects_a_different_batch():
+    pyramid = BoxPyramid(torch.rand(2, 1, 8, 8), (1, 2))
+    with pytest.raises(ValueError, match="refill needs 2 images, got 1"):
+        pyramid.refill(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"replacement images must have shape \(n, 1, 8, 8\)"):
+        IntegralImage(torch.rand(2, 1, 8, 8)).refill(torch.rand(2, 1, 8, 9))

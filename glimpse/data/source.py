@@ -94,10 +94,12 @@ class ImageSource:
         """Labels per image (1 for classification, ``n`` for multi-digit sequences)."""
         return 1 if self.labels.ndim == 1 else int(self.labels.shape[1])
 
-    def get(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Float images in ``[0, 1]`` ``(n, C, H, W)`` and labels for ``index``."""
+    def get(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+        """Float images in ``[0, 1]`` ``(n, C, H, W)`` and labels for ``index`` (indices or
+        a slice; with a slice, float images and the labels may be views of the source)."""
         images = self.images[index]
-        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        # uint8 -> float32 is a new tensor, so it is divided in place.
+        images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         return images, self.labels[index]
 
 
