@@ -551,8 +551,9 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
 
 def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     """Test error against the number of glimpses (``<protocol>@t`` rows, the protocol's
-    own row at ``t = T``), one panel per task, one line per (method, budget, protocol),
-    mean with the evaluation seeds' sd as error bars; a log error axis. Writes the PNG
+    own row at ``t = T``), one panel per task, one line per (method, budget) for its
+    headline protocol (chosen on validation), mean with the evaluation seeds' sd as error
+    bars; a log error axis, the legend below the axes. Writes the PNG
     and returns its path, or ``None`` when no row has early readouts."""
     import matplotlib
 
@@ -561,9 +562,12 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
 
     curves: dict[tuple[str, str, str, str], dict[int, tuple[float, float]]] = {}
     finals: dict[tuple[str, str, str, str], tuple[float, float]] = {}
+    head = _headline(rows)  # (task, method, protocol, budget)
     for r in sorted(rows, key=_order):
         base, sep, t = r["protocol"].partition(READOUT_SEP)
         key = (r["task"], r["method"], r["budget"], base)
+        if (r["task"], r["method"], base, r["budget"]) not in head:
+            continue  # the headline protocol's curve only (one line per run)
         value = parse_pct(r["test_error_pct"])
         if sep:
             curves.setdefault(key, {})[int(t)] = value
@@ -572,7 +576,7 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     if not curves:
         return None
     tasks = sorted({k[0] for k in curves}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.0), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 5.0), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for key, curve in curves.items():
             if key[0] != task:
@@ -590,7 +594,7 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
         ax.set_ylabel("test error (%)")
         ax.set_title(task)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
