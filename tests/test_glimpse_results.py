@@ -299,11 +299,14 @@ def test_checked_in_tables_agree_with_the_csv():
     with open(csv_path, newline="") as f:
         assert tuple(next(csv.reader(f))) == COLUMNS
     rows = read_csv(csv_path)
+    protocols = ("single-mean", "single-sampled", "deterministic")
     for r in rows:
-        assert r["task"] in ("mnist", "translated60", "cluttered60", "cluttered100")
-        assert r["method"] in ("ram", "dram", "soft-stn", "soft-none")
-        assert r["protocol"] in ("single-mean", "single-sampled") or r["protocol"][2:].isdigit()
-        assert r["run"] and r["command"] and r["machine"]
+        assert r["task"] in TASKS
+        assert r["method"] in METHODS or r["method"].startswith("soft-")
+        base, sep, t = r["protocol"].partition("@")
+        assert base in protocols or (base.startswith("mc") and base[2:].isdigit())
+        assert not sep or (t.isdigit() and base in protocols)
+        assert r["run"] and r["command"] and r["machine"] and r["budget"]
     update_results(
         ResultsConfig(
             csv=str(csv_path),
