@@ -60,6 +60,7 @@ __all__ = [
     "merge_rows",
     "paper_figure",
     "parse_pct",
+    "plot_pareto",
     "plot_readouts",
     "read_csv",
     "render_readouts",
@@ -603,6 +604,57 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     return path
 
 
+def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
+    """Test error against inference FLOPs per image (issue 21), one panel per task, one
+    marker per (method, budget) at its headline protocol (rows without recorded FLOPs are
+    left out), sd as error bars, log axes, names in the legend (no overlapping labels).
+    Returns the PNG's path, or ``None`` when no row has FLOPs."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = _headline(rows)
+    points = [
+        r
+        for r in sorted(rows, key=_order)
+        if r["inference_flops_per_image"] and (_key(r) in head or r["protocol"] == "deterministic")
+    ]
+    if not points:
+        return None
+    tasks = sorted({r["task"] for r in points}, key=TASKS.index)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 5.0), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in points:
+            if r["task"] != task:
+                continue
+            mean, sd = parse_pct(r["test_error_pct"])
+            flops = float(r["inference_flops_per_image"])
+            label = f"{r['method']} ({r['budget']})"
+            ax.errorbar([flops], [mean], yerr=[sd], marker="o", ms=5, capsize=2, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        # at least a decade on each axis, minor ticks unlabelled: legible on narrow ranges
+        xs = [float(r["inference_flops_per_image"]) for r in points if r["task"] == task]
+        ys = [parse_pct(r["test_error_pct"])[0] for r in points if r["task"] == task]
+        ax.set_xlim(min(xs) / 3, max(xs) * 3)
+        ax.set_ylim(max(min(ys) / 2, 1e-3), max(ys) * 2)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("inference FLOPs per image")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def update_markdown(text: str, table: str, begin: str = BEGIN, end: str = END) -> str:
     """``text`` with the block between ``begin`` and ``end`` (default :data:`BEGIN` and
     :data:`END`) replaced by ``table``."""
@@ -750,6 +802,9 @@ class ResultsConfig:
     """Also draw test error against the number of glimpses from the CSV into this PNG
     (:func:`plot_readouts`; e.g. ``docs/img/error_by_glimpses.png``; nothing is drawn
     without early-readout rows)."""
+    pareto: str | None = None
+    """Also draw test error against inference FLOPs per image from the CSV into this PNG
+    (:func:`plot_pareto`; e.g. ``docs/img/pareto.png``)."""
     budget: str | None = None
     """Budget label of the new rows, e.g. ``converged`` or ``default command`` (default:
     ``<epochs> epochs``); rows differing only in budget stand side by side."""
@@ -797,4 +852,6 @@ def update_results(cfg: ResultsConfig) -> list[dict[str, str]]:
         write_csv(cfg.csv, rows)
         if cfg.plot:
             plot_readouts(rows, cfg.plot)
+        if cfg.pareto:
+            plot_pareto(rows, cfg.pareto)
     return rows

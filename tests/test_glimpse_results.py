@@ -24,6 +24,7 @@ from glimpse.results import (
     merge_rows,
     paper_figure,
     parse_pct,
+    plot_pareto,
     plot_readouts,
     read_csv,
     render_readouts,
@@ -287,6 +288,17 @@ def test_a_real_training_run_becomes_rows(data_root, tmp_path):
     assert table[0].endswith("| t = 6 |") and len(table) == 4
     assert table[2].split(" | ")[-1].rstrip(" |") == rows[0]["test_error_pct"]
     assert "@" not in render_table(rows)
+    pareto = plot_pareto(rows, tmp_path / "pareto.png")
+    assert pareto is not None and pareto.stat().st_size > 10_000
+    no_costs = [{**r, "inference_flops_per_image": ""} for r in rows]
+    assert plot_pareto(no_costs, tmp_path / "none.png") is None
+    from glimpse.experiments.curves import plot_compute_curves, read_history
+
+    hist = read_history(tmp_path / "tiny")
+    assert hist["val_error"].tolist() == [h["val_error"] for h in metrics["history"]]
+    assert hist["train_flops"][-1] == metrics["train_flops"]  # one validation, at the end
+    flops_png, time_png = plot_compute_curves([tmp_path / "tiny"], tmp_path, "cc")
+    assert flops_png.name == "cc_vs_flops.png" and time_png.stat().st_size > 10_000
     png = plot_readouts(rows, tmp_path / "readouts.png")
     assert png is not None and png.stat().st_size > 10_000
     assert plot_readouts(rows[:2], tmp_path / "none.png") is None  # no early readouts

@@ -32,7 +32,16 @@ import numpy as np
 from glimpse.io import read_json
 from glimpse.tasks import TASKS
 
-__all__ = ["Curve", "CurvesConfig", "accuracy_table", "plot_curves", "read_curve", "run_curves"]
+__all__ = [
+    "Curve",
+    "CurvesConfig",
+    "accuracy_table",
+    "plot_compute_curves",
+    "plot_curves",
+    "read_curve",
+    "read_history",
+    "run_curves",
+]
 
 
 @dataclass
@@ -157,6 +166,10 @@ class CurvesConfig:
 
     table: str | None = None
     """Also write the Markdown table to this file (it is always printed)."""
+    compute: bool = False
+    """Instead: validation error against training FLOPs and wall time from the runs'
+    ``metrics.json`` histories (:func:`plot_compute_curves`; issue 21): writes
+    ``<prefix>_vs_flops.png`` and ``<prefix>_vs_time.png``."""
 
     RULES: ClassVar[dict[str, tuple]] = {"budgets": (">=", 1)}
     """Bounds of the numeric fields (:func:`glimpse.training.check_config`)."""
@@ -168,6 +181,11 @@ def run_curves(cfg: CurvesConfig) -> str:
         raise ValueError("give at least one run folder (--runs runs/a runs/b ...)")
     if cfg.labels and len(cfg.labels) != len(cfg.runs):
         raise ValueError(f"got {len(cfg.labels)} labels for {len(cfg.runs)} runs")
+    if cfg.compute:
+        paths = plot_compute_curves(list(cfg.runs), cfg.out_dir, cfg.prefix)
+        text = "\n".join(str(p) for p in paths)
+        print(text, flush=True)
+        return text
     names = cfg.labels or [None] * len(cfg.runs)
     curves = [read_curve(r, n) for r, n in zip(cfg.runs, names, strict=True)]
     paths = plot_curves(curves, cfg.out_dir, cfg.prefix)
@@ -176,3 +194,70 @@ def run_curves(cfg: CurvesConfig) -> str:
         Path(cfg.table).write_text(table)
     print(table + "\n" + "\n".join(str(p) for p in paths), flush=True)
     return table
+
+
+# ------------------------------------------------- compute-to-accuracy (issue 21)
+def read_history(run_dir: str | Path) -> dict[str, np.ndarray | str]:
+    """A run's validations from its ``metrics.json`` (:mod:`glimpse.loop` records every
+    validation in ``history``): ``val_error`` (fractions), ``train_flops`` (training FLOPs
+    up to each validation: ``train_flops_per_update x updates``) and ``seconds`` (training
+    wall seconds), with the run's ``method``, ``task`` and ``name``. Raises ``ValueError``
+    for a run without a history (trained before it was recorded) or without FLOPs."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    history = metrics.get("history") or []
+    if not history:
+        raise ValueError(f"{run_dir}: metrics.json has no validation history (an older run)")
+    per_update = metrics.get("train_flops_per_update")
+    if per_update is None:
+        raise ValueError(f"{run_dir}: metrics.json has no training FLOPs")
+    return {
+        "name": run_dir.name,
+        "method": str(metrics["method"]),
+        "task": str(metrics["task"]),
+        "val_error": np.array([h["val_error"] for h in history], dtype=np.float64),
+        "train_flops": np.array([h["updates"] * per_update for h in history], dtype=np.float64),
+        "seconds": np.array([h["train_seconds"] for h in history], dtype=np.float64),
+    }
+
+
+def plot_compute_curves(run_dirs: list[str | Path], out_dir: str | Path, prefix: str) -> list[Path]:
+    """Validation error against training FLOPs and against training wall time, one panel
+    per task, one line per run (legend below the axes, log axes): two PNGs,
+    ``<prefix>_vs_flops.png`` and ``<prefix>_vs_time.png`` in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not run_dirs:
+        raise ValueError("no runs to plot")
+    runs = [read_history(r) for r in run_dirs]
+    tasks = sorted({str(r["task"]) for r in runs}, key=lambda t: (t not in TASKS, t))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, xlabel, suffix in (
+        ("train_flops", "training FLOPs", "flops"),
+        ("seconds", "training wall time (s)", "time"),
+    ):
+        fig, axes = plt.subplots(
+            1, len(tasks), figsize=(5.6 * len(tasks), 5.0), dpi=110, squeeze=False
+        )
+        for ax, task in zip(axes[0], tasks, strict=True):
+            for r in runs:
+                if r["task"] == task:
+                    ax.plot(r[key], 100 * r["val_error"], marker="o", ms=2, label=r["name"])
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation error (%)")
+            ax.set_title(task)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+        fig.tight_layout()
+        path = out_dir / f"{prefix}_vs_{suffix}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
