@@ -325,6 +325,9 @@ def rows_from_run(
     wall = metrics.get("train_seconds", metrics.get("train_seconds_this_session"))
     attention = _attention_summary(run_dir)
     epochs = metrics.get("epochs", "")
+    budget = budget or f"{epochs} epochs"
+    if metrics.get("stopped") == "patience":  # say where it stopped, in the same cell
+        budget += f", stopped by patience after {len(metrics.get('history') or [])} validations"
     rows = []
     for protocol, res in _with_readouts(protocols).items():
         rows.append(
@@ -332,7 +335,7 @@ def rows_from_run(
                 "task": task,
                 "method": method,
                 "protocol": protocol,
-                "budget": budget or f"{epochs} epochs",
+                "budget": budget,
                 **{key: _count(metrics.get(key)) for key in _COSTS},
                 "test_error_pct": format_pct(res.get("test_errors") or [res["test_error"]]),
                 "val_error_pct": format_pct(res.get("val_errors") or [res["val_error"]]),
