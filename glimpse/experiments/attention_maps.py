@@ -359,7 +359,8 @@ def attention_figure(
                     _draw_box(cell, [v * upscale for v in b], (0, 170, 0), 1)
             canvas[top : top + h * upscale, col * cell_w : col * cell_w + w * upscale] = cell
         score = summary.get("attention_in_box")
-        chance = summary.get("chance_in_box")
+        # the same images: any export's chance level is every row's
+        chance = next((x[1]["chance_in_box"] for x in loaded if "chance_in_box" in x[1]), None)
         kind = {"maps": "fixations", "module_maps": "module map", "gradcam_maps": "Grad-CAM"}[key]
         text = f"{names[row]} ({kind})"
         if score is not None:
