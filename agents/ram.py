@@ -184,7 +184,8 @@ class RAM(GlimpsePolicy):
     def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         new_state, h = self.integrate(obs, state)
         mean = torch.tanh(self.locator(h.detach() if self.detach_location else h))
-        mean = mean * self.location_bound
+        if self.location_bound != 1.0:  # x * 1.0 is x, bit for bit (and so its gradient)
+            mean = mean * self.location_bound
         logits = self.classifier(h)
         value = self.baseline(h.detach() if self.detach_baseline else h).squeeze(1)
         return new_state, mean, logits, value

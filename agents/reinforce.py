@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -224,43 +225,46 @@ def reinforce_loss(
     return loss, metrics
 
 
-_M32 = 0xFFFFFFFF
+_M32 = np.uint64(0xFFFFFFFF)
 
 
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """``x * c mod 2**32`` for int64 ``x`` in ``[0, 2**32)`` without int64 overflow."""
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
-
-
-def _hash32(x: Tensor) -> Tensor:
+def _hash32(x: np.ndarray) -> np.ndarray:
     """A 32-bit integer mixer (the "lowbias32" constants of C. Wellons' hash prospector),
-    elementwise on int64 tensors holding values in ``[0, 2**32)``."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    elementwise on uint64 arrays holding values in ``[0, 2**32)``. In numpy, where uint64
+    products wrap modulo ``2**64`` (so their low 32 bits are the 32-bit product) and a
+    small array's operation costs a microsecond, not a torch call's several."""
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & _M32
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & _M32
+    return x ^ (x >> np.uint64(16))
 
 
-def episode_key(seed: int, index: Tensor | int, sample: Tensor | int) -> Tensor:
-    """The 32-bit key ``(n,)`` of the episodes of images ``index``, Monte-Carlo samples
-    ``sample``, under evaluation seed ``seed``: a hash of the triple (seed and sample up
-    to ``2**16``, index up to ``2**32``)."""
+def _key(seed: int, index: Tensor | int, sample: Tensor | int) -> np.ndarray:
+    """:func:`episode_key` as a uint64 array (checked the same way)."""
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
     sample = torch.as_tensor(sample, dtype=torch.long).reshape(-1)
     if not 0 <= int(seed) < 2**16:
         raise ValueError(f"evaluation seed must be in [0, 65536), got {seed}")
     if (sample < 0).any() or (sample >= 2**16).any() or (index < 0).any():
         raise ValueError("sample indices must be in [0, 65536) and image indices >= 0")
-    k = _hash32((index & _M32) ^ _hash32(torch.full_like(index, int(seed)) + 0x9E37))
-    return _hash32(k ^ _hash32((sample << 16) + 0x79B9))
+    idx = index.cpu().numpy().astype(np.uint64) & _M32
+    sam = sample.cpu().numpy().astype(np.uint64)
+    k = _hash32(idx ^ _hash32(np.array([int(seed) + 0x9E37], dtype=np.uint64)))
+    return _hash32(k ^ _hash32((sam << np.uint64(16)) + np.uint64(0x79B9)))
 
 
-def _uniform(key: Tensor, counter: int) -> Tensor:
+def episode_key(seed: int, index: Tensor | int, sample: Tensor | int) -> Tensor:
+    """The 32-bit key ``(n,)`` of the episodes of images ``index``, Monte-Carlo samples
+    ``sample``, under evaluation seed ``seed``: a hash of the triple (seed and sample up
+    to ``2**16``, index up to ``2**32``), as an int64 tensor."""
+    return torch.from_numpy(_key(seed, index, sample).astype(np.int64))
+
+
+def _uniform(key: np.ndarray, counter: int) -> Tensor:
     """``(n,)`` float64 uniforms in ``[0, 1)`` (24 bits), one per key, for ``counter``."""
-    h = _hash32(key ^ _hash32(torch.full_like(key, counter + 0x85EB)))
-    return (h >> 8).double() / 2**24
+    h = _hash32(key ^ _hash32(np.array([counter + 0x85EB], dtype=np.uint64)))
+    return torch.from_numpy((h >> np.uint64(8)).astype(np.float64) / 2**24)
 
 
 def episode_draws(
@@ -278,10 +282,10 @@ def episode_draws(
             f"indices and sample_ids must be equal-length 1-D tensors, got "
             f"{tuple(indices.shape)} and {tuple(sample_ids.shape)}"
         )
-    key = episode_key(seed, indices.cpu(), sample_ids.cpu())
+    key = _key(seed, indices, sample_ids)
     init = torch.stack([_uniform(key, 0), _uniform(key, 1)], 1) * 2 - 1
     if steps == 0:
-        return init.float(), torch.zeros(0, key.numel(), 2)
+        return init.float(), torch.zeros(0, key.size, 2)
     u1 = torch.stack([1 - _uniform(key, 2 + 2 * t) for t in range(steps)])  # (0, 1]
     u2 = torch.stack([_uniform(key, 3 + 2 * t) for t in range(steps)])
     r = torch.sqrt(-2 * torch.log(u1))

@@ -325,8 +325,9 @@ class GlimpseMDP:
         Returns the observation of ALL slots (see :meth:`observe`).
         """
         cfg = self.config
-        if index is None:
-            index = torch.arange(self.batch_size, device=self.device)
+        whole = index is None  # every slot, in order: slices instead of an index
+        if whole:
+            index = self._rows()
         index = torch.as_tensor(index, device=self.device, dtype=torch.long)
         n = index.numel()
         if images.ndim != 4 or images.shape[0] != n or not images.is_floating_point():
@@ -373,10 +374,16 @@ class GlimpseMDP:
                     f"images must have shape (n, *{tuple(self.images.shape[1:])}), "
                     f"got {tuple(images.shape)}"
                 )
-            self.images[index] = images
-            self._integral.replace(index, images)
+            if whole:
+                self.images.copy_(images)
+                self._integral.refill(images)
+            else:
+                self.images[index] = images
+                self._integral.replace(index, images)
             if cfg.context_size:
                 self.context[index] = coarse_view(images, cfg.context_size).clamp_(0.0, 1.0)
+        if whole:
+            index = slice(None)
         self.labels[index] = labels
         self.predictions[index] = -1
         if cfg.differentiable:  # start from tensors outside any earlier episode's graph
@@ -452,7 +459,8 @@ class GlimpseMDP:
         ``history`` ``(B, max_steps, K, 2)`` (fixations so far; later rows zero)."""
         if self._integral is None:
             raise RuntimeError("reset() must be called before observe()")
-        step = self._step_table[self.num_fixations].unsqueeze(1)
+        # = _step_table[num_fixations]: the same float32 division, without an index op
+        step = (self.num_fixations / self.config.max_steps).unsqueeze(1)
         obs = {"glimpse": self._glimpse(), "location": self.loc.clone(), "step": step}
         if self.config.context_size:
             obs["context"] = self.context.clone()
@@ -504,6 +512,38 @@ class GlimpseMDP:
         return cached[1]
 
     # ------------------------------------------------------------- validation
+    def _rows(self) -> Tensor:
+        """``arange(B)`` on the device, made once."""
+        rows = self.__dict__.get("_arange")
+        if rows is None:
+            rows = self._arange = torch.arange(self.batch_size, device=self.device)
+        return rows
+
+    def _actions_valid(
+        self, location: Tensor, label: Tensor, no_stop: bool, active: Tensor | bool, every: bool
+    ) -> bool:
+        """Whether a step passes every check of :meth:`step` and :meth:`_validate` (no
+        ended episode among the ``active`` slots, then :meth:`_validate`'s), decided with
+        one reduction; False sends :meth:`step` through the checks one by one, which
+        raise with the message. ``every``: all slots are active; ``no_stop``: no stop."""
+        cfg, b = self.config, self.batch_size
+        if (
+            location.shape != (b, *cfg.loc_shape)
+            or label.shape != (b,)
+            or not location.is_floating_point()
+            or label.is_floating_point()
+            or label.dtype in (torch.bool, torch.uint16, torch.uint32, torch.uint64)
+            or not (no_stop or cfg.early_stop)
+        ):
+            return False  # a shape, dtype or stop the checks reject (or wide uint labels)
+        flat = location.reshape(b, -1)
+        if cfg.clip_actions:
+            ok = torch.isfinite(flat).all(1)
+        else:  # NaN fails the comparison (amax propagates it), as does inf
+            ok = flat.abs().amax(1) <= cfg.location_bound + 1e-6
+        ok = (ok & (label >= 0) & (label < cfg.num_classes)).gt(self.done)  # gt: & ~done
+        return bool((ok if every else ok | ~active).all())
+
     def _validate(self, location: Tensor, label: Tensor, stop: Tensor, active: Tensor) -> Tensor:
         """Check an action batch; return the (possibly clipped) location. Raises ActionError."""
         cfg, b = self.config, self.batch_size
@@ -564,13 +604,13 @@ class GlimpseMDP:
         if self._integral is None:
             raise RuntimeError("reset() must be called before step()")
         location = torch.as_tensor(location, device=dev)
-        active = (
-            torch.ones(b, dtype=torch.bool, device=dev)
-            if active is None
-            else torch.as_tensor(active, device=dev, dtype=torch.bool)
-        )
-        if stop is None:
-            stop = torch.zeros(b, dtype=torch.bool, device=dev)
+        # No mask (all slots advance) and no stop are Python bools in the rule and the checks
+        # (the rule's operators mean the same on them); the one-by-one checks get tensors.
+        every = active is None
+        active = True if every else torch.as_tensor(active, device=dev, dtype=torch.bool)
+        no_stop = stop is None
+        if no_stop:
+            stop = False
         else:
             stop = torch.as_tensor(stop, device=dev)
             if stop.shape != (b,):  # before ``classify`` below broadcasts it
@@ -584,27 +624,43 @@ class GlimpseMDP:
             if rule.classify.any():
                 raise ActionError("label is required on a step that classifies")
         label = torch.as_tensor(label, device=dev)
-        if (self.done & active).any():
-            idx = int((self.done & active).nonzero()[0, 0])
-            raise ActionError(f"episode {idx} has ended; call reset() before step()")
         if not cfg.differentiable:
             location = location.detach()
         # Validated in the given precision (a float64 1e300 is out of range, not inf).
-        location = self._validate(location, label, stop, active).float()
+        if self._actions_valid(location, label, no_stop, active, every):
+            if cfg.clip_actions:
+                location = location.clamp(-cfg.location_bound, cfg.location_bound)
+        else:  # the checks one by one, in order, for the message (this raises)
+            if every:
+                active = torch.ones(b, dtype=torch.bool, device=dev)
+            if no_stop:
+                stop = torch.zeros(b, dtype=torch.bool, device=dev)
+            if (self.done & active).any():
+                idx = int((self.done & active).nonzero()[0, 0])
+                raise ActionError(f"episode {idx} has ended; call reset() before step()")
+            location = self._validate(location, label, stop, active)
+        location = location.float()
         label = label.long()
 
         # Classification of the current target, then the move (the rule: _transition).
-        tgt = self.target.clone()
-        true = self.labels.gather(1, tgt.clamp(max=cfg.num_targets - 1)[:, None])[:, 0]
+        # ``self.target`` and the other counters are rebound below, never written in place
+        # by a step, so ``tgt`` can be returned as it is.
+        tgt = self.target
+        col = tgt.clamp(max=cfg.num_targets - 1)[:, None]
+        true = self.labels.gather(1, col)[:, 0]
         t = _transition(cfg, self.glimpses_this_target, tgt, stop, active, label, true)
-        rows = t.classify.nonzero()[:, 0]
-        self.predictions[rows, tgt[rows]] = label[rows]
-        self.target = self.target + t.classify
+        # predictions[i, tgt[i]] = label[i] where classifying (then tgt[i] = col[i]).
+        read = torch.where(t.classify, label, self.predictions.gather(1, col)[:, 0])
+        self.predictions.scatter_(1, col, read[:, None])
+        self.target = tgt + t.classify
         new_loc = _next_location(cfg, self.loc, location)
-        self.loc = torch.where(t.moving.view(b, *[1] * (new_loc.ndim - 1)), new_loc, self.loc)
+        moving = t.moving.view(b, *[1] * (new_loc.ndim - 1))
+        self.loc = torch.where(moving, new_loc, self.loc)
+        # history[i, slot[i]] = loc[i] where moving (elsewhere: rewritten with itself).
         slot = self.num_fixations.clamp(max=cfg.max_steps - 1)
-        upd = t.moving.nonzero()[:, 0]
-        self.history[upd, slot[upd]] = self.loc[upd]
+        slot = slot.view(b, 1, *[1] * len(cfg.loc_shape)).expand(b, 1, *cfg.loc_shape)
+        kept = self.history.gather(1, slot)[:, 0]
+        self.history.scatter_(1, slot, torch.where(moving, self.loc, kept)[:, None])
         self.num_fixations = self.num_fixations + t.moving
         self.glimpses_this_target = t.glimpses
         self.done = self.done | t.terminated

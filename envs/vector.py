@@ -192,7 +192,7 @@ class GlimpseVectorEnv(VectorEnv):
         return location, label, stop
 
     def _step_core(
-        self, location: Tensor, label: Tensor | None, stop: Tensor | None, active: Tensor
+        self, location: Tensor, label: Tensor | None, stop: Tensor | None, active: Tensor | None
     ) -> StepResult:
         return self.core.step(location, label, stop, active)
 
@@ -217,7 +217,9 @@ class GlimpseVectorEnv(VectorEnv):
                 _target=cls,
             )
             ended = res.terminated
-            right = (self.core.predictions == self.core.labels).float().mean(1)
+            hits = self.core.predictions == self.core.labels
+            # One target: the mean of one column is that column, bit for bit.
+            right = hits[:, 0].float() if hits.shape[1] == 1 else hits.float().mean(1)
             info.update(episode_correct=right, _episode_correct=ended)
         return info
 
@@ -263,13 +265,13 @@ class GlimpseVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """One step of every sub-env (NEXT_STEP autoreset; see the class docstring)."""
         location, label, stop = self._decode(actions)
-        resetting = self._needs_reset.clone()
-        active = ~resetting
-        if active.any():
-            res = self._step_core(location, label, stop, active)
+        resetting = self._needs_reset
+        count = int(resetting.sum())  # sub-envs starting a new episode on this step
+        if count < self.num_envs:  # None: every sub-env steps (no mask to apply)
+            res = self._step_core(location, label, stop, ~resetting if count else None)
         else:
             res = None
-        if resetting.any():
+        if count:
             obs = self._reset_slots(resetting.nonzero()[:, 0])
         else:
             obs = res.obs

@@ -87,6 +87,27 @@ def test_episode_draws_are_a_function_of_seed_image_and_sample():
         episode_draws(-1, idx, sample, steps=3)
 
 
+def test_episode_keys_and_first_fixations_keep_their_recorded_values():
+    """The keys and first fixations are part of every seeded run (training's first
+    fixations, every evaluation): these were recorded from the int64 torch implementation
+    before the hashes moved to numpy uint64 (issue 20), including indices >= 2**32."""
+    idx = torch.tensor([0, 1, 59999, 2**32 - 1, 2**32, 2**40 + 5])
+    sample = torch.tensor([2732, 43567, 18033, 45493, 65046, 987])
+    keys = episode_key(7, idx, sample)
+    assert keys.dtype == torch.long
+    assert keys.tolist() == [2640369881, 2169463848, 3889215349, 3629910172, 874337361, 2035996567]
+    init, _ = episode_draws(7, idx, sample, steps=0)
+    want = [
+        [-0.7468768358230591, 0.6767404079437256],
+        [-0.12453770637512207, 0.801984429359436],
+        [-0.9019595384597778, 0.27369773387908936],
+        [0.546630859375, 0.5817173719406128],
+        [-0.28075742721557617, -0.1457514762878418],
+        [0.24814188480377197, 0.8888841867446899],
+    ]
+    assert init.dtype == torch.float32 and init.tolist() == want
+
+
 def test_episode_draws_have_the_right_distributions():
     n = 20000
     init, noise = episode_draws(0, torch.arange(n), torch.zeros(n, dtype=torch.long), 4)
