@@ -9,9 +9,11 @@ error of every single-trajectory protocol beside the paper's figure. Examples::
     # the 100-class two-digit proxy of the parts agent (issue 7): 8 glimpses 12x12, 4 scales
     python scripts/train_ram.py --task twodigit100 --data-root ../shared/data
     python scripts/train_ram.py --run-name my-run --resume
-    # the matched controls of issue 17: conv glimpse network, random / grid locations
+    # the matched controls of issue 17: conv glimpse network, random / grid locations,
+    # locations learnt by backpropagation through the retina; readouts trained per glimpse
     python scripts/train_ram.py --agent ram-conv
     python scripts/train_ram.py --agent glimpse-grid --glimpse-net conv
+    python scripts/train_ram.py --agent glimpse-soft --per-step-loss --patience 10
 
 Data-parallel on 2 GPUs or 2 CPU processes (``--batch-size`` is per process; see
 ``glimpse/distributed.py``)::
