@@ -553,6 +553,12 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _method_color(method: str) -> str:
+    """One colour per method in every panel and plot (matplotlib's ten-colour cycle)."""
+    rank = METHODS.index(method) if method in METHODS else len(METHODS) + sum(map(ord, method))
+    return f"C{rank % 10}"
+
+
 def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     """Test error against the number of glimpses (``<protocol>@t`` rows, the protocol's
     own row at ``t = T``), one panel per task, one line per (method, budget) for its
@@ -580,7 +586,7 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     if not curves:
         return None
     tasks = sorted({k[0] for k in curves}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 5.0), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 6.0), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for key, curve in curves.items():
             if key[0] != task:
@@ -591,14 +597,15 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
             ts = sorted(points)
             mean = [points[t][0] for t in ts]
             sd = [points[t][1] for t in ts]
-            label = f"{key[1]} ({key[2]}, {key[3]})"
-            ax.errorbar(ts, mean, yerr=sd, marker="o", ms=3, capsize=2, label=label)
+            label = f"{key[1]} ({key[2].split(',')[0]}, {key[3]})"  # the cap; the CSV says more
+            color = _method_color(key[1])
+            ax.errorbar(ts, mean, yerr=sd, marker="o", ms=3, capsize=2, label=label, color=color)
         ax.set_yscale("log")
         ax.set_xlabel("glimpses read before the classifier answers (t)")
         ax.set_ylabel("test error (%)")
         ax.set_title(task)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -627,15 +634,27 @@ def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     if not points:
         return None
     tasks = sorted({r["task"] for r in points}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 5.0), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 6.0), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
+        seen: dict[str, int] = {}  # one marker per budget of the same method
         for r in points:
             if r["task"] != task:
                 continue
+            marker = "os^Dv"[seen.setdefault(r["method"], 0) % 5]
+            seen[r["method"]] += 1
             mean, sd = parse_pct(r["test_error_pct"])
             flops = float(r["inference_flops_per_image"])
-            label = f"{r['method']} ({r['budget']})"
-            ax.errorbar([flops], [mean], yerr=[sd], marker="o", ms=5, capsize=2, label=label)
+            label = f"{r['method']} ({r['budget'].split(',')[0]})"  # the cap; the CSV says more
+            ax.errorbar(
+                [flops],
+                [mean],
+                yerr=[sd],
+                marker=marker,
+                ms=5,
+                capsize=2,
+                label=label,
+                color=_method_color(r["method"]),
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         # at least a decade on each axis, minor ticks unlabelled: legible on narrow ranges
@@ -649,7 +668,7 @@ def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
         ax.set_ylabel("test error (%)")
         ax.set_title(task)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
