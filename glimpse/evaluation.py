@@ -96,8 +96,9 @@ def evaluate_sharded(
     evaluation. Every rank must call it; in one process it is ``evaluate_fn`` (default
     :func:`evaluate`) itself."""
     run = evaluate if evaluate_fn is None else evaluate_fn
+    extra = () if metrics is accuracy_metrics else (metrics,)  # old-style evaluate_fn too
     if not distributed.active():
-        return run(predict, labels, batch_size, desc, metrics)
+        return run(predict, labels, batch_size, desc, *extra)
     mine = distributed.shard_range(labels.shape[0])
     preds: list[Tensor] = []
 
@@ -107,7 +108,7 @@ def evaluate_sharded(
         return out
 
     if mine.numel():
-        run(local, labels[mine.to(labels.device)], batch_size, desc, metrics)
+        run(local, labels[mine.to(labels.device)], batch_size, desc, *extra)
     width = preds[0].shape[1:] if preds else labels.shape[1:]
     if not preds and metrics is readout_metrics:
         raise RuntimeError("a rank with no images cannot tell the readouts' width")

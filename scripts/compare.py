@@ -10,7 +10,8 @@ Examples::
     python scripts/compare.py --quick                       # smoke comparison, a few CPU minutes
     python scripts/compare.py --datasets mnist cluttered60 --seeds 0 1 2
     python scripts/compare.py --methods ram soft-none soft-stn soft-se --datasets mnist
-    python scripts/compare.py --methods ram ram-conv glimpse-random glimpse-grid glimpse-soft lowres-cnn
+    python scripts/compare.py --methods ram ram-conv glimpse-random glimpse-grid glimpse-soft \
+        lowres-cnn
     python scripts/compare.py --merge runs/compare-a runs/compare-b --out runs/compare-ab
 """
 

@@ -211,8 +211,8 @@ def test_stn_run_logs_images_resumes_and_uses_shared_evaluation(data_root, tmp_p
 
     calls = []
 
-    def spy(predict, labels, batch_size=1000, desc="eval"):
-        out = evaluate(predict, labels, batch_size, desc)
+    def spy(predict, labels, batch_size=1000, desc="eval", *metrics):
+        out = evaluate(predict, labels, batch_size, desc, *metrics)
         calls.append((desc, labels.shape[0], out["accuracy"]))
         return out
 
