@@ -39,7 +39,7 @@ from torch import Tensor
 from agents.policy import GlimpsePolicy, PolicyStep
 from agents.ram import RAM
 
-__all__ = ["FixedLocationPolicy", "GridScan", "RandomLocations", "scan_path"]
+__all__ = ["FixedLocationPolicy", "GridScan", "RAMBodyPolicy", "RandomLocations", "scan_path"]
 
 
 def scan_path(num_glimpses: int) -> Tensor:
@@ -56,15 +56,9 @@ def scan_path(num_glimpses: int) -> Tensor:
     return torch.tensor(cells[:num_glimpses], dtype=torch.float32)
 
 
-class FixedLocationPolicy(GlimpsePolicy):
-    """A RAM whose locations come from a rule instead of its location head.
-
-    Args:
-        body: the RAM whose glimpse network, core and classifier are used.
-
-    Subclasses implement :meth:`locations`. ``evaluate_actions`` (PPO) is refused: there is
-    no location distribution to score.
-    """
+class RAMBodyPolicy(GlimpsePolicy):
+    """A policy that wraps a RAM (the *body*) and uses its networks: the fixed-location
+    controls here and ``glimpse-soft`` (:mod:`agents.soft_locations`)."""
 
     def __init__(self, body: RAM) -> None:
         if not isinstance(body, RAM):
@@ -74,6 +68,17 @@ class FixedLocationPolicy(GlimpsePolicy):
 
     def initial_state(self, obs: dict[str, Tensor]) -> Tensor:
         return self.body.initial_state(obs)
+
+
+class FixedLocationPolicy(RAMBodyPolicy):
+    """A RAM whose locations come from a rule instead of its location head.
+
+    Args:
+        body: the RAM whose glimpse network, core and classifier are used.
+
+    Subclasses implement :meth:`locations`. ``evaluate_actions`` (PPO) is refused: there is
+    no location distribution to score.
+    """
 
     def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(new_state, location, logits, value 0)``: the rule's location stands in for

@@ -30,28 +30,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agents.policy import GlimpsePolicy, PolicyStep
-from agents.ram import RAM
+from agents.fixed import RAMBodyPolicy
+from agents.policy import PolicyStep
 
 __all__ = ["SoftLocations"]
 
 
-class SoftLocations(GlimpsePolicy):
+class SoftLocations(RAMBodyPolicy):
     """RAM's network whose next location is its location head's output, differentiable.
 
     Args:
         body: the RAM whose glimpse network, core, location head and classifier are used
             (its ``detach_location`` is ignored: the core receives the location's gradient).
     """
-
-    def __init__(self, body: RAM) -> None:
-        if not isinstance(body, RAM):
-            raise ValueError(f"body must be a RAM, got {type(body).__name__}")
-        super().__init__(body.num_classes, location_bound=body.location_bound)
-        self.body = body
-
-    def initial_state(self, obs: dict[str, Tensor]) -> Tensor:
-        return self.body.initial_state(obs)
 
     def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(new_state, location, logits, value 0)`` with the location differentiable in

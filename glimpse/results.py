@@ -553,6 +553,27 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _finish_panel(ax: Any, task: str, xlabel: str) -> None:
+    """The shared look of a results panel: labels, title, grid, one-column legend below."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test error (%)")
+    ax.set_title(task)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write and close ``fig``; return the PNG's path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _method_color(method: str) -> str:
     """One colour per method in every panel and plot (matplotlib's ten-colour cycle)."""
     rank = METHODS.index(method) if method in METHODS else len(METHODS) + sum(map(ord, method))
@@ -601,17 +622,8 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
             color = _method_color(key[1])
             ax.errorbar(ts, mean, yerr=sd, marker="o", ms=3, capsize=2, label=label, color=color)
         ax.set_yscale("log")
-        ax.set_xlabel("glimpses read before the classifier answers (t)")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(task)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        _finish_panel(ax, task, "glimpses read before the classifier answers (t)")
+    return _save_figure(fig, path)
 
 
 def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
@@ -664,17 +676,8 @@ def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
         ax.set_ylim(max(min(ys) / 2, 1e-3), max(ys) * 2)
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("inference FLOPs per image")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(task)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        _finish_panel(ax, task, "inference FLOPs per image")
+    return _save_figure(fig, path)
 
 
 def update_markdown(text: str, table: str, begin: str = BEGIN, end: str = END) -> str:
