@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
@@ -66,19 +67,31 @@ class CBAM(nn.Module):
         )
 
     def channel_attention(self, x: Tensor) -> Tensor:
-        """``Mc``: ``(B, C, H, W) -> (B, C, 1, 1)`` in ``(0, 1)``."""
-        avg = x.mean(dim=(2, 3), keepdim=True)
-        mx = x.amax(dim=(2, 3), keepdim=True)
-        # One MLP call over both descriptors (stacked on the batch axis).
-        both = self.mlp(torch.cat([avg, mx], dim=0))
-        a, m = both.chunk(2, dim=0)
-        return torch.sigmoid(a + m)
+        """``Mc``: ``(B, C, H, W) -> (B, C, 1, 1)`` in ``(0, 1)``.
+
+        Fast path: one MLP call over both descriptors (stacked on the batch axis), the 1x1
+        convolutions applied as ``linear`` on ``(2B, C)``, and the max pool taken with
+        ``max`` (indices) rather than ``amax``: its backward scatters into the arg-max
+        instead of comparing the whole map with the maximum. Where several positions tie
+        for the maximum, the gradient goes to one of them instead of being shared; the
+        forward is the same. Together about 15 % faster forward + backward at B=8, C=64,
+        32x32 on one CPU thread (BENCHMARKS.md).
+        """
+        flat = x.flatten(2)
+        desc = torch.cat([flat.mean(dim=2), flat.max(dim=2).values], dim=0)  # (2B, C)
+        fc1, fc2 = self.mlp[0], self.mlp[2]
+        hidden = F.relu(F.linear(desc, fc1.weight.flatten(1), fc1.bias))
+        a, m = F.linear(hidden, fc2.weight.flatten(1), fc2.bias).chunk(2, dim=0)
+        return torch.sigmoid(a + m)[..., None, None]
 
     def spatial_attention(self, x: Tensor) -> Tensor:
-        """``Ms``: ``(B, C, H, W) -> (B, 1, H, W)`` in ``(0, 1)``."""
+        """``Ms``: ``(B, C, H, W) -> (B, 1, H, W)`` in ``(0, 1)`` (max over channels with
+        ``max``, as in :meth:`channel_attention`)."""
         if self.spatial_conv is None:
             raise ValueError("this CBAM was built with spatial=False")
-        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        desc = torch.cat(
+            [x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1
+        )
         return torch.sigmoid(self.spatial_conv(desc))
 
     def spatial_map(self, x: Tensor) -> Tensor | None:
