@@ -336,7 +336,11 @@ def run(
 
 @dataclass
 class TimmRow:
-    """One block against timm's at one size (same function, same run)."""
+    """One block against timm's at one size (same function, same run).
+
+    ``ms`` and ``timm_ms`` are medians; ``ratio_q1``/``ratio_q3`` the quartiles of the
+    per-pair ratios (each Glimpse call over the timm call right after it), the run's noise.
+    """
 
     module: str
     size: int
@@ -344,23 +348,60 @@ class TimmRow:
     timm_ms: float
     repeats: int
     config: str = "equal"
+    ratio_q1: float = math.nan
+    ratio_q3: float = math.nan
+
+    @classmethod
+    def of(
+        cls, module: str, size: int, a: list[float], b: list[float], config: str = "equal"
+    ) -> TimmRow:
+        """From :func:`time_pair`'s two lists of seconds."""
+        pairs = sorted(x / y for x, y in zip(a, b, strict=True))
+        q1, _, q3 = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
+        return cls(
+            module,
+            size,
+            statistics.median(a) * 1e3,
+            statistics.median(b) * 1e3,
+            len(a),
+            config,
+            q1,
+            q3,
+        )
 
     @property
     def ratio(self) -> float:
         return self.ms / self.timm_ms
 
+    @property
+    def verdict(self) -> str:
+        """``met`` (ratio ≤ 1), ``parity`` (above 1 but the pairs' interquartile range
+        reaches below 1: not distinguishable from equal in this run) or ``MISSED``."""
+        if self.config != "equal":
+            return "—"
+        if self.ratio <= 1.0:
+            return "met"
+        return "parity (IQR spans 1)" if self.ratio_q1 <= 1.0 else "MISSED"
+
 
 def time_pair(
-    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int
-) -> tuple[float, float]:
-    """Median seconds of forward + backward of ``a`` and of ``b``, timed in alternation
-    (``a, b, a, b, ...``) so that load changes during the run hit both alike."""
+    a: torch.nn.Module,
+    b: torch.nn.Module,
+    x: torch.Tensor,
+    warmup: int,
+    repeats: int,
+    min_seconds: float = 0.0,
+) -> tuple[list[float], list[float]]:
+    """Seconds of forward + backward of ``a`` and of ``b``, timed in alternation
+    (``a, b, a, b, ...``) so that load changes during the run hit both alike: at least
+    ``repeats`` pairs, and more until each side has run ``min_seconds`` (a few-millisecond
+    block needs hundreds of calls before a 2 % difference stands out of the noise)."""
     for _ in range(warmup):
         for m in (a, b):
             _clear_grads(m, x)
             _fwd_bwd(m, x)
     times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
+    while len(times[0]) < repeats or min(sum(times[0]), sum(times[1])) < min_seconds:
         for m, out in ((a, times[0]), (b, times[1])):
             _clear_grads(m, x)
             _sync(x.device)
@@ -368,7 +409,7 @@ def time_pair(
             _fwd_bwd(m, x)
             _sync(x.device)
             out.append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return times
 
 
 def run_timm(
@@ -380,6 +421,7 @@ def run_timm(
     warmup: int = 1,
     repeats: int = 5,
     defaults: bool = True,
+    min_seconds: float = 0.0,
 ) -> list[TimmRow]:
     """Every block timm also has (or those in ``modules``) against timm's, per size.
 
@@ -400,16 +442,16 @@ def run_timm(
             ours = create(name, channels, **kwargs).to(device).train()
             theirs = to_timm(ours).train()
             x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
-            a, b = time_pair(ours, theirs, x, warmup, repeats)
-            rows.append(TimmRow(name, size, a * 1e3, b * 1e3, repeats))
+            a, b = time_pair(ours, theirs, x, warmup, repeats, min_seconds)
+            rows.append(TimmRow.of(name, size, a, b))
             if defaults:
                 from timm.layers import create_attn
 
                 torch.manual_seed(0)
                 ours = create(name, channels).to(device).train()
                 theirs = create_attn(TIMM_NAMES[name], channels).to(device).train()
-                a, b = time_pair(ours, theirs, x, warmup, repeats)
-                rows.append(TimmRow(name, size, a * 1e3, b * 1e3, repeats, "defaults"))
+                a, b = time_pair(ours, theirs, x, warmup, repeats, min_seconds)
+                rows.append(TimmRow.of(name, size, a, b, "defaults"))
             del ours, theirs, x
     return rows
 
@@ -417,15 +459,15 @@ def run_timm(
 def format_timm_report(rows: list[TimmRow]) -> list[str]:
     """Markdown table of :func:`run_timm` and the target check (ratio ≤ 1)."""
     lines = [
-        "| module | config | H×W | Glimpse ms fwd+bwd | timm ms fwd+bwd | Glimpse / timm |"
-        " ≤ 1 (equal config) |",
-        "|" + "---|" * 7,
+        "| module | config | H×W | calls | Glimpse ms fwd+bwd | timm ms fwd+bwd |"
+        " Glimpse / timm | pairs' IQR | ≤ 1 (equal config) |",
+        "|" + "---|" * 9,
     ]
     for r in rows:
-        verdict = ("met" if r.ratio <= 1.0 else "MISSED") if r.config == "equal" else "—"
         lines.append(
-            f"| {r.module} | {r.config} | {r.size}×{r.size} | {r.ms:.1f} | {r.timm_ms:.1f} | "
-            f"{r.ratio:.3f} | {verdict} |"
+            f"| {r.module} | {r.config} | {r.size}×{r.size} | {r.repeats} | {r.ms:.1f} | "
+            f"{r.timm_ms:.1f} | {r.ratio:.3f} | {r.ratio_q1:.3f}–{r.ratio_q3:.3f} | "
+            f"{r.verdict} |"
         )
     lines += [
         "",
@@ -433,8 +475,8 @@ def format_timm_report(rows: list[TimmRow]) -> list[str]:
         "tests/reference/timm_blocks.py); defaults: each library's own defaults for the "
         "name (different functions, e.g. timm's SK splits the input across paths and uses "
         "dense convs, Glimpse's is the paper's grouped form inside a residual block). "
-        "Training mode, the two timed in alternation, median of "
-        f"{rows[0].repeats if rows else 0} calls each.",
+        "Training mode, the two timed in alternation; Glimpse / timm is the ratio of the "
+        "medians, the IQR that of the per-pair ratios.",
     ]
     return lines
 
@@ -577,7 +619,13 @@ def main() -> None:
     )
     parser.add_argument("--timm-sizes", type=int, nargs="+", default=[32, 64], help="H = W")
     parser.add_argument(
-        "--timm-repeats", type=int, default=15, help="timed calls per side (after 3 warm-up)"
+        "--timm-repeats", type=int, default=15, help="least timed calls per side (after warm-up)"
+    )
+    parser.add_argument(
+        "--timm-min-seconds",
+        type=float,
+        default=2.0,
+        help="more calls until each side has run this long (0: exactly --timm-repeats)",
     )
     parser.add_argument(
         "--timm-only", action="store_true", help="only the timm comparison, not the main table"
@@ -617,6 +665,7 @@ def main() -> None:
             device,
             warmup=3,
             repeats=args.timm_repeats,
+            min_seconds=args.timm_min_seconds,
         )
         print("\nAgainst timm " + _timm_version() + ":\n")
         print("\n".join(format_timm_report(timm_rows)))

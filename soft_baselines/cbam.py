@@ -89,9 +89,7 @@ class CBAM(nn.Module):
         ``max``, as in :meth:`channel_attention`)."""
         if self.spatial_conv is None:
             raise ValueError("this CBAM was built with spatial=False")
-        desc = torch.cat(
-            [x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1
-        )
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1)
         return torch.sigmoid(self.spatial_conv(desc))
 
     def spatial_map(self, x: Tensor) -> Tensor | None:

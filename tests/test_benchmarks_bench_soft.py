@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,10 +122,36 @@ def test_timm_comparison_rows_and_report(bench):
     ]
     assert all(r.ms > 0 and r.timm_ms > 0 and r.ratio == r.ms / r.timm_ms for r in rows)
     text = "\n".join(bench.format_timm_report(rows))
-    assert "| se | equal | 8×8 |" in text and "| sk | defaults | 8×8 |" in text
-    fake = [bench.TimmRow("se", 64, 1.0, 2.0, 3), bench.TimmRow("sk", 64, 3.0, 2.0, 3)]
+    assert "| se | equal | 8×8 | 1 |" in text and "| sk | defaults | 8×8 | 1 |" in text
+    fake = [
+        bench.TimmRow.of("se", 64, [1.0, 1.0, 1.2], [2.0, 2.0, 2.0]),
+        bench.TimmRow.of("sk", 64, [3.0, 3.0, 3.0], [2.0, 2.0, 2.0]),
+        # ratio of medians 1.05, but a quarter of the pairs below 1: parity, not a miss
+        bench.TimmRow.of("gc", 64, [1.05, 1.05, 0.9, 1.05, 1.3], [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ]
+    assert fake[0].ms == 1000.0 and fake[0].repeats == 3
     text = "\n".join(bench.format_timm_report(fake))
-    assert "| 0.500 | met |" in text and "| 1.500 | MISSED |" in text
+    assert "| 0.500 | 0.500–0.600 | met |" in text
+    assert "| 1.500 | 1.500–1.500 | MISSED |" in text
+    assert "| 1.050 | 0.975–1.175 | parity (IQR spans 1) |" in text
+
+
+def test_timm_pairs_run_until_each_side_had_its_minimum_time(bench):
+    """``min_seconds`` adds calls beyond ``repeats`` until both sides ran that long."""
+    slow = torch.nn.Identity()
+    calls = {"n": 0}
+
+    class Sleepy(torch.nn.Module):
+        def forward(self, x):
+            calls["n"] += 1
+            time.sleep(0.002)
+            return x * 1.0
+
+    x = torch.randn(2, 3, requires_grad=True)
+    a, b = bench.time_pair(Sleepy(), slow, x, warmup=0, repeats=2, min_seconds=0.03)
+    assert len(a) == len(b) >= 15 and sum(a) >= 0.03 and calls["n"] == len(a)
+    a, b = bench.time_pair(Sleepy(), slow, x, warmup=0, repeats=2)
+    assert len(a) == len(b) == 2
 
 
 def test_blocks_rejecting_a_size_are_skipped_with_their_reason(bench):
