@@ -426,3 +426,73 @@ def test_a_soft_run_becomes_a_deterministic_row(data_root, tmp_path):
     assert row["test_error_pct"] == format_pct([metrics["test_error"]])
     assert row["val_error_pct"] == format_pct([1 - metrics["val_best_accuracy"]])
     assert (row["eval_seeds"], row["budget"]) == ("1", "5 batches")
+
+
+def _row(method: str, protocol: str, test: str, val: str, budget: str = "30 epochs", **kw):
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(
+        task=kw.pop("task", "mnist"),
+        method=method,
+        protocol=protocol,
+        test_error_pct=test,
+        val_error_pct=val,
+        budget=budget,
+        run=f"{method}-{budget.split()[0]}",
+        command=kw.pop("command", "python x"),
+        machine="box",
+        **kw,
+    )
+    return row
+
+
+def test_compact_table_chooses_each_role_on_validation_not_test():
+    """Issue 21's compact table: the best hard agent, the best soft model, every control
+    and the plain CNN per task, each picked by validation error (a row better on test but
+    worse on validation never wins), with the costs beside them."""
+    from glimpse.results import render_compact
+
+    rows = [
+        # ram: the 100-epoch budget is better on validation; its headline is single-mean
+        _row("ram", "single-mean", "3.00", "3.10"),
+        _row("ram", "single-sampled", "2.00", "3.50"),
+        _row("ram", "single-mean", "1.20", "1.50", "100 epochs", params="1000"),
+        _row("ram", "single-sampled", "1.10", "1.60", "100 epochs"),
+        _row("ram", "mc10", "0.60", "0.80", "100 epochs"),  # never in the compact table
+        _row("ram-conv", "single-mean", "0.90", "1.70"),  # better test, worse val
+        _row("soft-se", "deterministic", "0.80", "0.95"),
+        _row("soft-stn", "deterministic", "0.50", "1.05"),
+        _row("soft-none", "deterministic", "0.70", "1.00", train_flops_to_best="123456789"),
+        _row("glimpse-grid", "single-mean", "4.00", "4.10"),
+        _row("ram", "single-mean@3", "9.00", "9.00", "100 epochs"),  # a readout row
+        _row("ram", "single-mean", "20.0", "21.0", task="cluttered60", attention_in_box="0.5"),
+        _row("ram", "single-sampled", "19.0", "20.0", task="cluttered60"),
+    ]
+    lines = render_compact(rows).splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [(c[0], c[1], c[2], c[3], c[4], c[5]) for c in cells] == [
+        ("mnist", "best hard", "ram", "100 epochs", "single-mean", "1.20"),
+        ("mnist", "best soft", "soft-se", "30 epochs", "deterministic", "0.80"),
+        ("mnist", "control", "glimpse-grid", "30 epochs", "single-mean", "4.00"),
+        ("mnist", "plain CNN", "soft-none", "30 epochs", "deterministic", "0.70"),
+        ("cluttered60", "best hard", "ram", "30 epochs", "single-sampled", "19.0"),
+    ]
+    assert cells[0][7] == "1000" and cells[3][10] == "1.2e+08"
+    assert cells[4][12] == "0.5"  # the run's export (of the policy's mean) beside its headline
+
+
+def test_main_command_table_holds_only_the_rows_of_the_command_as_printed():
+    """The README states what its main command gives (issue 16): only rows marked as that
+    command run as printed, single-trajectory protocols, the validation headline in bold."""
+    from glimpse.results import MAIN_COMMAND_MARK, render_main_command
+
+    mark = f"python scripts/train_ram.py ({MAIN_COMMAND_MARK})"
+    rows = [
+        _row("ram", "single-mean", "1.38", "1.70", "70 epochs", command=mark),
+        _row("ram", "single-sampled", "1.65", "1.60", "70 epochs", command=mark),
+        _row("ram", "mc10", "0.70", "0.90", "70 epochs", command=mark),
+        _row("ram", "single-mean", "1.12", "1.51", "100 epochs"),  # another command
+    ]
+    body = render_main_command(rows).splitlines()[2:]
+    assert len(body) == 2
+    assert "| **single-sampled** (headline) | **1.65** |" in body[1]
+    assert "| single-mean | 1.38 |" in body[0]
