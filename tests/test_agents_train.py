@@ -48,6 +48,11 @@ def trainer_runs(data_root, tmp_path_factory):
     - ``resumed``: 1 epoch, then ``--resume`` for the second (seed 0);
     - ``seed1``: 1 epoch with seed 1;
     - ``warm``: 1 epoch warm-started from ``full`` (``init_from``) with a zero learning rate.
+
+    The tests read losses, weights and validation playback, never the final test report:
+    val and test are cut to their first 100 images (``eval_limit``; the 3 playback images
+    are among them) and the report to one evaluation seed. The final report on the full
+    10k test set under 5 seeds was nearly all of this fixture's 65 s (CI).
     """
     from agents.config import HardTrainConfig
     from agents.train import train_reinforce
@@ -59,7 +64,9 @@ def trainer_runs(data_root, tmp_path_factory):
         "lr_schedule": "constant",
         "log_every": 1,
         "val_size": 500,
-        "eval_batch_size": 2500,
+        "eval_limit": 100,
+        "eval_seeds": 1,
+        "eval_batch_size": 100,
         "data_root": str(data_root),
         "runs_root": str(root),
         "device": "cpu",
@@ -226,7 +233,7 @@ def test_train_ram_script_end_to_end(data_root, tmp_path):
 
 LEARN_BUDGET = {
     "train_limit": 10000,
-    "epochs": 25,
+    "epochs": 22,
     "batch_size": 64,
     "lr": 1e-3,
     "init_location": "random",
@@ -238,14 +245,19 @@ test's docstring and docs/RESULTS.md)."""
 
 
 def test_ram_beats_90_percent_on_a_10k_mnist_subset(data_root, tmp_path):
-    """25 epochs over the first 10k training images (3,900 batches of 64), lr 1e-3 with
+    """22 epochs over the first 10k training images (3,432 batches of 64), lr 1e-3 with
     the cosine schedule, random first fixations, the other settings the trainer's
     defaults; the budget includes a 5k-image validation pass per epoch and the 10k-image
-    test.
+    test, read under one evaluation seed (the final report's other four seeds only
+    repeated the same 2 protocols x 15k episodes).
 
-    Measured on the 2-core machine (1 thread, three processes sharing it): seeds 0/1/2
-    gave 92.7/93.6/93.1% test accuracy in 99/101/102 s of CPU each. The centre start
-    gave 91.6/92.1/89.7% with the same budget, so it is not used here.
+    Measured 2026-12-02 on the 2-core machine (1 thread; the three seeds in parallel
+    beside 4-6 other jobs, load 8-9): seeds 0/1/2 gave 92.05/93.21/93.99% test accuracy
+    in 214/215/216 s of CPU (1415 s wall) each; CPU seconds under that load are inflated
+    and not comparable with the earlier figures. Earlier budgets, same machine: 25 epochs
+    and 5 evaluation seeds gave 92.7/93.6/93.1% in 99/101/102 CPU s (three processes on
+    the two cores); 16 epochs gave 90.90/92.81% on seeds 0/1 (too close to the bar, not
+    used). The centre start gave 91.6/92.1/89.7% at 25 epochs, so it is not used here.
     """
     from agents.config import HardTrainConfig
     from agents.train import train_reinforce
@@ -260,6 +272,7 @@ def test_ram_beats_90_percent_on_a_10k_mnist_subset(data_root, tmp_path):
             runs_root=str(tmp_path),
             playback=0,
             eval_batch_size=2500,
+            eval_seeds=1,
         )
     )
     assert result["test_accuracy"] > 0.90, result

@@ -25,8 +25,13 @@ IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 @pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):
     """STN + SmallCNN on 60x60 cluttered MNIST: 160 batches of 64 (10,240 images, a fifth
-    of an epoch), evaluated on the full 10k test set; returns the metrics and the warps
-    ``theta`` ``(500, 2, 3)`` of the first 500 validation images under ``best.pt``."""
+    of an epoch), evaluated on the first 2000 test images (``eval_limit``; the 500
+    validation images are all kept); returns the metrics and the warps ``theta``
+    ``(500, 2, 3)`` of the first 500 validation images under ``best.pt``. The full 10k
+    test pass took about as long as 100 training batches (3.5 s per 500 images, measured),
+    so the test set is cut, not the training: 120 batches (measured 2026-12-02, seeds
+    0/1/2, load ~9 on the 2 cores) left the warp at 0.017/0.015/0.045 from the identity,
+    two of three under this test's 0.02."""
     root = tmp_path_factory.mktemp("stn")
     cfg = SoftTrainConfig(
         module="stn",
@@ -42,6 +47,7 @@ def trained(data_root, tmp_path_factory):
         lr=3e-3,
         log_every=80,
         val_size=500,
+        eval_limit=2000,
         eval_batch_size=1000,
         log_images=0,
         seed=0,
@@ -58,7 +64,9 @@ def trained(data_root, tmp_path_factory):
 
 def test_stn_smallcnn_learns_cluttered60_and_its_warp_moves(trained):
     """Measured with seed 0 (2026-12-01, 2-core CPU VM shared with other jobs): 91.21%
-    test accuracy, mean |theta - identity| = 0.070 over the first 500 validation images.
+    test accuracy, mean |theta - identity| = 0.070 over the first 500 validation images;
+    on the first 2000 test images (the fixture's ``eval_limit`` since 2026-12-02, training
+    unchanged) 88.85%, warp 0.070 again (val 92.0% both times).
     Chance is 10%; the transformer starts exactly at the identity (zero last layer), so a
     warp that never learns fails the second assertion whatever the backbone does."""
     result, theta = trained
