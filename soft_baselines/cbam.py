@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
+from soft_baselines._ops import spatial_mean
 from soft_baselines.registry import rd_ratio_as_reduction, register
 
 __all__ = ["BAM", "CBAM"]
@@ -78,7 +79,7 @@ class CBAM(nn.Module):
         32x32 on one CPU thread (BENCHMARKS.md).
         """
         flat = x.flatten(2)
-        desc = torch.cat([flat.mean(dim=2), flat.max(dim=2).values], dim=0)  # (2B, C)
+        desc = torch.cat([spatial_mean(x), flat.max(dim=2).values], dim=0)  # (2B, C)
         fc1, fc2 = self.mlp[0], self.mlp[2]
         hidden = F.relu(F.linear(desc, fc1.weight.flatten(1), fc1.bias))
         a, m = F.linear(hidden, fc2.weight.flatten(1), fc2.bias).chunk(2, dim=0)

@@ -27,6 +27,7 @@ from soft_baselines._checks import (
     check_positive_int,
     check_positive_number,
 )
+from soft_baselines._ops import spatial_mean
 from soft_baselines.registry import register
 
 __all__ = ["EfficientChannelAttention", "eca_kernel_size"]
@@ -76,7 +77,7 @@ class EfficientChannelAttention(nn.Module):
     def gates(self, x: Tensor) -> Tensor:
         """Channel gates in ``(0, 1)``: ``(B, C, H, W) -> (B, C)``."""
         check_feature_map(x, self.channels, type(self).__name__)
-        z = x.mean(dim=(2, 3))  # (B, C)
+        z = spatial_mean(x)  # (B, C)
         return torch.sigmoid(self.conv(z[:, None, :])[:, 0, :])
 
     def forward(self, x: Tensor) -> Tensor:

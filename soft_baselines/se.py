@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from soft_baselines._checks import bottleneck_width, check_feature_map, check_positive_int
+from soft_baselines._ops import spatial_mean
 from soft_baselines.registry import rd_ratio_as_reduction, register
 
 __all__ = ["SqueezeExcitation", "bottleneck_width", "check_feature_map", "check_positive_int"]
@@ -50,7 +51,7 @@ class SqueezeExcitation(nn.Module):
     def gates(self, x: Tensor) -> Tensor:
         """Channel gates in ``(0, 1)``: ``(B, C, H, W) -> (B, C)``."""
         check_feature_map(x, self.channels, type(self).__name__)
-        z = x.mean(dim=(2, 3))
+        z = spatial_mean(x)
         return torch.sigmoid(self.fc2(torch.relu(self.fc1(z))))
 
     def forward(self, x: Tensor) -> Tensor:
