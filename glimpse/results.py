@@ -464,11 +464,31 @@ def _headline(rows: list[dict[str, str]]) -> set[tuple[str, str, str, str]]:
     for r in rows:
         if r["protocol"] not in ("single-mean", "single-sampled"):
             continue
-        cand = (parse_pct(r["val_error_pct"])[0], r["protocol"] != "single-mean", _key(r))
+        cand = (_val(r), r["protocol"] != "single-mean", _key(r))
         k = (r["task"], r["method"], r["budget"])
         if k not in best or cand < best[k]:
             best[k] = cand
     return {v[2] for v in best.values()}
+
+
+def _md_line(cells: Sequence[str]) -> str:
+    """One Markdown table line, ``|`` inside cells escaped."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _paper_cell(row: dict[str, str]) -> str:
+    """The paper's figure, marked unverified where its source is, and never beside a
+    Monte-Carlo row (another protocol than the papers')."""
+    paper = row["paper_error_pct"]
+    if paper and "unverified" in row["paper_ref"]:
+        paper += " (unverified)"
+    if paper and row["protocol"].startswith("mc"):
+        paper = "n/a (paper: single trajectory)"
+    return paper
+
+
+def _val(row: dict[str, str]) -> float:
+    return parse_pct(row["val_error_pct"])[0]
 
 
 def render_table(rows: list[dict[str, str]]) -> str:
@@ -491,11 +511,7 @@ def render_table(rows: list[dict[str, str]]) -> str:
             test, protocol = f"**{test}**", f"**{protocol}** (headline)"
         elif protocol.startswith("mc"):
             protocol = f"{protocol} ({protocol[2:]}x inference)"
-        paper = r["paper_error_pct"]
-        if paper and "unverified" in r["paper_ref"]:
-            paper += " (unverified)"
-        if paper and r["protocol"].startswith("mc"):  # never beside another protocol
-            paper = "n/a (paper: single trajectory)"
+        paper = _paper_cell(r)
         cells = [
             r["task"],
             r["method"],
@@ -513,7 +529,7 @@ def render_table(rows: list[dict[str, str]]) -> str:
             f"`{r['command']}`",
             r["machine"],
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(_md_line(cells))
     return "\n".join(lines)
 
 
@@ -725,19 +741,13 @@ def render_compact(rows: list[dict[str, str]]) -> str:
         if _key(r) not in head and r["protocol"] != "deterministic":
             continue
         k = (r["task"], r["method"])
-        if (
-            k not in best
-            or parse_pct(r["val_error_pct"])[0] < parse_pct(best[k]["val_error_pct"])[0]
-        ):
+        if k not in best or _val(r) < _val(best[k]):
             best[k] = r
     chosen: dict[tuple[str, str], dict[str, str]] = {}
     for (task, method), r in best.items():
         role = _role(method)
         key = (task, method if role == "control" else str(role))
-        if (
-            key not in chosen
-            or parse_pct(r["val_error_pct"])[0] < parse_pct(chosen[key]["val_error_pct"])[0]
-        ):
+        if key not in chosen or _val(r) < _val(chosen[key]):
             chosen[key] = r
     # A hard run's attention export is of the policy's mean (the single-mean row): it
     # describes the run whichever protocol is the headline.
@@ -769,7 +779,7 @@ def render_compact(rows: list[dict[str, str]]) -> str:
             in_box.get(r["run"], ""),
             f"`{r['run']}`",
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(_md_line(cells))
     return "\n".join(lines)
 
 
@@ -800,9 +810,7 @@ def render_main_command(rows: list[dict[str, str]]) -> str:
         test, protocol = r["test_error_pct"], r["protocol"]
         if _key(r) in head:
             test, protocol = f"**{test}**", f"**{protocol}** (headline)"
-        paper = r["paper_error_pct"]
-        if paper and "unverified" in r["paper_ref"]:
-            paper += " (unverified)"
+        paper = _paper_cell(r)
         cells = [
             r["task"],
             r["method"],
@@ -814,7 +822,7 @@ def render_main_command(rows: list[dict[str, str]]) -> str:
             f"`{r['run']}`",
             f"`{r['command']}`",
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(_md_line(cells))
     return "\n".join(lines)
 
 

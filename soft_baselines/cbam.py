@@ -75,8 +75,9 @@ class CBAM(nn.Module):
         ``max`` (indices) rather than ``amax``: its backward scatters into the arg-max
         instead of comparing the whole map with the maximum. Where several positions tie
         for the maximum, the gradient goes to one of them instead of being shared; the
-        forward is the same. Together about 15 % faster forward + backward at B=8, C=64,
-        32x32 on one CPU thread (BENCHMARKS.md).
+        forward is the same. With :func:`~soft_baselines._ops.spatial_mean` for the
+        average pool, forward + backward went from parity with timm's CBAM to 0.80x its
+        time at B=8, C=64, 32x32 and 64x64 on one CPU thread (BENCHMARKS.md, issue 19).
         """
         flat = x.flatten(2)
         desc = torch.cat([spatial_mean(x), flat.max(dim=2).values], dim=0)  # (2B, C)

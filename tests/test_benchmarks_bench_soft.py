@@ -138,7 +138,7 @@ def test_timm_comparison_rows_and_report(bench):
 
 def test_timm_pairs_run_until_each_side_had_its_minimum_time(bench):
     """``min_seconds`` adds calls beyond ``repeats`` until both sides ran that long."""
-    slow = torch.nn.Identity()
+    instant = torch.nn.Identity()
     calls = {"n": 0}
 
     class Sleepy(torch.nn.Module):
@@ -148,9 +148,9 @@ def test_timm_pairs_run_until_each_side_had_its_minimum_time(bench):
             return x * 1.0
 
     x = torch.randn(2, 3, requires_grad=True)
-    a, b = bench.time_pair(Sleepy(), slow, x, warmup=0, repeats=2, min_seconds=0.03)
+    a, b = bench.time_pair(Sleepy(), instant, x, warmup=0, repeats=2, min_seconds=0.03)
     assert len(a) == len(b) >= 15 and sum(a) >= 0.03 and calls["n"] == len(a)
-    a, b = bench.time_pair(Sleepy(), slow, x, warmup=0, repeats=2)
+    a, b = bench.time_pair(Sleepy(), instant, x, warmup=0, repeats=2)
     assert len(a) == len(b) == 2
 
 
