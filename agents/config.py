@@ -110,6 +110,11 @@ class HardTrainConfig(RunConfig):
     learns much slower here)."""
     lr: float = 1e-3
     """Adam learning rate."""
+    location_lr_scale: float = 1.0
+    """Learning rate of the location head (RAM's ``locator``, DRAM's ``emission``) as a
+    multiple of ``lr`` (1: one rate for all). A slower location head is the spatial
+    transformer's practice for its localisation network (Jaderberg et al. 2015); here it is
+    the remedy tried for ``glimpse-soft``'s saturated locations on cluttered 60x60 (issue 17)."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     """Learning-rate schedule over all training batches."""
     weight_decay: float = 0.0
@@ -160,6 +165,7 @@ class HardTrainConfig(RunConfig):
         "std": (">", 0),
         "hidden": (">=", 1),
         "lr": (">=", 0),
+        "location_lr_scale": (">=", 0),
         "weight_decay": (">=", 0),
         "epochs": (">=", 1),
         "batch_size": (">=", 1),

@@ -100,6 +100,32 @@ def reinforce_budget(cfg: HardTrainConfig, train_env: GlimpseVectorEnv) -> Budge
     )
 
 
+LOCATION_HEADS: tuple[str, ...] = ("locator", "emission")
+"""Names of the modules that emit the next location: RAM's ``locator`` (also inside the
+controls' ``body``) and DRAM's ``emission``."""
+
+
+def parameter_groups(
+    policy: torch.nn.Module, lr: float, location_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """Adam's parameter groups: one group at ``lr`` when ``location_lr_scale`` is 1 (so
+    optimiser states of earlier runs still load), else the location head's parameters
+    (:data:`LOCATION_HEADS`) at ``lr * location_lr_scale`` first and the rest at ``lr``.
+    Raises ``ValueError`` for a scale other than 1 on a policy without a location head."""
+    if location_lr_scale == 1.0:
+        return [{"params": list(policy.parameters()), "lr": lr}]
+    head, rest = [], []
+    for name, p in policy.named_parameters():
+        parts = name.split(".")
+        (head if len(parts) >= 2 and parts[-2] in LOCATION_HEADS else rest).append(p)
+    if not head:
+        raise ValueError(
+            f"location_lr_scale {location_lr_scale} needs a location head "
+            f"({', '.join(LOCATION_HEADS)}); {type(policy).__name__} has none"
+        )
+    return [{"params": head, "lr": lr * location_lr_scale}, {"params": rest, "lr": lr}]
+
+
 class GlimpseAgentMethod(Method):
     """What the trainers of glimpse policies (REINFORCE here, PPO-hybrid in
     :mod:`agents.ppo_train`) share: the run's vector envs (:func:`build_envs`; each rank
@@ -124,7 +150,9 @@ class GlimpseAgentMethod(Method):
         if cfg.init_from:  # rank 0's weights are broadcast by fit; a resumed checkpoint wins
             load_weights(self.policy, cfg.init_from, device)
         self.optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            parameter_groups(self.policy, cfg.lr, cfg.location_lr_scale),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
         )
         self.stream = self.train_env.stream
         self.task = cfg.task

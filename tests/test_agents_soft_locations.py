@@ -182,3 +182,32 @@ def test_glimpse_soft_learns_mnist(data_root, tmp_path):
     result = train_reinforce(cfg)
     assert result["method"] == "glimpse-soft"
     assert result["test_accuracy"] > 0.6, result
+
+
+def test_location_lr_scale_slows_only_the_location_head():
+    """``--location-lr-scale`` (the remedy tried for cluttered 60x60): the location head
+    (``body.locator``) gets ``lr * scale``, everything else ``lr``; one Adam step moves the
+    head by ``scale`` times what it moves at scale 1 (Adam's first step is ``lr * sign``),
+    and a scale of 1 keeps the single group earlier checkpoints were saved with."""
+    from agents.train import parameter_groups
+
+    cfg = HardTrainConfig(agent="glimpse-soft", task="mnist").resolved()
+    moved = {}
+    for scale in (1.0, 0.1):
+        torch.manual_seed(0)
+        policy = POLICIES["glimpse-soft"](cfg, (1, 1, 8, 8), 1)
+        groups = parameter_groups(policy, 1e-2, scale)
+        assert len(groups) == (1 if scale == 1.0 else 2)
+        before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+        opt = torch.optim.Adam(groups, lr=1e-2)
+        sum(p.sum() for p in policy.parameters()).backward()
+        opt.step()
+        moved[scale] = {n: (p - before[n]).abs().max().item() for n, p in policy.named_parameters()}
+    head = "body.locator.weight"
+    assert moved[1.0][head] == pytest.approx(1e-2, rel=1e-3)
+    assert moved[0.1][head] == pytest.approx(1e-3, rel=1e-3)
+    assert moved[0.1]["body.classifier.weight"] == pytest.approx(1e-2, rel=1e-3)
+    with pytest.raises(ValueError, match=r"location_lr_scale 0\.5 needs a location head"):
+        parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.5)
+    with pytest.raises(ValueError, match=r"--location-lr-scale must be >= 0, got -1\.0"):
+        HardTrainConfig(location_lr_scale=-1.0).resolved()
