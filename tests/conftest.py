@@ -42,6 +42,18 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+def _cap_threads_per_worker() -> None:
+    """Under pytest-xdist (the default run, ``-n auto``), share the cores among the
+    workers: PyTorch's default of one thread per core in every worker would oversubscribe
+    the machine, which on a small shared CPU is many times slower, not just slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_cap_threads_per_worker()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Generated-dataset caches go to one temp folder per session, never to ~/.cache."""
