@@ -108,6 +108,12 @@ class HardTrainConfig(RunConfig):
     location pathway (RAM: the location head; DRAM: context network, upper LSTM, emission),
     classification the rest (--no-detach-location: the paper's joint gradient, which
     learns much slower here)."""
+    location_gradient: Literal["full", "head"] = "full"
+    """glimpse-soft only: where the classification loss's gradient with respect to a
+    location goes. ``full``: through the location head into the core and, through it, the
+    earlier glimpses (end to end); ``head``: into the location head's weights only (the
+    core state is detached at the head's input, as RAM's ``--detach-location`` does for
+    REINFORCE), so the core and glimpse network learn from what they see, not from where."""
     lr: float = 1e-3
     """Adam learning rate."""
     location_lr_scale: float = 1.0
@@ -205,6 +211,11 @@ class HardTrainConfig(RunConfig):
             raise ValueError("RAM with --glimpse-net conv is --agent ram-conv")
         if out.agent == "ram-conv" and net == "mlp":
             raise ValueError("--agent ram-conv has the conv glimpse network; --agent ram the MLP")
+        if out.location_gradient != "full" and out.agent != "glimpse-soft":
+            raise ValueError(
+                f"--location-gradient {out.location_gradient} is a glimpse-soft option "
+                f"(differentiable locations); --agent {out.agent} has none"
+            )
         if out.init_from and not Path(out.init_from).exists():  # fail before building data
             raise FileNotFoundError(
                 f"--init-from {out.init_from}: no such checkpoint or run folder"

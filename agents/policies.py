@@ -75,7 +75,7 @@ def build_soft_locations(
     the location head: its gradient is the classification loss's)."""
     body = build_ram(cfg, glimpse_shape, num_targets, num_classes)
     body.detach_location = False
-    return SoftLocations(body)
+    return SoftLocations(body, detach_core=cfg.location_gradient == "head")
 
 
 def build_dram(

@@ -16,8 +16,10 @@ Differences from RAM, stated once:
 - locations are the mean of RAM's location head, never sampled (so ``single-mean`` and
   ``single-sampled`` play the same episodes; only the first fixation, random by default,
   depends on the evaluation seed);
-- the core is not detached from the location head (``detach_location`` has no effect: the
-  location's gradient is the classification loss's and it should shape the core);
+- by default the core is not detached from the location head (``detach_location`` has no
+  effect: the location's gradient is the classification loss's and it shapes the core);
+  ``--location-gradient head`` detaches it, so only the head learns where to look (on
+  cluttered 60x60 the end-to-end gradient stalls learning; docs/RESULTS.md, issue 17);
 - the baseline head is never evaluated (no reward to predict): it keeps its initial
   weights, counted in the model's size as for the fixed-location controls.
 
@@ -32,6 +34,7 @@ from torch import Tensor
 
 from agents.fixed import RAMBodyPolicy
 from agents.policy import PolicyStep
+from agents.ram import RAM
 
 __all__ = ["SoftLocations"]
 
@@ -41,14 +44,22 @@ class SoftLocations(RAMBodyPolicy):
 
     Args:
         body: the RAM whose glimpse network, core, location head and classifier are used
-            (its ``detach_location`` is ignored: the core receives the location's gradient).
+            (its ``detach_location`` is ignored).
+        detach_core: feed the location head a detached core state, so the location's
+            gradient trains the head alone (``--location-gradient head``); by default it
+            also reaches the core and the earlier glimpses.
     """
+
+    def __init__(self, body: RAM, detach_core: bool = False) -> None:
+        super().__init__(body)
+        self.detach_core = detach_core
 
     def heads(self, obs: dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(new_state, location, logits, value 0)`` with the location differentiable in
         the body's parameters (and through ``obs`` in the earlier glimpses)."""
         state, h = self.body.integrate(obs, state)
-        location = torch.tanh(self.body.locator(h)) * self.location_bound
+        location = torch.tanh(self.body.locator(h.detach() if self.detach_core else h))
+        location = location * self.location_bound
         return state, location, self.body.classifier(h), h.new_zeros(h.shape[0])
 
     def act(

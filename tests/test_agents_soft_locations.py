@@ -211,3 +211,28 @@ def test_location_lr_scale_slows_only_the_location_head():
         parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.5)
     with pytest.raises(ValueError, match=r"--location-lr-scale must be >= 0, got -1\.0"):
         HardTrainConfig(location_lr_scale=-1.0).resolved()
+
+
+@pytest.mark.parametrize("mode", ["full", "head"])
+def test_location_gradient_head_mode_trains_only_the_head(mode):
+    """``--location-gradient head``: a loss on the emitted location trains the location
+    head's weights, and (unlike ``full``) nothing upstream of it: the core and the glimpse
+    network get exactly zero from it."""
+    cfg = HardTrainConfig(agent="glimpse-soft", task="mnist", location_gradient=mode).resolved()
+    torch.manual_seed(0)
+    policy = POLICIES["glimpse-soft"](cfg, (1, 1, 8, 8), 1)
+    obs = {"glimpse": torch.rand(3, 1, 1, 8, 8), "location": torch.rand(3, 2) - 0.5}
+    state = torch.rand_like(policy.initial_state(obs))  # non-zero: the core's W_hh matters
+    step = policy.act(obs, state)
+    (step.location**2).sum().backward()
+    grads = {n: p.grad for n, p in policy.named_parameters()}
+    assert grads["body.locator.weight"].abs().sum() > 0
+    upstream = [n for n in grads if n.startswith(("body.core.", "body.glimpse_net."))]
+    assert upstream
+    reached = [n for n in upstream if grads[n] is not None and grads[n].abs().sum() > 0]
+    assert reached == (upstream if mode == "full" else []), reached
+
+
+def test_location_gradient_is_refused_outside_glimpse_soft():
+    with pytest.raises(ValueError, match=r"--location-gradient head is a glimpse-soft option"):
+        HardTrainConfig(agent="ram", location_gradient="head").resolved()
