@@ -118,9 +118,10 @@ class HardTrainConfig(RunConfig):
     """Adam learning rate."""
     location_lr_scale: float = 1.0
     """Learning rate of the location head (RAM's ``locator``, DRAM's ``emission``) as a
-    multiple of ``lr`` (1: one rate for all). A slower location head is the spatial
-    transformer's practice for its localisation network (Jaderberg et al. 2015); here it is
-    the remedy tried for ``glimpse-soft``'s saturated locations on cluttered 60x60 (issue 17)."""
+    multiple of ``lr`` (1: one rate for all; PPO-hybrid and REINFORCE, not sb3). A slower
+    location head is the spatial transformer's practice for its localisation network
+    (Jaderberg et al. 2015); for ``glimpse-soft`` on cluttered 60x60 it did not cure the
+    stall that ``location_gradient="head"`` does (docs/RESULTS.md, issue 17)."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     """Learning-rate schedule over all training batches."""
     weight_decay: float = 0.0
@@ -313,6 +314,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
             raise ValueError(
                 f"--agent {out.agent} has {what} locations: no location policy for PPO to "
                 "learn (train it with scripts/train_ram.py)"
+            )
+        if out.algo == "sb3-recurrent-ppo" and out.location_lr_scale != 1.0:
+            raise ValueError(
+                f"--location-lr-scale {out.location_lr_scale}: sb3-recurrent-ppo has one "
+                "learning rate for its whole policy; expected 1"
             )
         if out.algo == "sb3-recurrent-ppo" and out.precision != "fp32":
             raise ValueError(

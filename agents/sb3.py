@@ -141,11 +141,6 @@ def build_recurrent_ppo(
 
     from envs.sb3 import SB3VecEnv
 
-    if cfg.location_lr_scale != 1.0:
-        raise ValueError(
-            f"location_lr_scale {cfg.location_lr_scale} is not supported by sb3's "
-            "RecurrentPPO (one learning rate for its whole policy); expected 1"
-        )
     vec = SB3VecEnv(train_env, "multidiscrete", cfg.sb3_grid)
     n_steps = cfg.sb3_n_steps or cfg.episode_steps()
     rollout = n_steps * train_env.num_envs

@@ -211,6 +211,19 @@ def test_location_lr_scale_slows_only_the_location_head():
         parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.5)
     with pytest.raises(ValueError, match=r"--location-lr-scale must be >= 0, got -1\.0"):
         HardTrainConfig(location_lr_scale=-1.0).resolved()
+    with pytest.raises(ValueError, match=r"--location-lr-scale 0\.5: sb3-recurrent-ppo"):
+        PPOTrainConfig(algo="sb3-recurrent-ppo", location_lr_scale=0.5).resolved()
+
+
+def test_location_lr_scale_finds_drams_emission_head():
+    """DRAM's location head is ``emission``: it (and only it) forms the scaled group."""
+    from agents.train import parameter_groups
+
+    cfg = HardTrainConfig(agent="dram", task="multimnist").resolved()
+    dram = POLICIES["dram"](cfg, (cfg.num_scales, 1, cfg.glimpse_size, cfg.glimpse_size), 2)
+    head, rest = parameter_groups(dram, 1e-3, 0.1)
+    assert head["lr"] == pytest.approx(1e-4) and rest["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in head["params"]} == {id(p) for p in dram.emission.parameters()}
 
 
 @pytest.mark.parametrize("mode", ["full", "head"])
