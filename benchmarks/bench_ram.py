@@ -143,7 +143,8 @@ def reference_step(data_root: str | None) -> Callable[[], None]:
                 m.what_out(F.relu(m.what(glimpse.flatten(1)))) + m.where_out(F.relu(m.where(loc)))
             )
             h = m.core(g, h)
-            mean = torch.tanh(m.locator(h.detach()))
+            # .float(): a no-op in fp32; under bf16 autocast the policy's math stays fp32
+            mean = torch.tanh(m.locator(h.detach())).float()
             loc = (mean + STD * torch.randn_like(mean)).clamp(-1, 1).detach()
             z = (loc - mean) / STD
             inside = -0.5 * z * z - log_std - LOG_SQRT_2PI
@@ -151,7 +152,7 @@ def reference_step(data_root: str | None) -> Callable[[], None]:
             lower = torch.special.log_ndtr((-1 - mean) / STD)
             logp = torch.where(loc >= 1, upper, torch.where(loc <= -1, lower, inside)).sum(1)
             logps.append(logp)
-            values.append(m.baseline(h.detach()).squeeze(1))
+            values.append(m.baseline(h.detach()).squeeze(1).float())
         logits = model.classifier(h)
         reward = (logits.argmax(1) == y).float()
         logp, b = torch.stack(logps[:-1]), torch.stack(values[:-1])
