@@ -16,7 +16,12 @@ For each configuration it times, in the same run:
 - ``episode``: ``(prepare + T glimpses) / T`` per glimpse, ``T`` the task's glimpses;
 - ``floor``: a gather (``torch.take``) of exactly the table entries the prepared glimpse
   reads (the 4 bilinear taps of every output value), printed as ``floor/prepared``: the
-  fraction of that memory floor the glimpse reaches.
+  fraction of that memory floor the glimpse reaches;
+- ``write floor``: ``table.fill_`` of the prepared table (existing memory: the least any
+  prepare must do is write every entry once), in ms and in glimpses, and
+  ``floor/replace``, the fraction of that floor the in-place rebuild reaches. Where the
+  write floor alone costs more than a glimpse, "prepare <= one glimpse" is out of reach
+  for a table of ``k`` box-filtered copies of the images.
 """
 
 from __future__ import annotations
@@ -110,6 +115,9 @@ def run(device: torch.device, repeats: int) -> list[dict]:
         torch.testing.assert_close(retina(prepared, loc), ref, rtol=0, atol=3e-5)  # replaced
         taps = _tap_indices(prepared, loc, retina)
         t_floor = _time(lambda: prepared.table.take(taps), device, repeats)
+        scratch = prepared.table.clone()
+        t_write = _time(lambda: scratch.fill_(0.5), device, repeats)
+        del scratch
         t_episode = (t_prep + steps * t_glimpse) / steps  # per glimpse, prepare amortised
         rows.append(
             {
@@ -126,6 +134,9 @@ def run(device: torch.device, repeats: int) -> list[dict]:
                 "steps": steps,
                 "episode_x": t_loop / t_episode,
                 "floor_ratio": t_floor / t_glimpse,
+                "write_ms": t_write * 1e3,
+                "write_glimpses": t_write / t_glimpse,
+                "write_ratio": t_write / t_replace,
             }
         )
     return rows
@@ -146,16 +157,17 @@ def main() -> None:
     print(
         "| config | loop img/s | one-shot img/s (x loop) | prepared img/s (x loop) |"
         " prepare ms (glimpses) | replace ms (glimpses) | episode x loop (T) |"
-        " floor/prepared |"
+        " floor/prepared | write floor ms (glimpses) | floor/replace |"
     )
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 10)
     for r in run(device, args.repeats):
         print(
             f"| {r['config']} | {r['loop']:,.0f} | {r['one_shot']:,.0f} ({r['one_shot_x']:.1f}x) | "
             f"{r['prepared']:,.0f} ({r['prepared_x']:.1f}x) | "
             f"{r['prepare_ms']:.2f} ({r['prepare_glimpses']:.1f}) | "
             f"{r['replace_ms']:.2f} ({r['replace_glimpses']:.1f}) | "
-            f"{r['episode_x']:.1f}x ({r['steps']}) | {r['floor_ratio']:.1%} |"
+            f"{r['episode_x']:.1f}x ({r['steps']}) | {r['floor_ratio']:.1%} | "
+            f"{r['write_ms']:.2f} ({r['write_glimpses']:.1f}) | {r['write_ratio']:.1%} |"
         )
 
 
