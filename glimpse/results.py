@@ -569,13 +569,38 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
+    ("bf16", "bf16"),
+    ("--location-gradient head", "head"),
+    ("location lr x", "lr-scaled"),
+    ("frozen", "frozen head"),
+    ("stopped by patience", "patience"),
+)
+"""``(text in a budget cell, tag in a plot legend)``: what tells apart two runs of one
+method whose budgets begin alike (e.g. ``70 epochs`` and ``70 epochs, bf16``)."""
+
+
+def budget_label(budget: str) -> str:
+    """A plot legend's short form of a ``budget`` cell: its first part (the cap) and the
+    tags of :data:`BUDGET_FLAGS` it contains, e.g. ``"70 epochs, bf16"``."""
+    tags = [tag for text, tag in BUDGET_FLAGS if text in budget]
+    return ", ".join([budget.split(",")[0], *tags])
+
+
+def is_probe(row: dict[str, str]) -> bool:
+    """A diagnostic row (``probe`` in its budget: a short run evaluated on a subset),
+    kept in the CSV and RESULTS but not drawn among the comparison's points."""
+    return "probe" in row["budget"]
+
+
 def _finish_panel(ax: Any, task: str, xlabel: str) -> None:
-    """The shared look of a results panel: labels, title, grid, one-column legend below."""
+    """The shared look of a results panel: labels, title, grid, one-column legend below
+    the axis label (anchored far enough down not to cover it)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test error (%)")
     ax.set_title(task)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
@@ -615,6 +640,8 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
         key = (r["task"], r["method"], r["budget"], base)
         if (r["task"], r["method"], base, r["budget"]) not in head:
             continue  # the headline protocol's curve only (one line per run)
+        if is_probe(r):
+            continue  # diagnostics stay in the CSV, not among the curves
         value = parse_pct(r["test_error_pct"])
         if sep:
             curves.setdefault(key, {})[int(t)] = value
@@ -634,7 +661,7 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
             ts = sorted(points)
             mean = [points[t][0] for t in ts]
             sd = [points[t][1] for t in ts]
-            label = f"{key[1]} ({key[2].split(',')[0]}, {key[3]})"  # the cap; the CSV says more
+            label = f"{key[1]} ({budget_label(key[2])}, {key[3]})"  # the CSV says more
             color = _method_color(key[1])
             ax.errorbar(ts, mean, yerr=sd, marker="o", ms=3, capsize=2, label=label, color=color)
         ax.set_yscale("log")
@@ -645,7 +672,8 @@ def plot_readouts(rows: list[dict[str, str]], path: str | Path) -> Path | None:
 def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     """Test error against inference FLOPs per image (issue 21), one panel per task, one
     marker per (method, budget) at its headline protocol (rows without recorded FLOPs are
-    left out), sd as error bars, log axes, names in the legend (no overlapping labels).
+    left out, and so are probes: :func:`is_probe`), sd as error bars, log axes, names in
+    the legend (no overlapping labels; :func:`budget_label` tells budgets apart).
     Returns the PNG's path, or ``None`` when no row has FLOPs."""
     import matplotlib
     import matplotlib.ticker
@@ -657,22 +685,23 @@ def plot_pareto(rows: list[dict[str, str]], path: str | Path) -> Path | None:
     points = [
         r
         for r in sorted(rows, key=_order)
-        if r["inference_flops_per_image"] and (_key(r) in head or r["protocol"] == "deterministic")
+        if r["inference_flops_per_image"]
+        and not is_probe(r)
+        and (_key(r) in head or r["protocol"] == "deterministic")
     ]
     if not points:
         return None
     tasks = sorted({r["task"] for r in points}, key=TASKS.index)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 6.0), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        seen: dict[str, int] = {}  # one marker per budget of the same method
-        for r in points:
-            if r["task"] != task:
-                continue
-            marker = "os^Dv"[seen.setdefault(r["method"], 0) % 5]
-            seen[r["method"]] += 1
+        # a new marker for every point of the panel, the colour the method's: two methods
+        # that share one of the ten colours still differ in the legend
+        panel = [r for r in points if r["task"] == task]
+        for i, r in enumerate(panel):
+            marker = "osD^vPX*hp<>"[i % 12]
             mean, sd = parse_pct(r["test_error_pct"])
             flops = float(r["inference_flops_per_image"])
-            label = f"{r['method']} ({r['budget'].split(',')[0]})"  # the cap; the CSV says more
+            label = f"{r['method']} ({budget_label(r['budget'])})"  # the CSV says more
             ax.errorbar(
                 [flops],
                 [mean],

@@ -496,3 +496,42 @@ def test_main_command_table_holds_only_the_rows_of_the_command_as_printed():
     assert len(body) == 2
     assert "| **single-sampled** (headline) | **1.65** |" in body[1]
     assert "| single-mean | 1.38 |" in body[0]
+
+
+def test_budget_label_tells_apart_budgets_that_begin_alike():
+    from glimpse.results import budget_label
+
+    assert budget_label("70 epochs") == "70 epochs"
+    assert budget_label("70 epochs, bf16") == "70 epochs, bf16"
+    assert budget_label("15 epochs, --location-gradient head") == "15 epochs, head"
+    label = budget_label("30 epochs, stopped by patience after 21 validations")
+    assert label == "30 epochs, patience"
+    assert budget_label("300 batches of 64, widths 16-32-64") == "300 batches of 64"
+
+
+def test_pareto_leaves_out_probe_rows(tmp_path, monkeypatch):
+    import glimpse.results as results
+
+    base = {
+        "task": "mnist",
+        "method": "soft-none",
+        "protocol": "deterministic",
+        "test_error_pct": "1.00",
+        "val_error_pct": "1.00",
+        "inference_flops_per_image": "1000000",
+    }
+    rows = [
+        {**base, "budget": "20 epochs"},
+        {**base, "budget": "4 epochs (probe, val and test on their first 2,000 images)"},
+    ]
+    drawn = []
+    real = results._finish_panel
+
+    def spy(ax, task, xlabel):
+        drawn.extend(ax.get_legend_handles_labels()[1])
+        real(ax, task, xlabel)
+
+    monkeypatch.setattr(results, "_finish_panel", spy)
+    assert results.plot_pareto(rows, tmp_path / "p.png") is not None
+    assert drawn == ["soft-none (20 epochs)"]
+    assert results.plot_pareto(rows[1:], tmp_path / "q.png") is None
