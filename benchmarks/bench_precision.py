@@ -45,10 +45,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_ram  # noqa: E402
-from glimpse.loop import apply_gradients  # noqa: E402
-from glimpse.precision import autocast, bf16_supported  # noqa: E402
-from soft_baselines.train import SoftTrainConfig, build_model  # noqa: E402
+import bench_ram
+
+from glimpse.loop import apply_gradients
+from glimpse.precision import autocast, bf16_supported
+from soft_baselines.train import SoftTrainConfig, build_model
 
 RAM_TARGET, SOFT_TARGET = 0.6, 2.0
 SOFT_BATCH, SOFT_SIZE, SOFT_WIDTHS = 64, 60, (32, 64, 128)
@@ -192,7 +193,9 @@ def main() -> None:
             print(f"| {name} | {1e3 * s:.1f} | {SOFT_BATCH / s:,.0f} | {f32 / s:.2f}x |")
         speed = f32 / t["bf16 + channels_last"]
         verdict = "met" if speed >= SOFT_TARGET else "MISSED"
-        print(f"- bf16 images/s / fp32 images/s = {speed:.2f}x (target >= {SOFT_TARGET}: {verdict})")
+        print(
+            f"- bf16 images/s / fp32 images/s = {speed:.2f}x (target >= {SOFT_TARGET}: {verdict})"
+        )
     print(f"\nload average after: {load()}")
 
 

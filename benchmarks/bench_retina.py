@@ -117,7 +117,6 @@ def run(device: torch.device, repeats: int) -> list[dict]:
         t_floor = _time(lambda: prepared.table.take(taps), device, repeats)
         scratch = prepared.table.clone()
         t_write = _time(lambda: scratch.fill_(0.5), device, repeats)
-        del scratch
         t_episode = (t_prep + steps * t_glimpse) / steps  # per glimpse, prepare amortised
         rows.append(
             {

@@ -572,12 +572,11 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
 BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("bf16", "bf16"),
     ("--location-gradient head", "head"),
-    ("location lr x", "lr-scaled"),
-    ("frozen", "frozen head"),
     ("stopped by patience", "patience"),
 )
 """``(text in a budget cell, tag in a plot legend)``: what tells apart two runs of one
-method whose budgets begin alike (e.g. ``70 epochs`` and ``70 epochs, bf16``)."""
+method whose budgets begin alike (e.g. ``70 epochs`` and ``70 epochs, bf16``); probes,
+which differ in more, are not drawn (:func:`is_probe`)."""
 
 
 def budget_label(budget: str) -> str:

@@ -18,7 +18,8 @@ _DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench():
     sys.path.insert(0, str(_DIR))
     try:
-        spec = importlib.util.spec_from_file_location("bench_precision", _DIR / "bench_precision.py")
+        path = _DIR / "bench_precision.py"
+        spec = importlib.util.spec_from_file_location("bench_precision", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         yield mod
