@@ -572,6 +572,7 @@ def render_readouts(rows: list[dict[str, str]]) -> str:
 BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("bf16", "bf16"),
     ("--location-gradient head", "head"),
+    ("--per-step-loss", "per-step loss"),
     ("stopped by patience", "patience"),
 )
 """``(text in a budget cell, tag in a plot legend)``: what tells apart two runs of one
