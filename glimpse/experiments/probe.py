@@ -3,11 +3,12 @@
 RAM's location policy (Mnih et al. 2014, arXiv:1406.6247) must steer from what its
 glimpses show, and it learns to do so from a sparse REINFORCE reward. This probe asks the
 same question without reinforcement learning: from the **first glimpse** of every image
-(taken where the task's first glimpse is taken: the centre), a small MLP regresses the
-centre of the digit's frame, trained by backpropagation on the training split and scored
-on the test split. If the probe finds the digit, the information to steer by is in the
-glimpse and a policy that does not find it is limited by its learning, not by its sensor;
-if it does not, the glimpse is too coarse to steer by.
+(at the centre, or at a uniformly random location as RAM's default first fixation, the
+location then given to the probe too, as RAM's glimpse network gets it), a small MLP
+regresses the centre of the digit's frame, trained by backpropagation on the training
+split and scored on the test split. If the probe finds the digit, the information to
+steer by is in the glimpse and a policy that does not find it is limited by its learning,
+not by its sensor; if it does not, the glimpse is too coarse to steer by.
 
 Scores (:func:`probe_first_glimpse`), each for every single scale and for all scales:
 
@@ -15,15 +16,15 @@ Scores (:func:`probe_first_glimpse`), each for every single scale and for all sc
   there would score in ``attention_in_box``, :func:`glimpse.attention.fixations_in_boxes`);
 - ``error_px``: the mean distance in pixels from the predicted to the true centre.
 
-Baselines scored the same way: the centre fixation itself (where the first glimpse is),
-the training split's mean centre, and ``chance_in_box`` (the mean share of the image
+Baselines scored the same way: the first fixation itself (staying where the first
+glimpse was), the training split's mean centre, and ``chance_in_box`` (the mean share of the image
 inside the frame: a uniformly random fixation). Entry point: ``scripts/probe_location.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,10 @@ class ProbeConfig:
     """Training images the probe is fitted on (the first this many of the split)."""
     test_images: int = 5000
     """Test images it is scored on (the first this many of the split)."""
+    first_fixation: Literal["centre", "random"] = "centre"
+    """Where the first glimpse is taken: the centre, or uniformly at random in the image
+    (drawn from a generator seeded by ``seed``; RAM's default ``--init-location random``),
+    its location then also an input of the probe."""
     epochs: int = 30
     """Passes of Adam over the training images."""
     batch_size: int = 256
@@ -119,19 +124,16 @@ def _fit(x: Tensor, y: Tensor, cfg: ProbeConfig, desc: str) -> nn.Module:
 
 
 def probe_first_glimpse(
-    train: ImageSource,
-    test: ImageSource,
-    retina: Retina,
-    cfg: ProbeConfig,
-    first: tuple[float, float] = (0.0, 0.0),
+    train: ImageSource, test: ImageSource, retina: Retina, cfg: ProbeConfig
 ) -> dict[str, Any]:
     """The probe on two image sources that record one box per image.
 
-    The glimpse of every image at location ``first`` (``retina``'s ``k`` scales) is the
-    input; the box centre (as a location) the target. Returns ``{"probes": {name: scores}}``
-    for every single scale (``"scale 1"`` the finest) and ``"all scales"``, the baselines
-    ``"centre fixation"`` and ``"training mean"`` scored the same way, ``chance_in_box``,
-    and the test images' count.
+    The glimpse of every image at its first fixation (``cfg.first_fixation``: the centre,
+    or a uniform draw seeded by ``cfg.seed`` and the image's index, then also an input) is
+    the input; the box centre (as a location) the target. Returns ``{"probes": {name:
+    scores}}`` for every single scale (``"scale 1"`` the finest) and ``"all scales"``, the
+    baselines ``"first fixation"`` and ``"training mean"`` scored the same way,
+    ``chance_in_box``, and the test images' count.
     """
     for name, src in (("train", train), ("test", test)):
         if src.boxes is None or src.boxes.ndim != 2:
@@ -139,31 +141,43 @@ def probe_first_glimpse(
     h, w = train.images.shape[-2:]
     if tuple(test.images.shape[-2:]) != (h, w):
         raise ValueError(f"train images are {h}x{w}, test {tuple(test.images.shape[-2:])}")
+    random = cfg.first_fixation == "random"
 
-    def glimpses(src: ImageSource) -> Tensor:
+    def first_glimpses(src: ImageSource, split_seed: int) -> tuple[Tensor, Tensor]:
+        gen = torch.Generator().manual_seed(cfg.seed * 2 + split_seed)
+        n = len(src)
+        if random:
+            locs = torch.rand(n, 2, generator=gen) * 2 - 1
+        else:
+            locs = torch.zeros(n, 2)
+        locs = locs.to(src.images.device)
         chunks = []
-        for start in range(0, len(src), 1000):
+        for start in range(0, n, 1000):
             images, _ = src.get(slice(start, start + 1000))
-            loc = images.new_tensor(first).expand(images.shape[0], 2)
-            chunks.append(retina(images, loc))
-        return torch.cat(chunks)  # (N, k, C, g, g)
+            chunks.append(retina(images, locs[start : start + 1000]))
+        return torch.cat(chunks), locs  # (N, k, C, g, g), (N, 2)
 
-    g_train, g_test = glimpses(train), glimpses(test)
+    (g_train, l_train), (g_test, l_test) = first_glimpses(train, 0), first_glimpses(test, 1)
     y_train = _centre_locs(train.boxes.to(g_train.device), h, w)
     y_test = _centre_locs(test.boxes.to(g_test.device), h, w)
     boxes = test.boxes.to(g_test.device)
+
+    def inputs(glimpses: Tensor, locs: Tensor, scales: list[int]) -> Tensor:
+        x = glimpses[:, scales].flatten(1)
+        return torch.cat((x, locs), 1) if random else x
+
     k = retina.num_scales
     subsets = {f"scale {i + 1}": [i] for i in range(k)} if k > 1 else {}
     subsets["all scales"] = list(range(k))
     probes = {}
     for name, scales in subsets.items():
-        net = _fit(g_train[:, scales].flatten(1), y_train, cfg, f"probe {name}")
+        net = _fit(inputs(g_train, l_train, scales), y_train, cfg, f"probe {name}")
         with torch.no_grad():
-            pred = net(g_test[:, scales].flatten(1))
+            pred = net(inputs(g_test, l_test, scales))
         probes[name] = _scores(pred, y_test, boxes, h, w)
     n = y_test.shape[0]
     baselines = {
-        "centre fixation": _scores(y_test.new_tensor(first).expand(n, 2), y_test, boxes, h, w),
+        "first fixation": _scores(l_test, y_test, boxes, h, w),
         "training mean": _scores(y_train.mean(0).expand(n, 2), y_test, boxes, h, w),
     }
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp_min(0)
@@ -176,8 +190,9 @@ def probe_first_glimpse(
 
 
 def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
-    """The probe of ``cfg.task``'s first glimpse (the task's glimpse size and scales, the
-    centre), on its first ``train_images`` / ``test_images``; written to ``cfg.out``."""
+    """The probe of ``cfg.task``'s first glimpse (the task's glimpse size and scales, at
+    ``cfg.first_fixation``), on its first ``train_images`` / ``test_images``; written to
+    ``cfg.out``."""
     check_config(cfg)
     if cfg.task not in TASKS:
         raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
@@ -200,7 +215,7 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     result = {
         "task": cfg.task,
         "glimpse": f"{task.glimpse_size}x{task.glimpse_size}, {task.num_scales} scales",
-        "first_fixation": "centre",
+        "first_fixation": cfg.first_fixation,
         "train_images": len(sources[0]),
         **result,
         "config": {k: v for k, v in vars(cfg).items() if k not in ("out", "data_root")},
