@@ -573,6 +573,8 @@ BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("bf16", "bf16"),
     ("--location-gradient head", "head"),
     ("--per-step-loss", "per-step loss"),
+    ("centre start", "centre start"),
+    ("σ 0.3", "σ 0.3"),
     ("stopped by patience", "patience"),
 )
 """``(text in a budget cell, tag in a plot legend)``: what tells apart two runs of one

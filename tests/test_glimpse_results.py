@@ -505,6 +505,8 @@ def test_budget_label_tells_apart_budgets_that_begin_alike():
     assert budget_label("70 epochs, bf16") == "70 epochs, bf16"
     assert budget_label("15 epochs, --location-gradient head") == "15 epochs, head"
     assert budget_label("30 epochs, --per-step-loss") == "30 epochs, per-step loss"
+    assert budget_label("40 epochs, centre start") == "40 epochs, centre start"
+    assert budget_label("40 epochs, σ 0.3") == "40 epochs, σ 0.3"
     label = budget_label("30 epochs, stopped by patience after 21 validations")
     assert label == "30 epochs, patience"
     assert budget_label("300 batches of 64, widths 16-32-64") == "300 batches of 64"
