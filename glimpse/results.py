@@ -7,8 +7,9 @@ holds the attention summary of ``scripts/attention_maps.py`` on its test split a
 checkpoint (:data:`ATTENTION_SUMMARY`), its ``attention_in_box`` and
 ``attention_on_clutter`` (fractions, three decimals) fill those columns of the row of the
 protocol it was measured with (hard runs: ``single-mean``); they are empty elsewhere.
-Errors are percentages written ``mean ± sd`` over the evaluation seeds (sample standard
-deviation; a plain number for one seed). A table in a Markdown file lives between the
+Errors are percentages written ``mean ± sd`` (sample standard deviation; a plain number
+for one value) over one run's evaluation seeds, or, in a row of ``train_seeds`` > 1
+(:func:`rows_from_seeds`, ``--over-seeds``), over the training seeds. A table in a Markdown file lives between the
 marker comments :data:`BEGIN` and :data:`END` and is rewritten by
 :func:`update_markdown`; nothing in it is typed by hand.
 
@@ -95,13 +96,16 @@ COLUMNS = (
     "inference_flops_per_image",
     "pixels_per_image",
     "train_flops_to_best",
+    "train_seeds",
 )
 """The columns of ``docs/results.csv``, in order (the two attention columns were appended
 by issue 18, ``budget`` by issue 17/21: what the run was given, e.g. ``70 epochs`` or
 ``converged``, then the costs of issue 21 from ``metrics.json``: parameters, inference
 FLOPs and pixels read per image, training FLOPs to the selected checkpoint (empty where
-the run did not record them); :func:`read_csv` reads files written before them with those
-cells empty, ``budget`` filled from ``epochs``)."""
+the run did not record them), then ``train_seeds``: the training seeds a row's errors are
+the spread over (1: one run, its errors' spread over evaluation seeds;
+:func:`rows_from_seeds`); :func:`read_csv` reads files written before them with those
+cells empty, ``budget`` filled from ``epochs``, ``train_seeds`` 1)."""
 
 _COSTS = ("params", "inference_flops_per_image", "pixels_per_image", "train_flops_to_best")
 
@@ -281,18 +285,22 @@ def _with_readouts(protocols: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rows_from_run(
-    run_dir: str | Path, machine: str | None = None, budget: str | None = None
-) -> list[dict[str, str]]:
-    """The CSV rows of one run folder: one per protocol of its ``metrics.json``
-    (``protocols``; for runs trained before it was written there, the
-    ``evaluations/protocols-best.json`` of ``scripts/evaluate_hard.py --all-protocols``),
-    and one per early readout ``<protocol>@<t>`` where the run recorded them.
+@dataclass
+class _Run:
+    """What :func:`rows_from_run` reads from one run folder."""
 
-    The command is the metrics' ``command``, else the first line of ``command.txt`` in the
-    run folder; ``machine`` overrides the recorded machine (e.g. to say it was shared);
-    ``budget`` labels what the run was given (default ``<epochs> epochs``).
-    """
+    dir: Path
+    task: str
+    method: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    protocols: dict[str, Any]  # with the early readouts (:func:`_with_readouts`)
+    machine: str
+    command: str
+    attention: dict[str, Any]
+
+
+def _read_run(run_dir: str | Path) -> _Run:
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -321,38 +329,164 @@ def rows_from_run(
         command = (run_dir / "command.txt").read_text().strip().splitlines()[0]
     if not command:
         raise ValueError(f"{run_dir}: no command recorded (write it to command.txt)")
-    paper = paper_figure(task, method)
-    wall = metrics.get("train_seconds", metrics.get("train_seconds_this_session"))
-    attention = _attention_summary(run_dir)
-    epochs = metrics.get("epochs", "")
-    budget = budget or f"{epochs} epochs"
-    if metrics.get("stopped") == "patience":  # say where it stopped, in the same cell
-        budget += f", stopped by patience after {len(metrics.get('history') or [])} validations"
+    return _Run(
+        run_dir,
+        str(task),
+        str(method),
+        metrics,
+        config,
+        _with_readouts(protocols),
+        source.get("machine") or metrics.get("machine", ""),
+        command,
+        _attention_summary(run_dir),
+    )
+
+
+def _budget_of(run: _Run, budget: str | None) -> str:
+    """``budget`` (default ``<epochs> epochs``), plus where a patience stop ended the run."""
+    budget = budget or f"{run.metrics.get('epochs', '')} epochs"
+    if run.metrics.get("stopped") == "patience":  # say where it stopped, in the same cell
+        budget += f", stopped by patience after {len(run.metrics.get('history') or [])} validations"
+    return budget
+
+
+def rows_from_run(
+    run_dir: str | Path, machine: str | None = None, budget: str | None = None
+) -> list[dict[str, str]]:
+    """The CSV rows of one run folder: one per protocol of its ``metrics.json``
+    (``protocols``; for runs trained before it was written there, the
+    ``evaluations/protocols-best.json`` of ``scripts/evaluate_hard.py --all-protocols``),
+    and one per early readout ``<protocol>@<t>`` where the run recorded them.
+
+    The command is the metrics' ``command``, else the first line of ``command.txt`` in the
+    run folder; ``machine`` overrides the recorded machine (e.g. to say it was shared);
+    ``budget`` labels what the run was given (default ``<epochs> epochs``). Errors are
+    ``mean ± sd`` over the run's evaluation seeds; ``train_seeds`` is 1.
+    """
+    run = _read_run(run_dir)
+    paper = paper_figure(run.task, run.method)
+    wall = run.metrics.get("train_seconds", run.metrics.get("train_seconds_this_session"))
+    epochs = run.metrics.get("epochs", "")
     rows = []
-    for protocol, res in _with_readouts(protocols).items():
+    for protocol, res in run.protocols.items():
         rows.append(
             {
-                "task": task,
-                "method": method,
+                "task": run.task,
+                "method": run.method,
                 "protocol": protocol,
-                "budget": budget,
-                **{key: _count(metrics.get(key)) for key in _COSTS},
+                "budget": _budget_of(run, budget),
+                **{key: _count(run.metrics.get(key)) for key in _COSTS},
                 "test_error_pct": format_pct(res.get("test_errors") or [res["test_error"]]),
                 "val_error_pct": format_pct(res.get("val_errors") or [res["val_error"]]),
                 "eval_seeds": str(len(res.get("eval_seeds") or [None])),
+                "train_seeds": "1",
                 "epochs": str(epochs),
                 "train_wall_s": "" if wall is None else str(round(wall)),
-                "machine": machine or source.get("machine") or metrics.get("machine", ""),
+                "machine": machine or run.machine,
                 "paper_error_pct": "" if paper is None else f"{paper.error_pct:.2f}",
                 "paper_ref": "" if paper is None else paper.ref,
-                "run": run_dir.name,
-                "command": command,
+                "run": run.dir.name,
+                "command": run.command,
                 **{
-                    key: _fraction(attention.get(key))
-                    if attention.get("protocol") == protocol
+                    key: _fraction(run.attention.get(key))
+                    if run.attention.get("protocol") == protocol
                     else ""
                     for key in _ATTENTION
                 },
+            }
+        )
+    return rows
+
+
+SEED_FIELDS = frozenset({"seed", "run_name", "resume", "threads", "device", "data_root"}) | {
+    "runs_root",
+    "download",
+}
+"""Config fields in which the runs of one recipe at several training seeds may differ
+(:func:`rows_from_seeds`): the seed and where each run executed."""
+
+
+def rows_from_seeds(
+    run_dirs: Sequence[str | Path], machine: str | None = None, budget: str | None = None
+) -> list[dict[str, str]]:
+    """One recipe trained at several seeds: the CSV rows of :func:`rows_from_run`, one per
+    protocol, with errors ``mean ± sd`` over the **training seeds** (each run's error the
+    mean over its evaluation seeds; sample sd) and ``train_seeds`` their number.
+
+    The runs must share task, method, every protocol and their ``config.json`` except
+    :data:`SEED_FIELDS`, and have distinct seeds (``ValueError`` naming the first
+    difference otherwise). ``run`` joins the run names with ``+``, ``command`` the commands
+    with ``;``; ``epochs`` is the common value or the per-seed list; train wall seconds,
+    training FLOPs to the selected checkpoint and the attention fractions are the means
+    over the seeds (attention only where every run measured it).
+    """
+    runs = [_read_run(d) for d in run_dirs]
+    if len(runs) < 2:
+        raise ValueError(f"--over-seeds needs the runs of at least 2 seeds, got {len(runs)}")
+    first = runs[0]
+    seeds = [r.config.get("seed") for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--over-seeds: the runs' seeds must differ, got {seeds}")
+    for r in runs[1:]:
+        for key in sorted(set(first.config) | set(r.config)):
+            if key not in SEED_FIELDS and first.config.get(key) != r.config.get(key):
+                raise ValueError(
+                    f"--over-seeds: {r.dir.name} differs from {first.dir.name} in {key}: "
+                    f"{r.config.get(key)!r} against {first.config.get(key)!r}"
+                )
+        if set(r.protocols) != set(first.protocols):
+            raise ValueError(
+                f"--over-seeds: {r.dir.name} has other protocols than {first.dir.name}"
+            )
+    budgets = [_budget_of(r, budget) for r in runs]
+    cap = budget or f"{first.metrics.get('epochs', '')} epochs"
+    stops = [b.rsplit(" after ", 1)[-1].split()[0] for b in budgets if b != cap]
+    label = cap
+    if stops:
+        label += f", stopped by patience after {', '.join(stops)} validations"
+        if len(stops) < len(runs):
+            label += f" ({len(stops)} of {len(runs)} seeds)"
+
+    def mean(values: Sequence[float]) -> float:
+        return sum(values) / len(values)
+
+    def mean_cell(values: Sequence[Any], fmt: Any) -> str:
+        """``fmt`` of the mean, empty unless every seed recorded the value."""
+        if any(v is None or v == "" for v in values):
+            return ""
+        return fmt(mean([float(v) for v in values]))
+
+    def wall(r: _Run) -> Any:
+        return r.metrics.get("train_seconds", r.metrics.get("train_seconds_this_session"))
+
+    epochs = [str(r.metrics.get("epochs", "")) for r in runs]
+    paper = paper_figure(first.task, first.method)
+    rows = []
+    for protocol in first.protocols:
+        results = [r.protocols[protocol] for r in runs]
+        test = [mean(res.get("test_errors") or [res["test_error"]]) for res in results]
+        val = [mean(res.get("val_errors") or [res["val_error"]]) for res in results]
+        eval_seeds = {len(res.get("eval_seeds") or [None]) for res in results}
+        measured = [r.attention if r.attention.get("protocol") == protocol else {} for r in runs]
+        rows.append(
+            {
+                "task": first.task,
+                "method": first.method,
+                "protocol": protocol,
+                "budget": label,
+                **{k: mean_cell([r.metrics.get(k) for r in runs], _count) for k in _COSTS},
+                "test_error_pct": format_pct(test),
+                "val_error_pct": format_pct(val),
+                "eval_seeds": "/".join(str(n) for n in sorted(eval_seeds)),
+                "train_seeds": str(len(runs)),
+                "epochs": epochs[0] if len(set(epochs)) == 1 else "/".join(epochs),
+                "train_wall_s": mean_cell([wall(r) for r in runs], _count),
+                "machine": machine or first.machine,
+                "paper_error_pct": "" if paper is None else f"{paper.error_pct:.2f}",
+                "paper_ref": "" if paper is None else paper.ref,
+                "run": " + ".join(r.dir.name for r in runs),
+                "command": " ; ".join(r.command for r in runs),
+                **{k: mean_cell([m.get(k) for m in measured], _fraction) for k in _ATTENTION},
             }
         )
     return rows
@@ -427,17 +561,19 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = tuple(reader.fieldnames or ())
-        n = len(_COSTS)
-        older = {  # before issue 18, before the budget, before the costs
+        n = len(_COSTS) + 1
+        older = {  # before issue 18, before the budget, before the costs, before seeds
             COLUMNS[: -len(_ATTENTION) - 1 - n],
             COLUMNS[: -1 - n],
             COLUMNS[:-n],
+            COLUMNS[:-1],
         }
         if fields in older:
             return [
                 {
                     **dict.fromkeys(_ATTENTION + _COSTS, ""),
                     "budget": f"{r['epochs']} epochs",
+                    "train_seeds": "1",
                     **r,
                 }
                 for r in reader
@@ -498,9 +634,9 @@ def render_table(rows: list[dict[str, str]]) -> str:
     head = _headline(rows)
     lines = [
         "| task | method | budget | protocol | test error % | val error % | attention in box "
-        "| attention on clutter | eval seeds | epochs | train wall s | paper % | run "
-        "| command | machine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attention on clutter | train seeds | eval seeds | epochs | train wall s | paper % "
+        "| run | command | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=_order):
         if READOUT_SEP in r["protocol"]:  # early readouts: render_readouts' table
@@ -521,6 +657,7 @@ def render_table(rows: list[dict[str, str]]) -> str:
             r["val_error_pct"],
             r["attention_in_box"],
             r["attention_on_clutter"],
+            r["train_seeds"],
             r["eval_seeds"],
             r["epochs"],
             r["train_wall_s"],
@@ -542,7 +679,8 @@ READOUTS_END = "<!-- readouts-table:end -->"
 def render_readouts(rows: list[dict[str, str]]) -> str:
     """The Markdown table of test error against the number of glimpses: one line per
     (task, method, budget, protocol) with early-readout rows (``<protocol>@<t>``), the
-    protocol's own row as the last column ``t = T``; mean ± sd over evaluation seeds."""
+    protocol's own row as the last column ``t = T``; mean ± sd over the row's seeds
+    (evaluation seeds, or training seeds where ``train_seeds`` > 1)."""
     curves: dict[tuple[str, str, str, str], dict[int, str]] = {}
     finals: dict[tuple[str, str, str, str], dict[str, str]] = {}
     for r in sorted(rows, key=_order):
@@ -785,10 +923,10 @@ def render_compact(rows: list[dict[str, str]]) -> str:
     in_box = {r["run"]: r["attention_in_box"] for r in rows if r["attention_in_box"]}
     order = {"best hard": 0, "best soft": 1, "control": 2, "plain CNN": 3}
     lines = [
-        "| task | role | method | budget | protocol | test error % | val error % | params "
-        "| inference FLOPs / image | pixels / image | train FLOPs to best | train wall s "
-        "| attention in box | run |",
-        "|" + "---|" * 14,
+        "| task | role | method | budget | protocol | test error % | val error % | seeds "
+        "| params | inference FLOPs / image | pixels / image | train FLOPs to best "
+        "| train wall s | attention in box | run |",
+        "|" + "---|" * 15,
     ]
     for r in sorted(
         chosen.values(),
@@ -802,6 +940,7 @@ def render_compact(rows: list[dict[str, str]]) -> str:
             r["protocol"],
             r["test_error_pct"],
             r["val_error_pct"],
+            r["train_seeds"],
             r["params"],
             _sci(r["inference_flops_per_image"]),
             r["pixels_per_image"],
@@ -1010,6 +1149,9 @@ class ResultsConfig:
     budget: str | None = None
     """Budget label of the new rows, e.g. ``converged`` or ``default command`` (default:
     ``<epochs> epochs``); rows differing only in budget stand side by side."""
+    over_seeds: bool = False
+    """The runs are one recipe at several training seeds: one row per protocol, errors
+    ``mean ± sd`` over the seeds (:func:`rows_from_seeds`)."""
     check: bool = False
     """Write nothing; fail if a Markdown table disagrees with the CSV."""
     sweep: bool = False
@@ -1030,7 +1172,10 @@ def update_results(cfg: ResultsConfig) -> list[dict[str, str]]:
         )
         return update_sweep(cfg)
     rows = read_csv(cfg.csv)
-    new = [r for run in cfg.runs for r in rows_from_run(run, cfg.machine, cfg.budget)]
+    if cfg.over_seeds:
+        new = rows_from_seeds(cfg.runs, cfg.machine, cfg.budget)
+    else:
+        new = [r for run in cfg.runs for r in rows_from_run(run, cfg.machine, cfg.budget)]
     if cfg.check and new:
         raise ValueError("--check writes nothing: give no runs")
     rows = merge_rows(rows, new)

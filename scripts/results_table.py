@@ -7,6 +7,8 @@ regenerates the results tables in ``docs/RESULTS.md`` and ``README.md`` from it;
 
     python scripts/results_table.py --runs runs/ram-mnist-random-100 \
         --machine "2-core CPU VM, shared with other jobs"
+    # one recipe at three training seeds: one row per protocol, mean ± sd over the seeds
+    python scripts/results_table.py --over-seeds --runs runs/stn-s0 runs/stn-s1 runs/stn-s2
     python scripts/results_table.py            # regenerate the tables from the CSV
     python scripts/results_table.py --check    # fail if a table disagrees with the CSV
     # every soft module, one budget: docs/soft_modules.csv and its table in docs/RESULTS.md

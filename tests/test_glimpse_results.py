@@ -4,6 +4,7 @@ tables of ``docs/RESULTS.md`` and ``README.md`` generated from it."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -141,6 +142,7 @@ def test_the_columns_are_the_thirteen_of_issue_16_then_the_attention_scores_and_
         "inference_flops_per_image",
         "pixels_per_image",
         "train_flops_to_best",
+        "train_seeds",
     )
 
 
@@ -181,6 +183,87 @@ def test_a_csv_from_before_the_attention_columns_reads_with_them_empty(tmp_path)
     (tmp_path / "bad.csv").write_text("task,method\n")
     with pytest.raises(ValueError, match="columns must be"):
         read_csv(tmp_path / "bad.csv")
+
+
+def test_a_csv_from_before_the_seeds_column_reads_with_one_seed(tmp_path):
+    old = tmp_path / "old.csv"
+    rows = rows_from_run(_fake_run(tmp_path, "a", _protocols()))
+    with open(old, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS[:-1], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    assert read_csv(old) == rows
+    assert {r["train_seeds"] for r in rows} == {"1"}
+
+
+def _seed_run(root: Path, name: str, seed: int, test: float, val: float, **metrics) -> Path:
+    """A fake run of one recipe at ``seed``: single-mean errors ``test``/``val`` on two
+    evaluation seeds (``x`` and ``x + 0.002``)."""
+    d = _fake_run(
+        root,
+        name,
+        {
+            "single-mean": {
+                "eval_seeds": [0, 1],
+                "val_errors": [val, val + 0.002],
+                "test_errors": [test, test + 0.002],
+            }
+        },
+        **metrics,
+    )
+    (d / "config.json").write_text(
+        json.dumps({"task": "mnist", "agent": "ram", "seed": seed, "run_name": name, "lr": 1e-3})
+    )
+    return d
+
+
+def test_one_recipe_at_three_seeds_is_one_row_with_the_spread_over_seeds(tmp_path):
+    """``--over-seeds``: each run's error is the mean over its evaluation seeds, the row's
+    ``mean ± sd`` is over the training seeds (sample sd), and the seeds are counted."""
+    from glimpse.results import rows_from_seeds
+
+    runs = [
+        _seed_run(tmp_path, "s0", 0, 0.010, 0.020, stopped="patience", history=[1, 2, 3]),
+        _seed_run(tmp_path, "s1", 1, 0.012, 0.022, params=100, train_seconds=100.0),
+        _seed_run(tmp_path, "s2", 2, 0.014, 0.024, params=100, train_seconds=200.0),
+    ]
+    (row,) = rows_from_seeds(runs)
+    # per-seed test means 1.1, 1.3, 1.5 % -> mean 1.3, sd 0.2
+    assert row["test_error_pct"] == "1.30 ± 0.20" and row["val_error_pct"] == "2.30 ± 0.20"
+    assert row["train_seeds"] == "3" and row["eval_seeds"] == "2"
+    assert row["run"] == "s0 + s1 + s2"
+    assert row["budget"] == "7 epochs, stopped by patience after 3 validations (1 of 3 seeds)"
+    assert row["params"] == ""  # s0 did not record it: no mean of two
+    assert set(row) == set(COLUMNS)
+    merged = merge_rows(rows_from_run(runs[0], budget=None), [row])
+    assert len(merged) == 2  # a single run's row and the three-seed row of other budgets
+
+
+def test_over_seeds_refuses_runs_that_are_not_one_recipe(tmp_path):
+    from glimpse.results import rows_from_seeds
+
+    a = _seed_run(tmp_path, "a", 0, 0.01, 0.02)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        rows_from_seeds([a])
+    with pytest.raises(ValueError, match="seeds must differ"):
+        rows_from_seeds([a, _seed_run(tmp_path, "b", 0, 0.01, 0.02)])
+    c = _seed_run(tmp_path, "c", 1, 0.01, 0.02)
+    config = json.loads((c / "config.json").read_text())
+    (c / "config.json").write_text(json.dumps({**config, "lr": 3e-3}))
+    with pytest.raises(ValueError, match=r"c differs from a in lr: 0\.003 against 0\.001"):
+        rows_from_seeds([a, c])
+
+
+def test_update_results_over_seeds_writes_one_row(tmp_path):
+    runs = [_seed_run(tmp_path, f"s{i}", i, 0.01 + 0.002 * i, 0.02) for i in range(3)]
+    md = tmp_path / "R.md"
+    md.write_text(f"x\n{BEGIN}\n{END}\n")
+    cfg = ResultsConfig(
+        runs=tuple(map(str, runs)), csv=str(tmp_path / "r.csv"), markdown=(str(md),)
+    )
+    rows = update_results(dataclasses.replace(cfg, over_seeds=True))
+    assert [(r["train_seeds"], r["test_error_pct"]) for r in rows] == [("3", "1.30 ± 0.20")]
+    assert "| 3 | 2 |" in md.read_text()  # train seeds, eval seeds columns
 
 
 def test_runs_without_protocols_use_evaluate_hard_output_or_fail(tmp_path):
@@ -476,8 +559,8 @@ def test_compact_table_chooses_each_role_on_validation_not_test():
         ("mnist", "plain CNN", "soft-none", "30 epochs", "deterministic", "0.70"),
         ("cluttered60", "best hard", "ram", "30 epochs", "single-sampled", "19.0"),
     ]
-    assert cells[0][7] == "1000" and cells[3][10] == "1.2e+08"
-    assert cells[4][12] == "0.5"  # the run's export (of the policy's mean) beside its headline
+    assert cells[0][8] == "1000" and cells[3][11] == "1.2e+08"
+    assert cells[4][13] == "0.5"  # the run's export (of the policy's mean) beside its headline
 
 
 def test_main_command_table_holds_only_the_rows_of_the_command_as_printed():
