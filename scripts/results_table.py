@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from glimpse.results import ResultsConfig, update_results
 from glimpse.training import cli_main, parse_config
+from soft_baselines.registry import list_modules
 
 
 def main(args: list[str] | None = None) -> list[dict[str, str]]:
-    rows = update_results(parse_config(ResultsConfig, args, description=__doc__))
+    cfg = parse_config(ResultsConfig, args, description=__doc__)
+    rows = update_results(cfg, blocks=[m for m in list_modules() if m != "stn"])
     print(f"{len(rows)} result rows", flush=True)
     return rows
 

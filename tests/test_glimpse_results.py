@@ -402,12 +402,15 @@ def test_checked_in_tables_agree_with_the_csv():
         assert base in protocols or (base.startswith("mc") and base[2:].isdigit())
         assert not sep or (t.isdigit() and base in protocols)
         assert r["run"] and r["command"] and r["machine"] and r["budget"]
+    from soft_baselines.registry import list_modules
+
     update_results(
         ResultsConfig(
             csv=str(csv_path),
             markdown=(str(REPO / "docs" / "RESULTS.md"), str(REPO / "README.md")),
             check=True,
-        )
+        ),
+        blocks=[m for m in list_modules() if m != "stn"],  # as scripts/results_table.py
     )
     sweep = REPO / "docs" / "soft_modules.csv"
     with open(sweep, newline="") as f:
@@ -621,3 +624,40 @@ def test_pareto_leaves_out_probe_rows(tmp_path, monkeypatch):
     assert results.plot_pareto(rows, tmp_path / "p.png") is not None
     assert drawn == ["soft-none (20 epochs)"]
     assert results.plot_pareto(rows[1:], tmp_path / "q.png") is None
+
+
+def test_coverage_names_each_cells_best_budget_and_what_is_missing():
+    """Issue 21's coverage map: per (method, dataset) the budget best on validation, with
+    the patience tag and training seeds; blocks without rows are listed, DRAM is n/a, and
+    readout and probe rows never fill a cell."""
+    from glimpse.results import render_coverage
+
+    rows = [
+        _row("ram", "single-mean", "3.00", "3.10"),
+        _row("ram", "single-sampled", "2.00", "3.50"),
+        _row("ram", "single-mean", "1.20", "1.50", "100 epochs"),
+        _row(
+            "soft-se",
+            "deterministic",
+            "0.80",
+            "0.95",
+            "20 epochs, stopped by patience",
+            train_seeds="3",
+        ),
+        _row("soft-none", "deterministic", "0.70", "1.00", task="cluttered60"),
+        _row("glimpse-grid", "single-mean@2", "9.00", "9.00"),
+        _row("glimpse-random", "single-mean", "9.00", "9.00", "4 epochs (probe)"),
+    ]
+    lines = render_coverage(rows, blocks=["se", "eca"]).splitlines()
+    cells = {
+        c[0]: c[1:] for c in ([x.strip() for x in ln.strip("|").split("|")] for ln in lines[2:])
+    }
+    assert lines[0] == "| method | mnist | translated60 | cluttered60 | cluttered100 |"
+    assert cells["ram"] == ["100 epochs; 1 seed", "—", "—", "—"]
+    assert cells["dram"] == ["n/a"] * 4
+    assert cells["soft-se"][0] == "20 epochs, patience; 3 seeds"
+    assert cells["soft-eca"] == ["—"] * 4
+    assert cells["soft-none"] == ["—", "—", "30 epochs; 1 seed", "—"]
+    assert cells["glimpse-grid"] == cells["glimpse-random"] == ["—"] * 4
+    assert list(cells)[-1].startswith("**filled (converged) of 11")
+    assert list(cells.values())[-1] == ["**2 (1)**", "**0 (0)**", "**1 (0)**", "**0 (0)**"]
