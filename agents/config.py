@@ -99,6 +99,11 @@ class HardTrainConfig(RunConfig):
     """Standard deviation of the Gaussian location policy (initial value if learned)."""
     learn_std: bool = False
     """Learn the location policy's standard deviation."""
+    std_final: float | None = None
+    """Anneal the location policy's standard deviation from ``std`` to this over the run,
+    on a cosine in the updates (as the learning rate), so that late training samples close
+    to the mean the ``single-mean`` readout uses; a checkpoint keeps the value of its
+    update (sampled evaluation uses it). Unset: ``std`` throughout. REINFORCE only."""
     core: Literal["rnn", "lstm"] = "rnn"
     """Core network: the paper's rectifier RNN or an LSTM (DRAM always uses LSTMs)."""
     hidden: int = 256
@@ -170,6 +175,7 @@ class HardTrainConfig(RunConfig):
         "scale_factor": (">=", 1),
         "context_size": (">=", 1),
         "std": (">", 0),
+        "std_final": (">", 0),
         "hidden": (">=", 1),
         "lr": (">=", 0),
         "location_lr_scale": (">=", 0),
@@ -216,6 +222,12 @@ class HardTrainConfig(RunConfig):
             raise ValueError(
                 f"--location-gradient {out.location_gradient} is a glimpse-soft option "
                 f"(differentiable locations); --agent {out.agent} has none"
+            )
+        if out.std_final is not None and (out.learn_std or out.agent in BACKPROP_AGENTS):
+            why = "a learned σ" if out.learn_std else f"--agent {out.agent}'s fixed locations"
+            raise ValueError(
+                f"--std-final {out.std_final} anneals the fixed σ of a sampled location "
+                f"policy; it cannot be combined with {why}"
             )
         if out.init_from and not Path(out.init_from).exists():  # fail before building data
             raise FileNotFoundError(
@@ -308,6 +320,11 @@ class PPOTrainConfig(HardTrainConfig, PPOHyperparameters):
         if out.minibatches > out.batch_size:
             raise ValueError(
                 f"minibatches ({out.minibatches}) must not exceed batch_size ({out.batch_size})"
+            )
+        if out.std_final is not None:
+            raise ValueError(
+                f"--std-final {out.std_final} is a REINFORCE option (scripts/train_ram.py); "
+                "the PPO trainers keep σ fixed or learn it (--learn-std)"
             )
         if out.agent in BACKPROP_AGENTS:
             what = "fixed" if out.agent in FIXED_AGENTS else "deterministic, backpropagated"

@@ -31,6 +31,7 @@ rank means, evaluation is sharded and exact; rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -59,6 +60,8 @@ __all__ = [
     "GlimpseAgentMethod",
     "ReinforceMethod",
     "log_playback",
+    "set_std",
+    "std_schedule",
     "train_first_fixations",
     "train_reinforce",
 ]
@@ -197,6 +200,25 @@ class GlimpseAgentMethod(Method):
         )
 
 
+def std_schedule(cfg: HardTrainConfig, update: int, total: int) -> float:
+    """The location policy's σ at ``update`` of ``total`` under ``--std-final``: a cosine
+    from ``cfg.std`` (update 0) to ``cfg.std_final`` (the last update)."""
+    if cfg.std_final is None:
+        return cfg.std
+    done = min(1.0, update / max(1, total - 1))
+    return cfg.std_final + (cfg.std - cfg.std_final) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def set_std(policy: torch.nn.Module, std: float) -> None:
+    """Set a fixed-σ location policy's σ (its ``log_std`` buffer, saved with the weights;
+    found by name, so a wrapped policy works too)."""
+    buffers = [b for name, b in policy.named_buffers() if name.rpartition(".")[2] == "log_std"]
+    if not buffers:
+        raise ValueError(f"{type(policy).__name__} has no fixed log_std buffer to anneal")
+    for b in buffers:
+        b.fill_(math.log(std))
+
+
 class ReinforceMethod(GlimpseAgentMethod):
     """RAM / DRAM trained by the hybrid REINFORCE loss (Mnih et al. 2014): classification
     by backpropagation, locations by REINFORCE with a learned baseline
@@ -218,6 +240,8 @@ class ReinforceMethod(GlimpseAgentMethod):
 
     def update(self) -> Update:
         step = self.updates * self.budget.images_per_update
+        if self.cfg.std_final is not None:
+            set_std(self.policy, std_schedule(self.cfg, self.updates, self.budget.total_updates))
         options = train_first_fixations(self.cfg, step)
         ro = collect_rollout(self.policy, self.train_env, options=options)
         loss, metrics = self.loss(ro)

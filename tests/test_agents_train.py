@@ -7,6 +7,7 @@ command-line scripts (also on ``twodigit100``) and the learning test of the issu
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -347,3 +348,69 @@ def test_train_ram_resume_continues_where_it_stopped(data_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="no run folder"):
         train_reinforce(HardTrainConfig(epochs=1, resume=True, **(base | {"run_name": "none"})))
     assert not (tmp_path / "none").exists()
+
+
+def test_std_schedule_is_a_cosine_from_std_to_std_final():
+    from agents.config import HardTrainConfig
+    from agents.train import std_schedule
+
+    cfg = HardTrainConfig(std=0.3, std_final=0.1)
+    values = [std_schedule(cfg, u, 11) for u in range(11)]
+    assert values[0] == pytest.approx(0.3) and values[-1] == pytest.approx(0.1)
+    assert values[5] == pytest.approx(0.2)  # half way
+    assert all(a > b for a, b in itertools.pairwise(values))
+    assert std_schedule(HardTrainConfig(std=0.3), 7, 11) == 0.3  # unset: constant
+
+
+def test_training_anneals_sigma_and_checkpoints_keep_it(data_root, tmp_path):
+    """``--std-final``: the σ logged after each update follows the cosine, and the last
+    checkpoint holds the final σ (sampled evaluation and resume read it from there)."""
+    from agents.config import HardTrainConfig
+    from agents.train import std_schedule, train_reinforce
+
+    cfg = HardTrainConfig(
+        epochs=2,
+        max_batches_per_epoch=3,
+        batch_size=32,
+        log_every=1,
+        val_size=500,
+        eval_limit=100,
+        eval_seeds=1,
+        eval_batch_size=100,
+        data_root=str(data_root),
+        runs_root=str(tmp_path),
+        run_name="anneal",
+        device="cpu",
+        threads=1,
+        playback=0,
+        std=0.3,
+        std_final=0.05,
+    )
+    train_reinforce(cfg)
+    logged = _scalars(tmp_path / "anneal", "charts/std")
+    expected = [std_schedule(cfg, u, 6) for u in range(6)]
+    assert [round(logged[k], 5) for k in sorted(logged)] == [round(v, 5) for v in expected]
+    last = torch.load(tmp_path / "anneal" / "last.pt", weights_only=True)["model"]
+    assert last["log_std"].exp().tolist() == pytest.approx([0.05, 0.05])
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"learn_std": True}, "cannot be combined with a learned σ"),
+        ({"agent": "glimpse-grid"}, "glimpse-grid's fixed locations"),
+        ({"std_final": 0.0}, "--std-final must be"),
+    ],
+)
+def test_std_final_refuses_what_it_cannot_anneal(kw, message):
+    from agents.config import HardTrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        HardTrainConfig(**({"std_final": 0.05} | kw)).resolved()
+
+
+def test_ppo_refuses_std_final():
+    from agents.config import PPOTrainConfig
+
+    with pytest.raises(ValueError, match="REINFORCE option"):
+        PPOTrainConfig(std_final=0.05).resolved()
