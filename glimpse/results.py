@@ -713,6 +713,7 @@ BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("--per-step-loss", "per-step loss"),
     ("centre start", "centre start"),
     ("σ 0.3", "σ 0.3"),
+    ("--std-final", "σ annealed"),
     ("stopped by patience", "patience"),
 )
 """``(text in a budget cell, tag in a plot legend)``: what tells apart two runs of one

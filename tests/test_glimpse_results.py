@@ -593,6 +593,7 @@ def test_budget_label_tells_apart_budgets_that_begin_alike():
     assert budget_label("30 epochs, --per-step-loss") == "30 epochs, per-step loss"
     assert budget_label("40 epochs, centre start") == "40 epochs, centre start"
     assert budget_label("40 epochs, σ 0.3") == "40 epochs, σ 0.3"
+    assert budget_label("100 epochs, --std-final 0.05") == "100 epochs, σ annealed"
     label = budget_label("30 epochs, stopped by patience after 21 validations")
     assert label == "30 epochs, patience"
     assert budget_label("300 batches of 64, widths 16-32-64") == "300 batches of 64"
