@@ -1210,7 +1210,8 @@ class ResultsConfig:
     ``<epochs> epochs``); rows differing only in budget stand side by side."""
     over_seeds: bool = False
     """The runs are one recipe at several training seeds: one row per protocol, errors
-    ``mean ± sd`` over the seeds (:func:`rows_from_seeds`)."""
+    ``mean ± sd`` over the seeds (:func:`rows_from_seeds`); rows of any one of these runs
+    alone are removed."""
     check: bool = False
     """Write nothing; fail if a Markdown table disagrees with the CSV."""
     sweep: bool = False
@@ -1235,6 +1236,10 @@ def update_results(cfg: ResultsConfig, blocks: Sequence[str] = ()) -> list[dict[
     rows = read_csv(cfg.csv)
     if cfg.over_seeds:
         new = rows_from_seeds(cfg.runs, cfg.machine, cfg.budget)
+        # A seed's own rows are superseded by the rows of all seeds: keeping both would let
+        # a selection on validation pick the luckiest seed.
+        names = {Path(run).name for run in cfg.runs}
+        rows = [r for r in rows if r["run"] not in names]
     else:
         new = [r for run in cfg.runs for r in rows_from_run(run, cfg.machine, cfg.budget)]
     if cfg.check and new:

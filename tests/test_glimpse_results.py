@@ -261,7 +261,10 @@ def test_update_results_over_seeds_writes_one_row(tmp_path):
     cfg = ResultsConfig(
         runs=tuple(map(str, runs)), csv=str(tmp_path / "r.csv"), markdown=(str(md),)
     )
+    alone = update_results(dataclasses.replace(cfg, runs=(str(runs[0]),), budget="7 epochs, s0"))
+    assert [(r["run"], r["budget"]) for r in alone] == [("s0", "7 epochs, s0")]
     rows = update_results(dataclasses.replace(cfg, over_seeds=True))
+    # seed 0's own row (the best on validation) is superseded, not kept beside the seeds'
     assert [(r["train_seeds"], r["test_error_pct"]) for r in rows] == [("3", "1.30 ± 0.20")]
     assert "| 3 | 2 |" in md.read_text()  # train seeds, eval seeds columns
 
