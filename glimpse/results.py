@@ -967,7 +967,8 @@ def render_coverage(rows: list[dict[str, str]], blocks: Sequence[str] = ()) -> s
     ``soft-<block>`` for every ``blocks`` name and every other method in ``rows``), one
     column per dataset of :data:`COVERAGE_TASKS`; a cell names the budget with the lowest
     validation error among the method's headline rows there (:func:`budget_label`:
-    ``patience`` where a patience stop ended it, i.e. converged) and its training seeds,
+    ``patience`` where a patience stop ended it, i.e. converged; ``patience in k of n``
+    where it ended only some of the seeds, not counted as converged) and its training seeds,
     ``—`` where no row exists (``n/a`` for DRAM, the multi-object agent, on these
     single-digit tasks). The last line counts the filled and converged cells."""
     head = _headline(rows)
@@ -998,9 +999,13 @@ def render_coverage(rows: list[dict[str, str]], blocks: Sequence[str] = ()) -> s
                 cells.append("n/a" if m == "dram" else "—")
                 continue
             seeds = r.get("train_seeds") or "1"
+            label = budget_label(r["budget"])
+            some = re.search(r"\((\d+ of \d+) seeds\)", r["budget"])  # not every seed stopped
+            if some:
+                label = label.replace("patience", f"patience in {some.group(1)}")
             filled[task] += 1
-            converged[task] += "stopped by patience" in r["budget"]
-            cells.append(f"{budget_label(r['budget'])}; {seeds} seed{'s' * (seeds != '1')}")
+            converged[task] += "stopped by patience" in r["budget"] and not some
+            cells.append(f"{label}; {seeds} seed{'s' * (seeds != '1')}")
         lines.append(_md_line(cells))
     total = len(methods) - 1  # DRAM does not apply
     lines.append(

@@ -649,6 +649,15 @@ def test_coverage_names_each_cells_best_budget_and_what_is_missing():
             train_seeds="3",
         ),
         _row("soft-none", "deterministic", "0.70", "1.00", task="cluttered60"),
+        _row(
+            "soft-eca",
+            "deterministic",
+            "0.70",
+            "1.00",
+            "20 epochs, stopped by patience after 9 validations (1 of 3 seeds)",
+            task="cluttered60",
+            train_seeds="3",
+        ),
         _row("glimpse-grid", "single-mean@2", "9.00", "9.00"),
         _row("glimpse-random", "single-mean", "9.00", "9.00", "4 epochs (probe)"),
     ]
@@ -660,8 +669,9 @@ def test_coverage_names_each_cells_best_budget_and_what_is_missing():
     assert cells["ram"] == ["100 epochs; 1 seed", "—", "—", "—"]
     assert cells["dram"] == ["n/a"] * 4
     assert cells["soft-se"][0] == "20 epochs, patience; 3 seeds"
-    assert cells["soft-eca"] == ["—"] * 4
+    assert cells["soft-eca"] == ["—", "—", "20 epochs, patience in 1 of 3; 3 seeds", "—"]
     assert cells["soft-none"] == ["—", "—", "30 epochs; 1 seed", "—"]
     assert cells["glimpse-grid"] == cells["glimpse-random"] == ["—"] * 4
     assert list(cells)[-1].startswith("**filled (converged) of 11")
-    assert list(cells.values())[-1] == ["**2 (1)**", "**0 (0)**", "**1 (0)**", "**0 (0)**"]
+    # the eca row stopped by patience in one seed of three: filled, not converged
+    assert list(cells.values())[-1] == ["**2 (1)**", "**0 (0)**", "**2 (0)**", "**0 (0)**"]
