@@ -34,7 +34,7 @@ import platform
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -894,6 +894,25 @@ def _sci(value: str) -> str:
     return f"{float(value):.2g}" if value else ""
 
 
+def _best_per_method(
+    rows: list[dict[str, str]], keep: Callable[[dict[str, str]], bool]
+) -> dict[tuple[str, str], dict[str, str]]:
+    """Per (task, method), among the ``keep`` rows that are a headline (single trajectory,
+    protocol chosen on validation) or a soft model's deterministic row, not an early
+    readout: the one of the budget with the lowest validation error."""
+    head = _headline(rows)
+    best: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        if READOUT_SEP in r["protocol"] or not keep(r):
+            continue
+        if _key(r) not in head and r["protocol"] != "deterministic":
+            continue
+        k = (r["task"], r["method"])
+        if k not in best or _val(r) < _val(best[k]):
+            best[k] = r
+    return best
+
+
 def render_compact(rows: list[dict[str, str]]) -> str:
     """Issue 21's compact comparison: per task, the best hard agent (learned policy), the
     best soft model (any block or STN), each matched control and the plain CNN.
@@ -903,16 +922,7 @@ def render_compact(rows: list[dict[str, str]]) -> str:
     lowest validation error; per role, the method with the lowest validation error. The
     budget cell says whether a run converged (stopped by patience) or ran a fixed budget.
     """
-    head = _headline(rows)
-    best: dict[tuple[str, str], dict[str, str]] = {}
-    for r in rows:
-        if READOUT_SEP in r["protocol"] or _role(r["method"]) is None:
-            continue
-        if _key(r) not in head and r["protocol"] != "deterministic":
-            continue
-        k = (r["task"], r["method"])
-        if k not in best or _val(r) < _val(best[k]):
-            best[k] = r
+    best = _best_per_method(rows, lambda r: _role(r["method"]) is not None)
     chosen: dict[tuple[str, str], dict[str, str]] = {}
     for (task, method), r in best.items():
         role = _role(method)
@@ -971,16 +981,7 @@ def render_coverage(rows: list[dict[str, str]], blocks: Sequence[str] = ()) -> s
     where it ended only some of the seeds, not counted as converged) and its training seeds,
     ``—`` where no row exists (``n/a`` for DRAM, the multi-object agent, on these
     single-digit tasks). The last line counts the filled and converged cells."""
-    head = _headline(rows)
-    best: dict[tuple[str, str], dict[str, str]] = {}
-    for r in rows:
-        if READOUT_SEP in r["protocol"] or is_probe(r) or r["task"] not in COVERAGE_TASKS:
-            continue
-        if _key(r) not in head and r["protocol"] != "deterministic":
-            continue
-        k = (r["task"], r["method"])
-        if k not in best or _val(r) < _val(best[k]):
-            best[k] = r
+    best = _best_per_method(rows, lambda r: not is_probe(r) and r["task"] in COVERAGE_TASKS)
     methods = list(METHODS)
     for m in [f"soft-{b}" for b in sorted(blocks)] + sorted({r["method"] for r in rows}):
         if m not in methods and m not in ("soft-none", "soft-stn"):

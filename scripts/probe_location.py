@@ -1,7 +1,8 @@
 """Does the first glimpse show where the digit is? ``python scripts/probe_location.py --help``.
 
-Fits a small MLP from the first (centre) glimpse of every training image to the centre of
-its digit's frame and scores it on test images, for every scale alone and for all scales
+Fits a small MLP from the first glimpse of every training image (at the centre, or with
+``--first-fixation random`` at a seeded random location) to the centre of its digit's frame
+and scores it on test images, for every scale alone and for all scales
 (``glimpse.experiments.probe``): a test of what RAM's location policy could steer by.
 Examples::
 

@@ -17,8 +17,9 @@ Scores (:func:`probe_first_glimpse`), each for every single scale and for all sc
 - ``error_px``: the mean distance in pixels from the predicted to the true centre.
 
 Baselines scored the same way: the first fixation itself (staying where the first
-glimpse was), the training split's mean centre, and ``chance_in_box`` (the mean share of the image
-inside the frame: a uniformly random fixation). Entry point: ``scripts/probe_location.py``.
+glimpse was), the training split's mean centre, and ``chance_in_box`` (the mean share of
+the image inside the frame: a uniformly random fixation). Entry point:
+``scripts/probe_location.py``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def probe_first_glimpse(
     """The probe on two image sources that record one box per image.
 
     The glimpse of every image at its first fixation (``cfg.first_fixation``: the centre,
-    or a uniform draw seeded by ``cfg.seed`` and the image's index, then also an input) is
+    or uniform draws in image order from a generator seeded by ``cfg.seed`` and the split,
+    the location then also an input) is
     the input; the box centre (as a location) the target. Returns ``{"probes": {name:
     scores}}`` for every single scale (``"scale 1"`` the finest) and ``"all scales"``, the
     baselines ``"first fixation"`` and ``"training mean"`` scored the same way,
